@@ -1,0 +1,236 @@
+//! Disk image formats for imgbuild: raw, qcow2, VHDX and fixed VHD, written
+//! from one sparse description of a disk and read back into it.
+//!
+//! ```text
+//!              writers (ImageSink)                     readers (DiskImage)
+//! VirtualDisk ─► write_images ─► raw | qcow2 | vhdx | vhd ─► open ─► VirtualDisk
+//! ```
+//!
+//! The crate knows only disks: nothing here knows what a recipe, a filesystem
+//! or a partition is. Every writer is deterministic: the same disk and options
+//! give the same bytes, with no clock and no randomness.
+#![warn(missing_docs)]
+
+pub mod disk;
+pub mod error;
+pub mod io;
+pub mod raw;
+pub mod sink;
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use disk::{Extent, ExtentData, VirtualDisk, VirtualDiskBuilder};
+pub use error::{Error, Result};
+pub use io::ReadAt;
+pub use sink::{write_images, ImageSink, ImageSummary};
+
+/// An image format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Raw bytes, sparse where the disk is zero.
+    Raw,
+    /// QEMU copy-on-write v3 (compat 1.1).
+    Qcow2,
+    /// Hyper-V virtual hard disk v2 (MS-VHDX 1.0).
+    Vhdx,
+    /// Virtual PC / Azure fixed VHD: raw data plus a 512-byte footer.
+    Vhd,
+}
+
+impl Format {
+    /// All formats, in a fixed order.
+    pub const ALL: [Format; 4] = [Format::Raw, Format::Qcow2, Format::Vhdx, Format::Vhd];
+
+    /// The usual file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vhdx => "vhdx",
+            Format::Vhd => "vhd",
+        }
+    }
+
+    /// The format named by a file extension (`img` and `raw` are raw).
+    pub fn from_extension(ext: &str) -> Option<Format> {
+        match ext.to_ascii_lowercase().as_str() {
+            "raw" | "img" | "bin" => Some(Format::Raw),
+            "qcow2" => Some(Format::Qcow2),
+            "vhdx" => Some(Format::Vhdx),
+            "vhd" | "vpc" => Some(Format::Vhd),
+            _ => None,
+        }
+    }
+
+    /// The format named by `name` (`raw`, `qcow2`, `vhdx`, `vhd`).
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == name.to_ascii_lowercase())
+    }
+
+    /// The format's name as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        self.extension()
+    }
+
+    /// A writer for this format into `file`.
+    pub fn sink(self, file: File, opts: &WriteOptions) -> Result<Box<dyn ImageSink>> {
+        match self {
+            Format::Raw => Ok(Box::new(raw::RawWriter::new(file))),
+            other => Err(Error::Unsupported { format: other.name(), feature: "writing (not yet built)".into() }),
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Compression for qcow2 data clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Raw deflate, as QEMU's default `compression_type=zlib`.
+    Zlib,
+    /// zstd (qcow2 v3 compression-type field = 1).
+    Zstd,
+}
+
+/// VHDX provisioning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Subformat {
+    /// Only blocks holding data are stored.
+    #[default]
+    Dynamic,
+    /// Every block is stored (LeaveBlockAllocated).
+    Fixed,
+}
+
+/// Options shared by the writers; each reads the ones that apply to it.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// qcow2 cluster size in bytes (default 64 KiB; 512 B..2 MiB, a power of two).
+    pub cluster_size: Option<u32>,
+    /// qcow2 compression (default none).
+    pub compression: Option<Compression>,
+    /// Threads for compression (default: available parallelism). Never changes the bytes.
+    pub threads: Option<usize>,
+    /// VHDX block size in bytes (default 1 MiB; 1..256 MiB, a power of two).
+    pub block_size: Option<u32>,
+    /// VHDX logical sector size: 512 (default) or 4096.
+    pub logical_sector_size: Option<u32>,
+    /// VHDX dynamic (default) or fixed.
+    pub subformat: Subformat,
+    /// Seed for every GUID/id a format stores (VHDX GUIDs, VHD unique id).
+    /// `None`: derived from the disk's content.
+    pub seed: Option<[u8; 32]>,
+}
+
+/// An opened image, readable as the virtual disk it holds.
+pub trait DiskImage: ReadAt {
+    /// The format.
+    fn format(&self) -> Format;
+    /// Virtual size in bytes (the same as `ReadAt::len`).
+    fn virtual_size(&self) -> u64 {
+        self.len()
+    }
+    /// Disk ranges that may hold non-zero data, sorted and merged.
+    fn allocated(&self) -> Result<Vec<Range<u64>>>;
+    /// Header facts a person debugging the image wants, as (name, value).
+    fn facts(&self) -> Vec<(String, String)>;
+}
+
+/// Guesses the format of an image from its first and last bytes.
+pub fn detect(file: &File) -> Result<Format> {
+    let len = file.metadata().map_err(|e| Error::io("reading image metadata", e))?.len();
+    let mut head = [0u8; 8];
+    if len >= 8 {
+        ReadAt::read_exact_at(file, &mut head, 0).map_err(|e| Error::io("reading image header", e))?;
+    }
+    if head[..4] == *b"QFI\xfb" {
+        return Ok(Format::Qcow2);
+    }
+    if head == *b"vhdxfile" {
+        return Ok(Format::Vhdx);
+    }
+    if head == *b"conectix" {
+        return Ok(Format::Vhd);
+    }
+    if len >= 512 && len % 512 == 0 {
+        let mut foot = [0u8; 8];
+        ReadAt::read_exact_at(file, &mut foot, len - 512).map_err(|e| Error::io("reading image footer", e))?;
+        if foot == *b"conectix" {
+            return Ok(Format::Vhd);
+        }
+    }
+    Ok(Format::Raw)
+}
+
+/// Opens an image, detecting its format unless `format` is given.
+pub fn open(path: &Path, format: Option<Format>) -> Result<Arc<dyn DiskImage>> {
+    let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let format = match format {
+        Some(f) => f,
+        None => detect(&file)?,
+    };
+    match format {
+        Format::Raw => Ok(Arc::new(raw::RawReader::new(file)?)),
+        other => Err(Error::Unsupported { format: other.name(), feature: "reading (not yet built)".into() }),
+    }
+}
+
+/// Granule at which data is checked for zeros when an image is read into a
+/// [`VirtualDisk`] (as qemu-img does, so all-zero clusters are not copied).
+pub const ZERO_SCAN: usize = 4096;
+
+/// Describes an opened image as a [`VirtualDisk`] whose extents point at the
+/// image itself: only allocated ranges, minus all-zero 4 KiB blocks.
+pub fn disk_from_image(image: Arc<dyn DiskImage>) -> Result<VirtualDisk> {
+    let size = image.virtual_size();
+    let mut runs: Vec<Range<u64>> = Vec::new();
+    let mut buf = vec![0u8; sink::CHUNK];
+    for range in image.allocated()? {
+        let mut at = range.start;
+        while at < range.end {
+            let n = usize::try_from((range.end - at).min(sink::CHUNK as u64)).expect("at most CHUNK");
+            image
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(|e| Error::io(format!("reading image data at virtual offset {at}"), e))?;
+            for (i, block) in buf[..n].chunks(ZERO_SCAN).enumerate() {
+                if block.iter().all(|&b| b == 0) {
+                    continue;
+                }
+                let start = at + (i * ZERO_SCAN) as u64;
+                let end = start + block.len() as u64;
+                match runs.last_mut() {
+                    Some(last) if last.end == start => last.end = end,
+                    _ => runs.push(start..end),
+                }
+            }
+            at += n as u64;
+        }
+    }
+    let source: Arc<dyn ReadAt> = Arc::new(ImageSource(image));
+    let mut builder = VirtualDiskBuilder::new(size);
+    for r in runs {
+        builder.source(r.start, r.end - r.start, source.clone(), r.start);
+    }
+    builder.build()
+}
+
+struct ImageSource(Arc<dyn DiskImage>);
+
+impl ReadAt for ImageSource {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+}

@@ -1,0 +1,3 @@
+//! Disk layout: the partition table and where each filesystem goes.
+
+pub mod gpt;

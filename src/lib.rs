@@ -1,0 +1,16 @@
+//! imgbuild: one TOML recipe in, byte-identical disk images for several
+//! hypervisors out (qcow2 for KVM, VHDX for Hyper-V, fixed VHD for Azure).
+//!
+//! ```text
+//! recipe ─► Recipe ─► Plan ─► source ─► Tree ─► config/drivers/boot ─► Tree
+//!                                  fs::ext4 / fs::fat ─► VirtualDisk per filesystem
+//!                                  layout (GPT) ─► VirtualDisk of the whole disk
+//!                                  imgbuild_formats::write_images ─► .qcow2 .vhdx .vhd .raw
+//! ```
+
+pub mod ids;
+pub mod inspect;
+pub mod layout;
+pub mod output;
+pub mod size;
+pub mod tree;
