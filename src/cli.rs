@@ -22,6 +22,14 @@ enum Command {
     Convert(ConvertArgs),
     /// Show an image's format, sizes, header facts, partitions and data map.
     Inspect(InspectArgs),
+    /// Re-hash a build's outputs against its SHA256SUMS.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// The output directory of a build.
+    dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -113,12 +121,18 @@ pub fn run() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
+    imgbuild::output::install_signal_cleanup();
     let result = match cli.command {
         Command::Convert(a) => convert(a),
         Command::Inspect(a) => inspect(a),
+        Command::Verify(a) => verify(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,14 +161,21 @@ fn convert(a: ConvertArgs) -> Result<()> {
             SubformatArg::Dynamic => Subformat::Dynamic,
             SubformatArg::Fixed => Subformat::Fixed,
         },
-        seed: a.seed.as_deref().map(|s| imgbuild::ids::Seed::from_bytes(s.as_bytes()).0),
+        seed: a
+            .seed
+            .as_deref()
+            .map(|s| imgbuild::ids::Seed::from_bytes(s.as_bytes()).0),
     };
     let image = imgbuild_formats::open(&a.src, a.source_format.map(Into::into))
         .with_context(|| format!("cannot read {}", a.src.display()))?;
-    let disk = imgbuild_formats::disk_from_image(image).with_context(|| format!("cannot read {}", a.src.display()))?;
+    let disk = imgbuild_formats::disk_from_image(image)
+        .with_context(|| format!("cannot read {}", a.src.display()))?;
     let out = AtomicFile::create(&a.dst)?;
-    let sink = format.sink(out.file()?, &opts).with_context(|| format!("cannot write {}", a.dst.display()))?;
-    imgbuild_formats::write_images(&disk, vec![sink]).with_context(|| format!("cannot write {}", a.dst.display()))?;
+    let sink = format
+        .sink(out.file()?, &opts)
+        .with_context(|| format!("cannot write {}", a.dst.display()))?;
+    imgbuild_formats::write_images(&disk, vec![sink])
+        .with_context(|| format!("cannot write {}", a.dst.display()))?;
     out.commit()?;
     Ok(())
 }
@@ -178,5 +199,25 @@ fn inspect(a: InspectArgs) -> Result<()> {
     } else {
         print!("{}", report.render());
     }
+    Ok(())
+}
+
+fn verify(a: VerifyArgs) -> Result<()> {
+    let (n, bad) = imgbuild::verify::verify_dir(&a.dir)?;
+    for m in &bad {
+        eprintln!(
+            "MISMATCH {}: expected {}, found {}",
+            m.name, m.expected, m.found
+        );
+    }
+    if !bad.is_empty() {
+        bail!(
+            "{} of {n} outputs in {} do not match {}",
+            bad.len(),
+            a.dir.display(),
+            imgbuild::verify::SUMS
+        );
+    }
+    println!("{n} outputs match {}", imgbuild::verify::SUMS);
     Ok(())
 }

@@ -14,3 +14,4 @@ pub mod layout;
 pub mod output;
 pub mod size;
 pub mod tree;
+pub mod verify;
