@@ -12,6 +12,7 @@ pub mod ids;
 pub mod inspect;
 pub mod layout;
 pub mod output;
+pub mod progress;
 pub mod size;
 pub mod tree;
 pub mod verify;

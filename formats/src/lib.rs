@@ -25,7 +25,7 @@ use std::sync::Arc;
 pub use disk::{Extent, ExtentData, VirtualDisk, VirtualDiskBuilder};
 pub use error::{Error, Result};
 pub use io::ReadAt;
-pub use sink::{write_images, ImageSink, ImageSummary};
+pub use sink::{write_images, write_images_with_progress, ImageSink, ImageSummary};
 
 /// An image format.
 #[derive(

@@ -46,8 +46,19 @@ pub trait ImageSink: Send {
 /// chunks of at most [`CHUNK`] bytes, and handed to each sink in turn.
 pub fn write_images(
     disk: &VirtualDisk,
-    mut sinks: Vec<Box<dyn ImageSink>>,
+    sinks: Vec<Box<dyn ImageSink>>,
 ) -> Result<Vec<ImageSummary>> {
+    write_images_with_progress(disk, sinks, &mut |_| {})
+}
+
+/// [`write_images`], calling `progress` with the number of data bytes done
+/// after each chunk (out of [`VirtualDisk::data_len`]).
+pub fn write_images_with_progress(
+    disk: &VirtualDisk,
+    mut sinks: Vec<Box<dyn ImageSink>>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<ImageSummary>> {
+    let mut done = 0u64;
     let allocated = disk.allocated();
     for sink in &mut sinks {
         sink.begin(disk.size(), &allocated)?;
@@ -67,6 +78,8 @@ pub fn write_images(
                 sink.write_data(extent.offset + at, &buf[..n])?;
             }
             at += n as u64;
+            done += n as u64;
+            progress(done);
         }
     }
     sinks.into_iter().map(|s| s.finish()).collect()
