@@ -1,0 +1,3 @@
+//! The build pipeline: a resolved plan in, images out.
+
+pub mod outputs;

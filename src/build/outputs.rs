@@ -1,0 +1,128 @@
+//! Writing a set of outputs all-or-nothing: every image goes to a temporary
+//! name in the output directory, one pass over the disk feeds all of them,
+//! each is hashed, and only when all are complete are they renamed. An error
+//! anywhere (or SIGINT/SIGTERM) removes the temporaries and leaves earlier
+//! outputs byte-identical.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use imgbuild_formats::{write_images_with_progress, Format, VirtualDisk, WriteOptions};
+use serde::Serialize;
+
+use crate::output::AtomicFile;
+use crate::progress::Progress;
+use crate::verify::sha256_file;
+
+/// One image to write.
+#[derive(Clone, Debug)]
+pub struct OutputSpec {
+    /// Target name (`kvm`, `hyperv`, ...).
+    pub target: String,
+    /// File name inside the output directory.
+    pub file_name: String,
+    /// Format.
+    pub format: Format,
+    /// Format options.
+    pub options: WriteOptions,
+}
+
+/// One image written.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct OutputInfo {
+    /// Target name.
+    pub target: String,
+    /// File name inside the output directory.
+    pub file: String,
+    /// Format.
+    pub format: Format,
+    /// Virtual disk size.
+    pub virtual_size: u64,
+    /// File size.
+    pub file_size: u64,
+    /// SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// Images written to temporary names, not yet renamed.
+#[derive(Debug, Default)]
+pub struct Pending {
+    files: Vec<(AtomicFile, OutputInfo)>,
+}
+
+impl Pending {
+    /// Writes `disk` into every spec (one pass), hashes each result and keeps
+    /// them pending.
+    pub fn write(
+        &mut self,
+        dir: &Path,
+        disk: &VirtualDisk,
+        specs: &[OutputSpec],
+        progress: &Progress,
+    ) -> Result<()> {
+        let mut files = Vec::new();
+        let mut sinks = Vec::new();
+        for s in specs {
+            let f = AtomicFile::create(&dir.join(&s.file_name))?;
+            let sink = s
+                .format
+                .sink(f.file()?, &s.options)
+                .with_context(|| format!("cannot write {}", s.file_name))?;
+            sinks.push(sink);
+            files.push(f);
+        }
+        let names: Vec<&str> = specs.iter().map(|s| s.file_name.as_str()).collect();
+        let step = progress.bytes(&format!("writing {}", names.join(", ")), disk.data_len());
+        let summaries = write_images_with_progress(disk, sinks, &mut |done| step.set(done))
+            .with_context(|| format!("cannot write {}", names.join(", ")))?;
+        drop(step);
+        for ((f, s), sum) in files.into_iter().zip(specs).zip(summaries) {
+            let sha256 = sha256_file(f.temp_path())?;
+            let info = OutputInfo {
+                target: s.target.clone(),
+                file: s.file_name.clone(),
+                format: s.format,
+                virtual_size: sum.virtual_size,
+                file_size: sum.file_size,
+                sha256,
+            };
+            self.files.push((f, info));
+        }
+        Ok(())
+    }
+
+    /// Adds a small text output (SHA256SUMS, manifest.json), written now.
+    pub fn text(&mut self, dir: &Path, name: &str, text: &str) -> Result<()> {
+        let f = AtomicFile::create(&dir.join(name))?;
+        std::fs::write(f.temp_path(), text).with_context(|| format!("cannot write {name}"))?;
+        let info = OutputInfo {
+            target: String::new(),
+            file: name.to_string(),
+            format: Format::Raw,
+            virtual_size: 0,
+            file_size: text.len() as u64,
+            sha256: String::new(),
+        };
+        self.files.push((f, info));
+        Ok(())
+    }
+
+    /// The images written so far.
+    pub fn images(&self) -> Vec<OutputInfo> {
+        self.files
+            .iter()
+            .filter(|(_, i)| !i.sha256.is_empty())
+            .map(|(_, i)| i.clone())
+            .collect()
+    }
+
+    /// Renames everything into place.
+    pub fn commit(self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for (f, _) in self.files {
+            out.push(f.path().to_path_buf());
+            f.commit()?;
+        }
+        Ok(out)
+    }
+}
