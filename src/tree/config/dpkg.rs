@@ -7,7 +7,9 @@ use crate::tree::Tree;
 /// `install ok installed` (or `hold ok installed`: held, still installed) in `/var/lib/dpkg/status`, sorted (a package
 /// installed for two architectures appears twice). Empty without dpkg.
 pub fn installed_packages(tree: &Tree) -> Result<Vec<(String, String)>> {
-    let Some(text) = read_text(tree, "/var/lib/dpkg/status")? else { return Ok(Vec::new()) };
+    let Some(text) = read_text(tree, "/var/lib/dpkg/status")? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
         let (mut name, mut version, mut installed) = (None, None, false);

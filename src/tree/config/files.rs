@@ -59,7 +59,11 @@ fn resolve_id(owner: &Option<Owner>, db: &Db, what: &'static str) -> Result<u32>
                 name: name.clone(),
                 looked_for: format!("{} (add users before files)", db.path),
             })?;
-            rec[2].parse().map_err(|_| ConfigError::Malformed { path: db.path.into(), line: 0, message: format!("{what} {name:?} has id {:?}", rec[2]) })
+            rec[2].parse().map_err(|_| ConfigError::Malformed {
+                path: db.path.into(),
+                line: 0,
+                message: format!("{what} {name:?} has id {:?}", rec[2]),
+            })
         }
     }
 }
@@ -72,11 +76,22 @@ pub fn apply_files(tree: &mut Tree, specs: &[FileSpec], epoch: i64) -> Result<Ch
     let mut changes = Changes::default();
     for spec in specs {
         if !spec.path.starts_with('/') {
-            return Err(ConfigError::Invalid { what: "file path", value: spec.path.clone(), why: "must be absolute".into() });
+            return Err(ConfigError::Invalid {
+                what: "file path",
+                value: spec.path.clone(),
+                why: "must be absolute".into(),
+            });
         }
         if spec.mode.is_some_and(|m| m > 0o7777) {
             let value = format!("{:o}", spec.mode.unwrap_or_default());
-            return Err(ConfigError::Invalid { what: "mode", value, why: format!("for {}: only permission bits (at most 7777) are allowed", spec.path) });
+            return Err(ConfigError::Invalid {
+                what: "mode",
+                value,
+                why: format!(
+                    "for {}: only permission bits (at most 7777) are allowed",
+                    spec.path
+                ),
+            });
         }
         let uid = resolve_id(&spec.owner, &passwd, "user")?;
         let gid = resolve_id(&spec.group, &group, "group")?;

@@ -33,7 +33,14 @@ impl FstabEntry {
 
     fn new(partuuid: &str, mountpoint: &str, fstype: &str, options: &str, pass: u32) -> Self {
         let s = |v: &str| v.to_owned();
-        Self { spec: format!("PARTUUID={partuuid}"), mountpoint: s(mountpoint), fstype: s(fstype), options: s(options), dump: 0, pass }
+        Self {
+            spec: format!("PARTUUID={partuuid}"),
+            mountpoint: s(mountpoint),
+            fstype: s(fstype),
+            options: s(options),
+            dump: 0,
+            pass,
+        }
     }
 }
 
@@ -41,15 +48,28 @@ impl FstabEntry {
 /// mode, else 0644 root) and creates each absolute mount point that is
 /// missing as a 0755 root directory. Returns the changed paths.
 pub fn write_fstab(tree: &mut Tree, entries: &[FstabEntry], epoch: i64) -> Result<Changes> {
-    let mut text = String::from("# /etc/fstab: static file system information (written by imgbuild).\n");
+    let mut text =
+        String::from("# /etc/fstab: static file system information (written by imgbuild).\n");
     text.push_str("# <file system> <mount point> <type> <options> <dump> <pass>\n");
     for e in entries {
-        for (what, v) in [("fstab spec", &e.spec), ("mount point", &e.mountpoint), ("fstab type", &e.fstype), ("mount options", &e.options)] {
+        for (what, v) in [
+            ("fstab spec", &e.spec),
+            ("mount point", &e.mountpoint),
+            ("fstab type", &e.fstype),
+            ("mount options", &e.options),
+        ] {
             if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '#') {
-                return Err(ConfigError::Invalid { what, value: v.clone(), why: "must be non-empty, without spaces or '#'".into() });
+                return Err(ConfigError::Invalid {
+                    what,
+                    value: v.clone(),
+                    why: "must be non-empty, without spaces or '#'".into(),
+                });
             }
         }
-        text.push_str(&format!("{}\t{}\t{}\t{}\t{}\t{}\n", e.spec, e.mountpoint, e.fstype, e.options, e.dump, e.pass));
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            e.spec, e.mountpoint, e.fstype, e.options, e.dump, e.pass
+        ));
     }
     let mut changes = Changes::default();
     let existing = super::read_file(tree, "/etc/fstab")?;

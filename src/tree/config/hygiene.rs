@@ -24,7 +24,8 @@ pub struct Hygiene {
 /// makes only the missing key types.
 pub const SSH_KEYGEN_UNIT: &str = "imgbuild-ssh-keygen.service";
 
-const SSH_KEYGEN: &str = "# Written by imgbuild: SSH host keys are made on first boot, per machine.\n\
+const SSH_KEYGEN: &str =
+    "# Written by imgbuild: SSH host keys are made on first boot, per machine.\n\
 [Unit]\n\
 Description=Generate SSH host keys\n\
 Before=ssh.service\n\
@@ -41,8 +42,12 @@ WantedBy=multi-user.target ssh.service\n";
 /// Files that must not be shared between machines, removed if present:
 /// systemd's random seed (systemd-random-seed.service) and its credential
 /// host key (systemd-creds(1)), and apt's binary caches (rebuilt on use).
-const PER_MACHINE_FILES: [&str; 4] =
-    ["/var/lib/systemd/random-seed", "/var/lib/systemd/credential.secret", "/var/cache/apt/pkgcache.bin", "/var/cache/apt/srcpkgcache.bin"];
+const PER_MACHINE_FILES: [&str; 4] = [
+    "/var/lib/systemd/random-seed",
+    "/var/lib/systemd/credential.secret",
+    "/var/cache/apt/pkgcache.bin",
+    "/var/cache/apt/srcpkgcache.bin",
+];
 
 /// Makes the tree a golden image:
 /// - `/etc/machine-id` empty, 0444 root: systemd treats that as first boot
@@ -58,14 +63,33 @@ pub fn clean_for_golden_image(tree: &mut Tree, opts: &Hygiene, epoch: i64) -> Re
     let empty_id = meta(0o444, 0, 0, epoch);
     let rel = tree.resolve(b"/etc/machine-id", false)?;
     let current = tree.lookup(&rel).map(|id| tree.inode(id));
-    let already = current.is_some_and(|i| matches!(&i.kind, Kind::File(d) if d.is_empty()) && i.meta.mode == 0o444 && i.meta.uid == 0 && i.meta.gid == 0);
+    let already = current.is_some_and(|i| {
+        matches!(&i.kind, Kind::File(d) if d.is_empty())
+            && i.meta.mode == 0o444
+            && i.meta.uid == 0
+            && i.meta.gid == 0
+    });
     if !already {
-        write_file(tree, "/etc/machine-id", b"", Some(empty_id), epoch, &mut changes)?;
+        write_file(
+            tree,
+            "/etc/machine-id",
+            b"",
+            Some(empty_id),
+            epoch,
+            &mut changes,
+        )?;
     }
     let dbus = tree.resolve(b"/var/lib/dbus/machine-id", false)?;
     if let Some(id) = tree.lookup(&dbus) {
         if !matches!(&tree.inode(id).kind, Kind::Symlink(t) if t == b"/etc/machine-id") {
-            put(tree, "/var/lib/dbus/machine-id", Kind::Symlink(b"/etc/machine-id".to_vec()), Some(meta(0o777, 0, 0, epoch)), epoch, &mut changes)?;
+            put(
+                tree,
+                "/var/lib/dbus/machine-id",
+                Kind::Symlink(b"/etc/machine-id".to_vec()),
+                Some(meta(0o777, 0, 0, epoch)),
+                epoch,
+                &mut changes,
+            )?;
         }
     }
     for name in children_named(tree, "/etc/ssh", |n| n.starts_with(b"ssh_host_")) {
@@ -73,7 +97,14 @@ pub fn clean_for_golden_image(tree: &mut Tree, opts: &Hygiene, epoch: i64) -> Re
     }
     if unit_path(tree, "ssh.service").is_some() {
         let path = format!("/etc/systemd/system/{SSH_KEYGEN_UNIT}");
-        update_text(tree, &path, SSH_KEYGEN, meta(0o644, 0, 0, epoch), epoch, &mut changes)?;
+        update_text(
+            tree,
+            &path,
+            SSH_KEYGEN,
+            meta(0o644, 0, 0, epoch),
+            epoch,
+            &mut changes,
+        )?;
         enable_unit(tree, SSH_KEYGEN_UNIT, epoch, &mut changes)?;
     }
     for path in PER_MACHINE_FILES {
@@ -84,7 +115,10 @@ pub fn clean_for_golden_image(tree: &mut Tree, opts: &Hygiene, epoch: i64) -> Re
         let lists = tree.resolve(b"/var/lib/apt/lists", true)?;
         for name in children_named(tree, "/var/lib/apt/lists", |n| n != b"lock") {
             let full = [lists.as_slice(), b"/", name.as_bytes()].concat();
-            if tree.lookup(&full).is_some_and(|id| matches!(tree.inode(id).kind, Kind::File(_))) {
+            if tree
+                .lookup(&full)
+                .is_some_and(|id| matches!(tree.inode(id).kind, Kind::File(_)))
+            {
                 remove(tree, &format!("/var/lib/apt/lists/{name}"), &mut changes)?;
             }
         }
@@ -94,9 +128,16 @@ pub fn clean_for_golden_image(tree: &mut Tree, opts: &Hygiene, epoch: i64) -> Re
 
 /// Names in directory `dir` (symlinks followed) for which `keep` holds.
 fn children_named(tree: &Tree, dir: &str, keep: impl Fn(&[u8]) -> bool) -> Vec<String> {
-    let Ok(rel) = tree.resolve(dir.as_bytes(), true) else { return Vec::new() };
-    let Some(id) = tree.lookup(&rel) else { return Vec::new() };
-    tree.children(id).filter(|(n, _)| keep(n)).map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect()
+    let Ok(rel) = tree.resolve(dir.as_bytes(), true) else {
+        return Vec::new();
+    };
+    let Some(id) = tree.lookup(&rel) else {
+        return Vec::new();
+    };
+    tree.children(id)
+        .filter(|(n, _)| keep(n))
+        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+        .collect()
 }
 
 /// A cloud-init NoCloud seed (cloud-init's "NoCloud" datasource, seed
@@ -117,11 +158,23 @@ pub fn write_nocloud(tree: &mut Tree, seed: &NoCloud, epoch: i64) -> Result<Chan
     let mut changes = Changes::default();
     let dir = "/var/lib/cloud/seed/nocloud";
     super::mkdir_p(tree, dir, &meta(0o755, 0, 0, epoch), &mut changes)?;
-    let files = [("user-data", Some(&seed.user_data)), ("meta-data", Some(&seed.meta_data)), ("network-config", seed.network_config.as_ref())];
+    let files = [
+        ("user-data", Some(&seed.user_data)),
+        ("meta-data", Some(&seed.meta_data)),
+        ("network-config", seed.network_config.as_ref()),
+    ];
     for (name, text) in files {
         let path = format!("{dir}/{name}");
         match text {
-            Some(text) => write_file(tree, &path, text.as_bytes(), Some(meta(0o600, 0, 0, epoch)), epoch, &mut changes).map(|_| ())?,
+            Some(text) => write_file(
+                tree,
+                &path,
+                text.as_bytes(),
+                Some(meta(0o600, 0, 0, epoch)),
+                epoch,
+                &mut changes,
+            )
+            .map(|_| ())?,
             None if exists(tree, &path) => remove(tree, &path, &mut changes).map(|_| ())?,
             None => {}
         }

@@ -198,7 +198,13 @@ fn abs(rel: &[u8]) -> String {
 
 /// The metadata for something the build creates.
 pub(crate) fn meta(mode: u16, uid: u32, gid: u32, epoch: i64) -> Meta {
-    Meta { mode, uid, gid, mtime: Timestamp::from_secs(epoch), xattrs: Default::default() }
+    Meta {
+        mode,
+        uid,
+        gid,
+        mtime: Timestamp::from_secs(epoch),
+        xattrs: Default::default(),
+    }
 }
 
 /// Resolves symlinks in `path`'s parents (and in the last component when
@@ -214,10 +220,18 @@ pub(crate) fn read_file(tree: &Tree, path: &str) -> Result<Option<Vec<u8>>> {
     let (rel, id) = locate(tree, path, true)?;
     let Some(id) = id else { return Ok(None) };
     match &tree.inode(id).kind {
-        Kind::File(data) => {
-            data.read_all().map(Some).map_err(|source| ConfigError::Read { path: abs(&rel), source })
-        }
-        k => Err(ConfigError::WrongKind { path: abs(&rel), expected: "a regular file", found: kind_name(k) }),
+        Kind::File(data) => data
+            .read_all()
+            .map(Some)
+            .map_err(|source| ConfigError::Read {
+                path: abs(&rel),
+                source,
+            }),
+        k => Err(ConfigError::WrongKind {
+            path: abs(&rel),
+            expected: "a regular file",
+            found: kind_name(k),
+        }),
     }
 }
 
@@ -225,7 +239,11 @@ pub(crate) fn read_file(tree: &Tree, path: &str) -> Result<Option<Vec<u8>>> {
 pub(crate) fn read_text(tree: &Tree, path: &str) -> Result<Option<String>> {
     match read_file(tree, path)? {
         None => Ok(None),
-        Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| ConfigError::NotText { path: path.to_owned() }),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| ConfigError::NotText {
+                path: path.to_owned(),
+            }),
     }
 }
 
@@ -241,7 +259,12 @@ pub(crate) fn exists(tree: &Tree, path: &str) -> bool {
 
 /// Creates `path` and its missing parents as directories (symlinks to
 /// directories followed); new ones get `new_meta`. Returns the resolved path.
-pub(crate) fn mkdir_p(tree: &mut Tree, path: &str, new_meta: &Meta, changes: &mut Changes) -> Result<Vec<u8>> {
+pub(crate) fn mkdir_p(
+    tree: &mut Tree,
+    path: &str,
+    new_meta: &Meta,
+    changes: &mut Changes,
+) -> Result<Vec<u8>> {
     let rel = tree.resolve(path.as_bytes(), true)?;
     let mut prefix: Vec<u8> = Vec::new();
     for part in rel.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
@@ -253,10 +276,17 @@ pub(crate) fn mkdir_p(tree: &mut Tree, path: &str, new_meta: &Meta, changes: &mu
             Some(id) if matches!(tree.inode(id).kind, Kind::Dir(_)) => {}
             Some(id) => {
                 let found = kind_name(&tree.inode(id).kind);
-                return Err(ConfigError::WrongKind { path: abs(&prefix), expected: "a directory", found });
+                return Err(ConfigError::WrongKind {
+                    path: abs(&prefix),
+                    expected: "a directory",
+                    found,
+                });
             }
             None => {
-                let inode = Inode { meta: new_meta.clone(), kind: Kind::Dir(Default::default()) };
+                let inode = Inode {
+                    meta: new_meta.clone(),
+                    kind: Kind::Dir(Default::default()),
+                };
                 tree.insert(&prefix, inode)?;
                 changes.record(abs(&prefix), false);
             }
@@ -269,7 +299,14 @@ pub(crate) fn mkdir_p(tree: &mut Tree, path: &str, new_meta: &Meta, changes: &mu
 /// If something non-directory already exists there, its metadata is kept when
 /// `meta` is `None`; a new entry then gets `default_meta`. Refuses to replace
 /// a directory with a non-directory. Returns the resolved path.
-pub(crate) fn put(tree: &mut Tree, path: &str, kind: Kind, meta: Option<Meta>, epoch: i64, changes: &mut Changes) -> Result<Vec<u8>> {
+pub(crate) fn put(
+    tree: &mut Tree,
+    path: &str,
+    kind: Kind,
+    meta: Option<Meta>,
+    epoch: i64,
+    changes: &mut Changes,
+) -> Result<Vec<u8>> {
     let rel = tree.resolve(path.as_bytes(), false)?;
     let (parent, _) = rel.rsplit_once_slash();
     mkdir_p(tree, &abs(parent), &self::meta(0o755, 0, 0, epoch), changes)?;
@@ -284,26 +321,58 @@ pub(crate) fn put(tree: &mut Tree, path: &str, kind: Kind, meta: Option<Meta>, e
         let old = tree.inode(id);
         let is_dir = matches!(old.kind, Kind::Dir(_));
         if is_dir && !matches!(kind, Kind::Dir(_)) {
-            return Err(ConfigError::WrongKind { path: abs(&rel), expected: kind_name(&kind), found: "a directory" });
+            return Err(ConfigError::WrongKind {
+                path: abs(&rel),
+                expected: kind_name(&kind),
+                found: "a directory",
+            });
         }
     }
-    tree.insert(&rel, Inode { meta: new_meta, kind })?;
+    tree.insert(
+        &rel,
+        Inode {
+            meta: new_meta,
+            kind,
+        },
+    )?;
     changes.record(abs(&rel), existing.is_some());
     Ok(rel)
 }
 
 /// Writes a regular file with `content`; see [`put`] for metadata.
-pub(crate) fn write_file(tree: &mut Tree, path: &str, content: &[u8], meta: Option<Meta>, epoch: i64, changes: &mut Changes) -> Result<Vec<u8>> {
+pub(crate) fn write_file(
+    tree: &mut Tree,
+    path: &str,
+    content: &[u8],
+    meta: Option<Meta>,
+    epoch: i64,
+    changes: &mut Changes,
+) -> Result<Vec<u8>> {
     let data = FileData::Bytes(Arc::from(content));
     put(tree, path, Kind::File(data), meta, epoch, changes)
 }
 
 /// Writes a text file only if its content differs (keeping metadata).
-pub(crate) fn update_text(tree: &mut Tree, path: &str, content: &str, default_meta: Meta, epoch: i64, changes: &mut Changes) -> Result<()> {
+pub(crate) fn update_text(
+    tree: &mut Tree,
+    path: &str,
+    content: &str,
+    default_meta: Meta,
+    epoch: i64,
+    changes: &mut Changes,
+) -> Result<()> {
     match read_file(tree, path)? {
         Some(old) if old == content.as_bytes() => Ok(()),
         Some(_) => write_file(tree, path, content.as_bytes(), None, epoch, changes).map(|_| ()),
-        None => write_file(tree, path, content.as_bytes(), Some(default_meta), epoch, changes).map(|_| ()),
+        None => write_file(
+            tree,
+            path,
+            content.as_bytes(),
+            Some(default_meta),
+            epoch,
+            changes,
+        )
+        .map(|_| ()),
     }
 }
 

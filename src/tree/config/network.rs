@@ -36,10 +36,24 @@ const UNIT_DIRS: [&str; 2] = ["/lib/systemd/system", "/usr/lib/systemd/system"];
 pub fn configure_dhcp(tree: &mut Tree, epoch: i64) -> Result<Changes> {
     let mut changes = Changes::default();
     if unit_path(tree, "systemd-networkd.service").is_some() {
-        update_text(tree, DHCP_NETWORK_FILE, DHCP_NETWORK, meta(0o644, 0, 0, epoch), epoch, &mut changes)?;
+        update_text(
+            tree,
+            DHCP_NETWORK_FILE,
+            DHCP_NETWORK,
+            meta(0o644, 0, 0, epoch),
+            epoch,
+            &mut changes,
+        )?;
         enable_unit(tree, "systemd-networkd.service", epoch, &mut changes)?;
     } else if exists(tree, "/etc/network/interfaces") {
-        update_text(tree, IFUPDOWN_FILE, IFUPDOWN_DHCP, meta(0o644, 0, 0, epoch), epoch, &mut changes)?;
+        update_text(
+            tree,
+            IFUPDOWN_FILE,
+            IFUPDOWN_DHCP,
+            meta(0o644, 0, 0, epoch),
+            epoch,
+            &mut changes,
+        )?;
     } else {
         return Err(ConfigError::Missing {
             what: "network configuration backend",
@@ -53,7 +67,10 @@ pub fn configure_dhcp(tree: &mut Tree, epoch: i64) -> Result<Changes> {
 /// Where a vendor unit lives (`/lib/systemd/system/<unit>` spelling first, as
 /// Debian 12's systemctl writes its symlinks), if it does.
 pub(crate) fn unit_path(tree: &Tree, unit: &str) -> Option<String> {
-    UNIT_DIRS.iter().map(|d| format!("{d}/{unit}")).find(|p| exists(tree, p))
+    UNIT_DIRS
+        .iter()
+        .map(|d| format!("{d}/{unit}"))
+        .find(|p| exists(tree, p))
 }
 
 /// A minimal offline `systemctl enable` for units this module and
@@ -62,7 +79,12 @@ pub(crate) fn unit_path(tree: &Tree, unit: &str) -> Option<String> {
 /// `Also=` units, from the unit's `[Install]` section (systemd.unit(5)
 /// "[Install] Section Options"). Kept small on purpose; the lead will fold it
 /// into `tree::systemd::enable_unit` later.
-pub(crate) fn enable_unit(tree: &mut Tree, unit: &str, epoch: i64, changes: &mut Changes) -> Result<()> {
+pub(crate) fn enable_unit(
+    tree: &mut Tree,
+    unit: &str,
+    epoch: i64,
+    changes: &mut Changes,
+) -> Result<()> {
     let mut todo = vec![unit.to_owned()];
     let mut done: Vec<String> = Vec::new();
     while let Some(unit) = todo.pop() {
@@ -71,9 +93,17 @@ pub(crate) fn enable_unit(tree: &mut Tree, unit: &str, epoch: i64, changes: &mut
         }
         done.push(unit.clone());
         let local = format!("/etc/systemd/system/{unit}");
-        let path = if exists(tree, &local) { Some(local) } else { unit_path(tree, &unit) };
+        let path = if exists(tree, &local) {
+            Some(local)
+        } else {
+            unit_path(tree, &unit)
+        };
         let Some(path) = path else {
-            return Err(ConfigError::Missing { what: "systemd unit", name: unit, looked_for: format!("/etc/systemd/system, {}", UNIT_DIRS.join(", ")) });
+            return Err(ConfigError::Missing {
+                what: "systemd unit",
+                name: unit,
+                looked_for: format!("/etc/systemd/system, {}", UNIT_DIRS.join(", ")),
+            });
         };
         let text = read_text(tree, &path)?.unwrap_or_default();
         for (key, value) in install_section(&text) {
@@ -112,14 +142,27 @@ fn install_section(text: &str) -> Vec<(&str, &str)> {
 }
 
 /// Makes `link` a symlink to `target` unless it already is one.
-fn symlink(tree: &mut Tree, link: &str, target: &str, epoch: i64, changes: &mut Changes) -> Result<()> {
+fn symlink(
+    tree: &mut Tree,
+    link: &str,
+    target: &str,
+    epoch: i64,
+    changes: &mut Changes,
+) -> Result<()> {
     let rel = tree.resolve(link.as_bytes(), false)?;
     if let Some(id) = tree.lookup(&rel) {
         if matches!(&tree.inode(id).kind, Kind::Symlink(t) if t == target.as_bytes()) {
             return Ok(());
         }
     }
-    put(tree, link, Kind::Symlink(target.as_bytes().to_vec()), Some(meta(0o777, 0, 0, epoch)), epoch, changes)?;
+    put(
+        tree,
+        link,
+        Kind::Symlink(target.as_bytes().to_vec()),
+        Some(meta(0o777, 0, 0, epoch)),
+        epoch,
+        changes,
+    )?;
     Ok(())
 }
 
@@ -130,6 +173,12 @@ mod tests {
     #[test]
     fn install_section_only() {
         let unit = "[Unit]\nWantedBy=no.target\n[Install]\n# c\nWantedBy=multi-user.target\nAlso=a.socket b.service\n[X]\nAlias=no\n";
-        assert_eq!(install_section(unit), vec![("WantedBy", "multi-user.target"), ("Also", "a.socket b.service")]);
+        assert_eq!(
+            install_section(unit),
+            vec![
+                ("WantedBy", "multi-user.target"),
+                ("Also", "a.socket b.service")
+            ]
+        );
     }
 }

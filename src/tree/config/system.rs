@@ -12,7 +12,11 @@ ff02::2\t\tip6-allrouters\n";
 /// Checks a hostname against RFC 1123 §2.1 (labels of 1–63 letters, digits
 /// and `-`, not starting or ending with `-`; at most 253 characters).
 fn check_hostname(name: &str) -> Result<()> {
-    let bad = |why: &str| ConfigError::Invalid { what: "hostname", value: name.to_owned(), why: why.to_owned() };
+    let bad = |why: &str| ConfigError::Invalid {
+        what: "hostname",
+        value: name.to_owned(),
+        why: why.to_owned(),
+    };
     if name.is_empty() || name.len() > 253 {
         return Err(bad("must be 1 to 253 characters"));
     }
@@ -20,7 +24,10 @@ fn check_hostname(name: &str) -> Result<()> {
         if label.is_empty() || label.len() > 63 {
             return Err(bad("each dot-separated label must be 1 to 63 characters"));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(bad("only letters, digits, '-' and '.' are allowed"));
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -37,12 +44,30 @@ fn check_hostname(name: &str) -> Result<()> {
 pub fn set_hostname(tree: &mut Tree, hostname: &str, epoch: i64) -> Result<Changes> {
     check_hostname(hostname)?;
     let mut changes = Changes::default();
-    update_text(tree, "/etc/hostname", &format!("{hostname}\n"), meta(0o644, 0, 0, epoch), epoch, &mut changes)?;
+    update_text(
+        tree,
+        "/etc/hostname",
+        &format!("{hostname}\n"),
+        meta(0o644, 0, 0, epoch),
+        epoch,
+        &mut changes,
+    )?;
     let short = hostname.split('.').next().unwrap_or(hostname);
-    let line = if short == hostname { format!("127.0.1.1\t{hostname}") } else { format!("127.0.1.1\t{hostname} {short}") };
+    let line = if short == hostname {
+        format!("127.0.1.1\t{hostname}")
+    } else {
+        format!("127.0.1.1\t{hostname} {short}")
+    };
     let old = read_text(tree, "/etc/hosts")?.unwrap_or_else(|| DEFAULT_HOSTS.to_owned());
     let hosts = hosts_with(&old, &line);
-    update_text(tree, "/etc/hosts", &hosts, meta(0o644, 0, 0, epoch), epoch, &mut changes)?;
+    update_text(
+        tree,
+        "/etc/hosts",
+        &hosts,
+        meta(0o644, 0, 0, epoch),
+        epoch,
+        &mut changes,
+    )?;
     Ok(changes)
 }
 
@@ -63,7 +88,10 @@ fn hosts_with(hosts: &str, line: &str) -> String {
         }
     }
     if !placed {
-        let at = out.iter().rposition(|l| is_addr(l, "127.0.0.1")).map_or(0, |i| i + 1);
+        let at = out
+            .iter()
+            .rposition(|l| is_addr(l, "127.0.0.1"))
+            .map_or(0, |i| i + 1);
         out.insert(at, line);
     }
     let mut text = out.join("\n");
@@ -74,15 +102,27 @@ fn hosts_with(hosts: &str, line: &str) -> String {
 /// Checks a relative name made of `[A-Za-z0-9_+.-]` components (a zone or
 /// locale name), with no `.`/`..` component.
 fn check_name(what: &'static str, name: &str, allow_slash: bool, extra: &[u8]) -> Result<()> {
-    let bad = |why: &str| ConfigError::Invalid { what, value: name.to_owned(), why: why.to_owned() };
+    let bad = |why: &str| ConfigError::Invalid {
+        what,
+        value: name.to_owned(),
+        why: why.to_owned(),
+    };
     if name.is_empty() || name.len() > 255 {
         return Err(bad("must be 1 to 255 characters"));
     }
-    let ok = |b: u8| b.is_ascii_alphanumeric() || b"_+-.".contains(&b) || extra.contains(&b) || (allow_slash && b == b'/');
+    let ok = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || b"_+-.".contains(&b)
+            || extra.contains(&b)
+            || (allow_slash && b == b'/')
+    };
     if !name.bytes().all(ok) {
         return Err(bad("only letters, digits and _ + - . are allowed"));
     }
-    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(bad("empty, '.' and '..' components are not allowed"));
     }
     Ok(())
@@ -103,13 +143,31 @@ pub fn set_timezone(tree: &mut Tree, timezone: &str, epoch: i64) -> Result<Chang
         });
     }
     let mut changes = Changes::default();
-    let current = tree.resolve(b"/etc/localtime", false).ok().and_then(|rel| tree.lookup(&rel));
-    let same = current.is_some_and(|id| matches!(&tree.inode(id).kind, Kind::Symlink(t) if t == zone.as_bytes()));
+    let current = tree
+        .resolve(b"/etc/localtime", false)
+        .ok()
+        .and_then(|rel| tree.lookup(&rel));
+    let same = current
+        .is_some_and(|id| matches!(&tree.inode(id).kind, Kind::Symlink(t) if t == zone.as_bytes()));
     if !same {
-        put(tree, "/etc/localtime", Kind::Symlink(zone.clone().into_bytes()), Some(meta(0o777, 0, 0, epoch)), epoch, &mut changes)?;
+        put(
+            tree,
+            "/etc/localtime",
+            Kind::Symlink(zone.clone().into_bytes()),
+            Some(meta(0o777, 0, 0, epoch)),
+            epoch,
+            &mut changes,
+        )?;
     }
     if is_file(tree, "/etc/debian_version") || is_file(tree, "/etc/timezone") {
-        update_text(tree, "/etc/timezone", &format!("{timezone}\n"), meta(0o644, 0, 0, epoch), epoch, &mut changes)?;
+        update_text(
+            tree,
+            "/etc/timezone",
+            &format!("{timezone}\n"),
+            meta(0o644, 0, 0, epoch),
+            epoch,
+            &mut changes,
+        )?;
     }
     Ok(changes)
 }
@@ -133,7 +191,14 @@ pub fn set_locale(tree: &mut Tree, locale: &str, epoch: i64) -> Result<Changes> 
     let mut changes = Changes::default();
     let text = format!("LANG={locale}\n");
     for path in ["/etc/default/locale", "/etc/locale.conf"] {
-        update_text(tree, path, &text, meta(0o644, 0, 0, epoch), epoch, &mut changes)?;
+        update_text(
+            tree,
+            path,
+            &text,
+            meta(0o644, 0, 0, epoch),
+            epoch,
+            &mut changes,
+        )?;
     }
     Ok(changes)
 }
@@ -143,8 +208,14 @@ pub fn set_locale(tree: &mut Tree, locale: &str, epoch: i64) -> Result<Changes> 
 fn locale_available(tree: &Tree, locale: &str) -> bool {
     let normalized = match locale.split_once('.') {
         Some((lang, rest)) => {
-            let (codeset, modifier) = rest.split_once('@').map_or((rest, None), |(c, m)| (c, Some(m)));
-            let codeset: String = codeset.chars().filter(|c| *c != '-').map(|c| c.to_ascii_lowercase()).collect();
+            let (codeset, modifier) = rest
+                .split_once('@')
+                .map_or((rest, None), |(c, m)| (c, Some(m)));
+            let codeset: String = codeset
+                .chars()
+                .filter(|c| *c != '-')
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
             match modifier {
                 Some(m) => format!("{lang}.{codeset}@{m}"),
                 None => format!("{lang}.{codeset}"),
@@ -163,14 +234,23 @@ mod tests {
 
     #[test]
     fn hosts_line_replaces_existing_127_0_1_1() {
-        let out = hosts_with("127.0.0.1 localhost\n127.0.1.1 old\n::1 localhost\n", "127.0.1.1\tnew");
+        let out = hosts_with(
+            "127.0.0.1 localhost\n127.0.1.1 old\n::1 localhost\n",
+            "127.0.1.1\tnew",
+        );
         assert_eq!(out, "127.0.0.1 localhost\n127.0.1.1\tnew\n::1 localhost\n");
     }
 
     #[test]
     fn hosts_line_goes_after_last_localhost_line() {
-        let out = hosts_with("# c\n127.0.0.1 localhost\n::1 localhost\n", "127.0.1.1\tnew");
-        assert_eq!(out, "# c\n127.0.0.1 localhost\n127.0.1.1\tnew\n::1 localhost\n");
+        let out = hosts_with(
+            "# c\n127.0.0.1 localhost\n::1 localhost\n",
+            "127.0.1.1\tnew",
+        );
+        assert_eq!(
+            out,
+            "# c\n127.0.0.1 localhost\n127.0.1.1\tnew\n::1 localhost\n"
+        );
     }
 
     #[test]
@@ -185,8 +265,17 @@ mod tests {
 
     #[test]
     fn timezone_names_cannot_escape() {
-        for bad in ["../etc/passwd", "Europe/../x", "/UTC", "Europe//Berlin", "a b"] {
-            assert!(check_name("timezone", bad, true, &[]).is_err(), "case {bad:?}: accepted");
+        for bad in [
+            "../etc/passwd",
+            "Europe/../x",
+            "/UTC",
+            "Europe//Berlin",
+            "a b",
+        ] {
+            assert!(
+                check_name("timezone", bad, true, &[]).is_err(),
+                "case {bad:?}: accepted"
+            );
         }
     }
 }

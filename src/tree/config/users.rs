@@ -86,14 +86,29 @@ impl Dbs {
         // Shadow files are kept where they exist, and made for a fresh tree.
         let shadow = (shadow.existed || !passwd.existed).then_some(shadow);
         let gshadow = (gshadow.existed || !group.existed).then_some(gshadow);
-        Ok(Self { passwd, shadow, group, gshadow, defs: LoginDefs::load(tree)? })
+        Ok(Self {
+            passwd,
+            shadow,
+            group,
+            gshadow,
+            defs: LoginDefs::load(tree)?,
+        })
     }
 
     /// Writes the changed files: existing ones keep their metadata; new
     /// `passwd`/`group` are 0644 root, new `shadow`/`gshadow` 0640 root:shadow.
     fn store(&self, tree: &mut Tree, epoch: i64, changes: &mut Changes) -> Result<()> {
-        let shadow_gid = self.group.get("shadow").and_then(|g| g[2].parse().ok()).unwrap_or(0);
-        let dbs = [(Some(&self.passwd), 0o644, 0), (Some(&self.group), 0o644, 0), (self.shadow.as_ref(), 0o640, shadow_gid), (self.gshadow.as_ref(), 0o640, shadow_gid)];
+        let shadow_gid = self
+            .group
+            .get("shadow")
+            .and_then(|g| g[2].parse().ok())
+            .unwrap_or(0);
+        let dbs = [
+            (Some(&self.passwd), 0o644, 0),
+            (Some(&self.group), 0o644, 0),
+            (self.shadow.as_ref(), 0o640, shadow_gid),
+            (self.gshadow.as_ref(), 0o640, shadow_gid),
+        ];
         for (db, mode, gid) in dbs {
             let Some(db) = db else { continue };
             if db.changed() {
@@ -110,7 +125,12 @@ impl Dbs {
 
     /// Creates a group record (and its gshadow record).
     fn push_group(&mut self, name: &str, gid: u32) {
-        self.group.push(vec![name.into(), "x".into(), gid.to_string(), String::new()]);
+        self.group.push(vec![
+            name.into(),
+            "x".into(),
+            gid.to_string(),
+            String::new(),
+        ]);
         if let Some(gs) = &mut self.gshadow {
             gs.push(vec![name.into(), "!".into(), String::new(), String::new()]);
         }
@@ -131,14 +151,22 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::Invalid { what, value: name.into(), why: "must match [a-z_][a-z0-9_-]*[$]? and be at most 32 characters".into() })
+        Err(ConfigError::Invalid {
+            what,
+            value: name.into(),
+            why: "must match [a-z_][a-z0-9_-]*[$]? and be at most 32 characters".into(),
+        })
     }
 }
 
 /// Checks a value going into a colon-separated field.
 fn check_field(what: &'static str, value: &str) -> Result<()> {
     if value.contains([':', '\n']) {
-        return Err(ConfigError::Invalid { what, value: value.into(), why: "cannot contain ':' or a newline".into() });
+        return Err(ConfigError::Invalid {
+            what,
+            value: value.into(),
+            why: "cannot contain ':' or a newline".into(),
+        });
     }
     Ok(())
 }
@@ -146,7 +174,11 @@ fn check_field(what: &'static str, value: &str) -> Result<()> {
 /// The first (or, `descending`, the last) id in `min..=max` not in `used`.
 fn free_id(used: &[u32], min: u32, max: u32, descending: bool, what: &'static str) -> Result<u32> {
     let free = |id: &u32| !used.contains(id);
-    let found = if descending { (min..=max).rev().find(free) } else { (min..=max).find(free) };
+    let found = if descending {
+        (min..=max).rev().find(free)
+    } else {
+        (min..=max).find(free)
+    };
     found.ok_or(ConfigError::IdsExhausted { what, min, max })
 }
 
@@ -157,7 +189,11 @@ pub fn add_groups(tree: &mut Tree, groups: &[GroupSpec], epoch: i64) -> Result<C
         check_name("group name", &g.name)?;
         if let Some(existing) = dbs.gid_of(&g.name) {
             if g.gid.is_some_and(|gid| gid != existing) {
-                return Err(ConfigError::Conflict { what: "group", name: g.name.clone(), why: format!("exists with gid {existing}") });
+                return Err(ConfigError::Conflict {
+                    what: "group",
+                    name: g.name.clone(),
+                    why: format!("exists with gid {existing}"),
+                });
             }
             continue;
         }
@@ -165,11 +201,21 @@ pub fn add_groups(tree: &mut Tree, groups: &[GroupSpec], epoch: i64) -> Result<C
         let gid = match g.gid {
             Some(gid) => {
                 if let Some((_, by)) = dbs.group.ids(2)?.into_iter().find(|(id, _)| *id == gid) {
-                    return Err(ConfigError::Conflict { what: "group", name: g.name.clone(), why: format!("gid {gid} is already used by group {by:?}") });
+                    return Err(ConfigError::Conflict {
+                        what: "group",
+                        name: g.name.clone(),
+                        why: format!("gid {gid} is already used by group {by:?}"),
+                    });
                 }
                 gid
             }
-            None if g.system => free_id(&used, dbs.defs.sys_gid_min, dbs.defs.sys_gid_max, true, "gid")?,
+            None if g.system => free_id(
+                &used,
+                dbs.defs.sys_gid_min,
+                dbs.defs.sys_gid_max,
+                true,
+                "gid",
+            )?,
             None => free_id(&used, dbs.defs.gid_min, dbs.defs.gid_max, false, "gid")?,
         };
         dbs.push_group(&g.name, gid);
@@ -198,15 +244,26 @@ pub fn add_users(tree: &mut Tree, users: &[UserSpec], epoch: i64) -> Result<Chan
     let mut plans = Vec::new();
     for u in users {
         check_name("user name", &u.name)?;
-        for v in [&u.shell, &u.home, &u.password_hash, &u.comment].into_iter().flatten() {
+        for v in [&u.shell, &u.home, &u.password_hash, &u.comment]
+            .into_iter()
+            .flatten()
+        {
             check_field("user field", v)?;
         }
         for k in &u.ssh_authorized_keys {
             if k.contains('\n') || k.trim().is_empty() {
-                return Err(ConfigError::Invalid { what: "ssh key", value: k.clone(), why: "must be one non-empty line".into() });
+                return Err(ConfigError::Invalid {
+                    what: "ssh key",
+                    value: k.clone(),
+                    why: "must be one non-empty line".into(),
+                });
             }
         }
-        let plan = if dbs.passwd.get(&u.name).is_some() { update_user(&mut dbs, u)? } else { create_user(tree, &mut dbs, u, epoch)? };
+        let plan = if dbs.passwd.get(&u.name).is_some() {
+            update_user(&mut dbs, u)?
+        } else {
+            create_user(tree, &mut dbs, u, epoch)?
+        };
         for g in &u.groups {
             join_group(&mut dbs, &u.name, g)?;
         }
@@ -221,7 +278,11 @@ pub fn add_users(tree: &mut Tree, users: &[UserSpec], epoch: i64) -> Result<Chan
 }
 
 fn conflict(name: &str, why: String) -> ConfigError {
-    ConfigError::Conflict { what: "user", name: name.into(), why }
+    ConfigError::Conflict {
+        what: "user",
+        name: name.into(),
+        why,
+    }
 }
 
 fn create_user(tree: &Tree, dbs: &mut Dbs, u: &UserSpec, epoch: i64) -> Result<HomePlan> {
@@ -229,19 +290,34 @@ fn create_user(tree: &Tree, dbs: &mut Dbs, u: &UserSpec, epoch: i64) -> Result<H
     let uids = dbs.passwd.ids(2)?;
     let uid = match u.uid {
         Some(uid) => match uids.iter().find(|(id, _)| *id == uid) {
-            Some((_, by)) => return Err(conflict(&u.name, format!("uid {uid} is already used by user {by:?}"))),
+            Some((_, by)) => {
+                return Err(conflict(
+                    &u.name,
+                    format!("uid {uid} is already used by user {by:?}"),
+                ))
+            }
             None => uid,
         },
         None => {
             let used: Vec<u32> = uids.iter().map(|(id, _)| *id).collect();
-            if u.system { free_id(&used, d.sys_uid_min, d.sys_uid_max, true, "uid")? } else { free_id(&used, d.uid_min, d.uid_max, false, "uid")? }
+            if u.system {
+                free_id(&used, d.sys_uid_min, d.sys_uid_max, true, "uid")?
+            } else {
+                free_id(&used, d.uid_min, d.uid_max, false, "uid")?
+            }
         }
     };
     let gids = dbs.group.ids(2)?;
     let gid = match u.gid {
         Some(gid) if gids.iter().any(|(id, _)| *id == gid) => gid,
         _ if dbs.group.get(&u.name).is_some() => {
-            return Err(conflict(&u.name, format!("a group named {:?} exists; set gid to make it the primary group", u.name)));
+            return Err(conflict(
+                &u.name,
+                format!(
+                    "a group named {:?} exists; set gid to make it the primary group",
+                    u.name
+                ),
+            ));
         }
         Some(gid) => {
             dbs.push_group(&u.name, gid);
@@ -268,27 +344,76 @@ fn create_user(tree: &Tree, dbs: &mut Dbs, u: &UserSpec, epoch: i64) -> Result<H
         "/bin/sh"
     };
     let shell = u.shell.clone().unwrap_or_else(|| default_shell.into());
-    let home = u.home.clone().unwrap_or_else(|| if u.system { "/nonexistent".into() } else { format!("/home/{}", u.name) });
+    let home = u.home.clone().unwrap_or_else(|| {
+        if u.system {
+            "/nonexistent".into()
+        } else {
+            format!("/home/{}", u.name)
+        }
+    });
     let comment = u.comment.clone().unwrap_or_default();
-    dbs.passwd.push(vec![u.name.clone(), "x".into(), uid.to_string(), gid.to_string(), comment, home.clone(), shell]);
+    dbs.passwd.push(vec![
+        u.name.clone(),
+        "x".into(),
+        uid.to_string(),
+        gid.to_string(),
+        comment,
+        home.clone(),
+        shell,
+    ]);
     let Some(shadow) = &mut dbs.shadow else {
-        return Err(conflict(&u.name, "the image has /etc/passwd but no /etc/shadow".into()));
+        return Err(conflict(
+            &u.name,
+            "the image has /etc/passwd but no /etc/shadow".into(),
+        ));
     };
     let hash = u.password_hash.clone().unwrap_or_else(|| "*".into());
     // shadow(5): last change in days since 1970-01-01; system accounts get no aging (useradd -r).
     let day = epoch.div_euclid(86_400).max(0).to_string();
-    let (min, max, warn) = if u.system { Default::default() } else { (d.pass_min_days, d.pass_max_days, d.pass_warn_age) };
-    shadow.push(vec![u.name.clone(), hash, day, min, max, warn, String::new(), String::new(), String::new()]);
+    let (min, max, warn) = if u.system {
+        Default::default()
+    } else {
+        (d.pass_min_days, d.pass_max_days, d.pass_warn_age)
+    };
+    shadow.push(vec![
+        u.name.clone(),
+        hash,
+        day,
+        min,
+        max,
+        warn,
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
     let create = !u.system || u.home.is_some();
-    let mode = if u.system { 0o755 } else { d.home_mode.unwrap_or(0o700) };
-    Ok(HomePlan { home, uid, gid, create, mode, skel: !u.system, keys: u.ssh_authorized_keys.clone() })
+    let mode = if u.system {
+        0o755
+    } else {
+        d.home_mode.unwrap_or(0o700)
+    };
+    Ok(HomePlan {
+        home,
+        uid,
+        gid,
+        create,
+        mode,
+        skel: !u.system,
+        keys: u.ssh_authorized_keys.clone(),
+    })
 }
 
 fn update_user(dbs: &mut Dbs, u: &UserSpec) -> Result<HomePlan> {
-    let rec = dbs.passwd.get_mut(&u.name).expect("the caller found the user");
+    let rec = dbs
+        .passwd
+        .get_mut(&u.name)
+        .expect("the caller found the user");
     let (uid, gid) = (rec[2].clone(), rec[3].clone());
     let differs = |want: Option<String>, have: &str, what: &str| match want {
-        Some(w) if w != have => Err(conflict(&u.name, format!("exists with {what} {have}, not {w}"))),
+        Some(w) if w != have => Err(conflict(
+            &u.name,
+            format!("exists with {what} {have}, not {w}"),
+        )),
         _ => Ok(()),
     };
     differs(u.uid.map(|v| v.to_string()), &uid, "uid")?;
@@ -301,25 +426,54 @@ fn update_user(dbs: &mut Dbs, u: &UserSpec) -> Result<HomePlan> {
         rec[6] = s.clone();
     }
     let home = rec[5].clone();
-    let bad_id = |v: &str| ConfigError::Malformed { path: "/etc/passwd".into(), line: 0, message: format!("user {:?} has id {v:?}", u.name) };
+    let bad_id = |v: &str| ConfigError::Malformed {
+        path: "/etc/passwd".into(),
+        line: 0,
+        message: format!("user {:?} has id {v:?}", u.name),
+    };
     let uid: u32 = uid.parse().map_err(|_| bad_id(&uid))?;
     let gid: u32 = gid.parse().map_err(|_| bad_id(&gid))?;
     if let Some(hash) = &u.password_hash {
         let Some(shadow) = &mut dbs.shadow else {
-            return Err(conflict(&u.name, "the image has no /etc/shadow for the password".into()));
+            return Err(conflict(
+                &u.name,
+                "the image has no /etc/shadow for the password".into(),
+            ));
         };
         match shadow.get_mut(&u.name) {
             Some(rec) => rec[1] = hash.clone(),
-            None => shadow.push(vec![u.name.clone(), hash.clone(), String::new(), String::new(), String::new(), String::new(), String::new(), String::new(), String::new()]),
+            None => shadow.push(vec![
+                u.name.clone(),
+                hash.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
         }
     }
-    Ok(HomePlan { home, uid, gid, create: false, mode: 0o700, skel: false, keys: u.ssh_authorized_keys.clone() })
+    Ok(HomePlan {
+        home,
+        uid,
+        gid,
+        create: false,
+        mode: 0o700,
+        skel: false,
+        keys: u.ssh_authorized_keys.clone(),
+    })
 }
 
 /// `usermod -aG group user`: the member lists of group and gshadow.
 fn join_group(dbs: &mut Dbs, user: &str, group: &str) -> Result<()> {
     let Some(rec) = dbs.group.get_mut(group) else {
-        return Err(ConfigError::Missing { what: "group", name: group.into(), looked_for: format!("/etc/group, for user {user:?}; add it with a group entry first") });
+        return Err(ConfigError::Missing {
+            what: "group",
+            name: group.into(),
+            looked_for: format!("/etc/group, for user {user:?}; add it with a group entry first"),
+        });
     };
     add_member(&mut rec[3], user);
     if let Some(rec) = dbs.gshadow.as_mut().and_then(|gs| gs.get_mut(group)) {
@@ -341,7 +495,11 @@ fn make_home(tree: &mut Tree, p: &HomePlan, epoch: i64, changes: &mut Changes) -
         return Ok(());
     }
     if !exists(tree, &p.home) {
-        return Err(ConfigError::Missing { what: "home directory", name: p.home.clone(), looked_for: "the image, for ~/.ssh/authorized_keys".into() });
+        return Err(ConfigError::Missing {
+            what: "home directory",
+            name: p.home.clone(),
+            looked_for: "the image, for ~/.ssh/authorized_keys".into(),
+        });
     }
     let ssh = format!("{}/.ssh", p.home);
     mkdir_p(tree, &ssh, &meta(0o700, p.uid, p.gid, epoch), changes)?;
@@ -358,7 +516,14 @@ fn make_home(tree: &mut Tree, p: &HomePlan, epoch: i64, changes: &mut Changes) -
         }
     }
     if text != before || !exists(tree, &path) {
-        write_file(tree, &path, text.as_bytes(), Some(meta(0o600, p.uid, p.gid, epoch)), epoch, changes)?;
+        write_file(
+            tree,
+            &path,
+            text.as_bytes(),
+            Some(meta(0o600, p.uid, p.gid, epoch)),
+            epoch,
+            changes,
+        )?;
     }
     Ok(())
 }
@@ -366,12 +531,17 @@ fn make_home(tree: &mut Tree, p: &HomePlan, epoch: i64, changes: &mut Changes) -
 /// Copies `/etc/skel`'s contents into `home` with the user as owner (modes and
 /// mtimes kept, as useradd's copy_tree does). Devices and the like are skipped.
 fn copy_skel(tree: &mut Tree, home: &str, uid: u32, gid: u32, changes: &mut Changes) -> Result<()> {
-    let Ok(skel) = tree.resolve(b"/etc/skel", true) else { return Ok(()) };
-    let Some(skel_id) = tree.lookup(&skel) else { return Ok(()) };
+    let Ok(skel) = tree.resolve(b"/etc/skel", true) else {
+        return Ok(());
+    };
+    let Some(skel_id) = tree.lookup(&skel) else {
+        return Ok(());
+    };
     let dest = tree.resolve(home.as_bytes(), true)?;
     let mut stack = vec![(skel_id, dest)];
     while let Some((src, dst)) = stack.pop() {
-        let children: Vec<(Vec<u8>, usize)> = tree.children(src).map(|(n, id)| (n.to_vec(), id)).collect();
+        let children: Vec<(Vec<u8>, usize)> =
+            tree.children(src).map(|(n, id)| (n.to_vec(), id)).collect();
         for (name, id) in children {
             let mut inode = tree.inode(id).clone();
             let path = [dst.as_slice(), b"/", &name].concat();
@@ -385,7 +555,13 @@ fn copy_skel(tree: &mut Tree, home: &str, uid: u32, gid: u32, changes: &mut Chan
             }
             inode.meta.uid = uid;
             inode.meta.gid = gid;
-            tree.insert(&path, Inode { meta: inode.meta, kind: inode.kind })?;
+            tree.insert(
+                &path,
+                Inode {
+                    meta: inode.meta,
+                    kind: inode.kind,
+                },
+            )?;
             changes.added.insert(super::abs(&path));
         }
     }
@@ -399,16 +575,34 @@ mod tests {
     #[test]
     fn names_follow_useradd_pattern() {
         for good in ["ops", "_svc", "a-b_c1", "machine$", &"a".repeat(32)] {
-            assert!(check_name("user name", good).is_ok(), "case {good:?}: refused");
+            assert!(
+                check_name("user name", good).is_ok(),
+                "case {good:?}: refused"
+            );
         }
-        for bad in ["", "Ops", "1ops", "-x", "a:b", "a$b", "a.b", &"a".repeat(33)] {
-            assert!(check_name("user name", bad).is_err(), "case {bad:?}: accepted");
+        for bad in [
+            "",
+            "Ops",
+            "1ops",
+            "-x",
+            "a:b",
+            "a$b",
+            "a.b",
+            &"a".repeat(33),
+        ] {
+            assert!(
+                check_name("user name", bad).is_err(),
+                "case {bad:?}: accepted"
+            );
         }
     }
 
     #[test]
     fn free_id_ascending_and_descending() {
-        assert_eq!(free_id(&[1000, 1001, 1003], 1000, 60000, false, "uid").unwrap(), 1002);
+        assert_eq!(
+            free_id(&[1000, 1001, 1003], 1000, 60000, false, "uid").unwrap(),
+            1002
+        );
         assert_eq!(free_id(&[999, 998], 101, 999, true, "uid").unwrap(), 997);
         assert!(free_id(&[1, 2], 1, 2, false, "uid").is_err());
     }

@@ -39,11 +39,20 @@ impl Db {
             let f: Vec<String> = l.split(':').map(str::to_owned).collect();
             if f.len() != fields {
                 let message = format!("expected {fields} ':'-separated fields, found {}", f.len());
-                return Err(ConfigError::Malformed { path: path.to_owned(), line: i + 1, message });
+                return Err(ConfigError::Malformed {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    message,
+                });
             }
             lines.push(Line::Record(f));
         }
-        Ok(Self { path, lines, existed, original: text })
+        Ok(Self {
+            path,
+            lines,
+            existed,
+            original: text,
+        })
     }
 
     /// The records, in file order.
@@ -77,11 +86,13 @@ impl Db {
         let mut out = Vec::new();
         for (i, l) in self.lines.iter().enumerate() {
             if let Line::Record(f) = l {
-                let id = f[field].parse::<u32>().map_err(|_| ConfigError::Malformed {
-                    path: self.path.to_owned(),
-                    line: i + 1,
-                    message: format!("id {:?} is not a number", f[field]),
-                })?;
+                let id = f[field]
+                    .parse::<u32>()
+                    .map_err(|_| ConfigError::Malformed {
+                        path: self.path.to_owned(),
+                        line: i + 1,
+                        message: format!("id {:?} is not a number", f[field]),
+                    })?;
                 out.push((id, f[0].clone()));
             }
         }
@@ -155,10 +166,14 @@ impl LoginDefs {
             pass_warn_age: "7".into(),
             home_mode: None,
         };
-        let Some(text) = read_text(tree, "/etc/login.defs")? else { return Ok(d) };
+        let Some(text) = read_text(tree, "/etc/login.defs")? else {
+            return Ok(d);
+        };
         for (i, line) in text.lines().enumerate() {
             let mut it = line.split_whitespace();
-            let (Some(key), Some(value)) = (it.next(), it.next()) else { continue };
+            let (Some(key), Some(value)) = (it.next(), it.next()) else {
+                continue;
+            };
             let bad = |what: &str| ConfigError::Malformed {
                 path: "/etc/login.defs".into(),
                 line: i + 1,
@@ -194,8 +209,17 @@ mod tests {
     use crate::tree::{FileData, Inode, Kind, Meta};
 
     fn tree_with(path: &str, text: &str) -> Tree {
-        let mut t = Tree::new(Meta { mode: 0o755, ..Meta::default() });
-        let inode = Inode { meta: Meta { mode: 0o644, ..Meta::default() }, kind: Kind::File(FileData::Bytes(text.as_bytes().into())) };
+        let mut t = Tree::new(Meta {
+            mode: 0o755,
+            ..Meta::default()
+        });
+        let inode = Inode {
+            meta: Meta {
+                mode: 0o644,
+                ..Meta::default()
+            },
+            kind: Kind::File(FileData::Bytes(text.as_bytes().into())),
+        };
         t.insert(path.as_bytes(), inode).unwrap();
         t
     }
@@ -206,20 +230,37 @@ mod tests {
         let db = Db::load(&tree_with("/etc/passwd", text), "/etc/passwd", 7).unwrap();
         assert_eq!(db.text(), text);
         assert!(!db.changed());
-        assert_eq!(db.ids(2).unwrap(), vec![(0, "root".to_owned()), (2, "bin".to_owned())]);
+        assert_eq!(
+            db.ids(2).unwrap(),
+            vec![(0, "root".to_owned()), (2, "bin".to_owned())]
+        );
     }
 
     #[test]
     fn db_rejects_wrong_field_count_with_line_number() {
-        let err = Db::load(&tree_with("/etc/group", "root:x:0:\nbad:x:1\n"), "/etc/group", 4).unwrap_err();
-        assert_eq!(err.to_string(), "/etc/group:2: expected 4 ':'-separated fields, found 3");
+        let err = Db::load(
+            &tree_with("/etc/group", "root:x:0:\nbad:x:1\n"),
+            "/etc/group",
+            4,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/etc/group:2: expected 4 ':'-separated fields, found 3"
+        );
     }
 
     #[test]
     fn login_defs_reads_ranges_and_home_mode() {
-        let t = tree_with("/etc/login.defs", "# x\nUID_MIN\t 2000\nHOME_MODE 0750\nGID_MAX 5000\n");
+        let t = tree_with(
+            "/etc/login.defs",
+            "# x\nUID_MIN\t 2000\nHOME_MODE 0750\nGID_MAX 5000\n",
+        );
         let d = LoginDefs::load(&t).unwrap();
-        assert_eq!((d.uid_min, d.gid_max, d.home_mode, d.sys_uid_max), (2000, 5000, Some(0o750), 999));
+        assert_eq!(
+            (d.uid_min, d.gid_max, d.home_mode, d.sys_uid_max),
+            (2000, 5000, Some(0o750), 999)
+        );
     }
 
     #[test]
