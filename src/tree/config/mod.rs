@@ -20,6 +20,7 @@
 mod dpkg;
 mod files;
 mod fstab;
+mod home;
 mod hygiene;
 mod network;
 mod system;

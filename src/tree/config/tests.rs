@@ -401,6 +401,61 @@ fn ids_follow_useradd_allocation() {
 }
 
 #[test]
+fn explicit_gid_joins_existing_group_and_system_home_is_0755_without_skel() {
+    let mut t = users_tree();
+    let web = UserSpec {
+        name: "web".into(),
+        gid: Some(100),
+        system: true,
+        home: Some("/srv/web".into()),
+        ..Default::default()
+    };
+    let c = run(&mut t, |t| add_users(t, &[web], EPOCH));
+    assert_eq!(c.added, set(&["/srv", "/srv/web"]));
+    assert_eq!(
+        c.modified,
+        set(&["/etc/passwd", "/etc/shadow"]),
+        "no group is created"
+    );
+    assert!(text(&t, "/etc/passwd").ends_with("\nweb:x:999:100::/srv/web:/usr/sbin/nologin\n"));
+    assert_eq!(meta_of(&t, "/srv/web"), meta(0o755, 999, 100, EPOCH));
+}
+
+#[test]
+fn groups_are_allocated_like_groupadd() {
+    let mut t = users_tree();
+    let specs = [
+        GroupSpec {
+            name: "docker".into(),
+            gid: None,
+            system: true,
+        },
+        GroupSpec {
+            name: "team".into(),
+            gid: None,
+            system: false,
+        },
+        GroupSpec {
+            name: "sudo".into(),
+            gid: None,
+            system: false,
+        },
+    ];
+    let c = run(&mut t, |t| add_groups(t, &specs, EPOCH));
+    assert_eq!(c.modified, set(&["/etc/group", "/etc/gshadow"]));
+    assert!(text(&t, "/etc/group").ends_with("\nusers:x:100:\ndocker:x:999:\nteam:x:1000:\n"));
+    let clash = GroupSpec {
+        name: "sudo".into(),
+        gid: Some(28),
+        system: false,
+    };
+    assert_eq!(
+        add_groups(&mut t, &[clash], EPOCH).unwrap_err().to_string(),
+        "group \"sudo\": exists with gid 27"
+    );
+}
+
+#[test]
 fn user_errors_name_the_problem() {
     let cases: [(UserSpec, &str); 4] = [
         (UserSpec { groups: vec!["wheel".into()], ..ops() }, "group \"wheel\" not found in the image (looked for /etc/group, for user \"ops\"; add it with a group entry first)"),

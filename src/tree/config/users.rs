@@ -25,9 +25,10 @@
 //!   uid, gid or home is refused.
 //! - The `passwd-`/`shadow-` backup files useradd leaves are not written.
 
+use super::home::{make_home, HomePlan};
 use super::usersdb::{add_member, Db, LoginDefs};
-use super::{exists, is_file, meta, mkdir_p, read_text, write_file, Changes, ConfigError, Result};
-use crate::tree::{Inode, Kind, Tree};
+use super::{is_file, meta, write_file, Changes, ConfigError, Result};
+use crate::tree::Tree;
 
 /// A group to create (an existing group of the same name with a matching gid,
 /// or with no gid asked, is left as it is).
@@ -223,18 +224,6 @@ pub fn add_groups(tree: &mut Tree, groups: &[GroupSpec], epoch: i64) -> Result<C
     let mut changes = Changes::default();
     dbs.store(tree, epoch, &mut changes)?;
     Ok(changes)
-}
-
-/// What to do with a user's home once the databases are settled.
-struct HomePlan {
-    home: String,
-    uid: u32,
-    gid: u32,
-    /// Create it (with `mode`, from `/etc/skel` when `skel`) if missing.
-    create: bool,
-    mode: u16,
-    skel: bool,
-    keys: Vec<String>,
 }
 
 /// Creates or updates users (`useradd -m -U -G ...` / `usermod -aG ...`).
@@ -478,92 +467,6 @@ fn join_group(dbs: &mut Dbs, user: &str, group: &str) -> Result<()> {
     add_member(&mut rec[3], user);
     if let Some(rec) = dbs.gshadow.as_mut().and_then(|gs| gs.get_mut(group)) {
         add_member(&mut rec[3], user);
-    }
-    Ok(())
-}
-
-fn make_home(tree: &mut Tree, p: &HomePlan, epoch: i64, changes: &mut Changes) -> Result<()> {
-    if p.create && !exists(tree, &p.home) {
-        let parent = p.home.rsplit_once('/').map_or("/", |(a, _)| a);
-        mkdir_p(tree, parent, &meta(0o755, 0, 0, epoch), changes)?;
-        mkdir_p(tree, &p.home, &meta(p.mode, p.uid, p.gid, epoch), changes)?;
-        if p.skel {
-            copy_skel(tree, &p.home, p.uid, p.gid, changes)?;
-        }
-    }
-    if p.keys.is_empty() {
-        return Ok(());
-    }
-    if !exists(tree, &p.home) {
-        return Err(ConfigError::Missing {
-            what: "home directory",
-            name: p.home.clone(),
-            looked_for: "the image, for ~/.ssh/authorized_keys".into(),
-        });
-    }
-    let ssh = format!("{}/.ssh", p.home);
-    mkdir_p(tree, &ssh, &meta(0o700, p.uid, p.gid, epoch), changes)?;
-    let path = format!("{ssh}/authorized_keys");
-    let mut text = read_text(tree, &path)?.unwrap_or_default();
-    let before = text.clone();
-    for key in &p.keys {
-        if !text.lines().any(|l| l.trim() == key.trim()) {
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(key.trim());
-            text.push('\n');
-        }
-    }
-    if text != before || !exists(tree, &path) {
-        write_file(
-            tree,
-            &path,
-            text.as_bytes(),
-            Some(meta(0o600, p.uid, p.gid, epoch)),
-            epoch,
-            changes,
-        )?;
-    }
-    Ok(())
-}
-
-/// Copies `/etc/skel`'s contents into `home` with the user as owner (modes and
-/// mtimes kept, as useradd's copy_tree does). Devices and the like are skipped.
-fn copy_skel(tree: &mut Tree, home: &str, uid: u32, gid: u32, changes: &mut Changes) -> Result<()> {
-    let Ok(skel) = tree.resolve(b"/etc/skel", true) else {
-        return Ok(());
-    };
-    let Some(skel_id) = tree.lookup(&skel) else {
-        return Ok(());
-    };
-    let dest = tree.resolve(home.as_bytes(), true)?;
-    let mut stack = vec![(skel_id, dest)];
-    while let Some((src, dst)) = stack.pop() {
-        let children: Vec<(Vec<u8>, usize)> =
-            tree.children(src).map(|(n, id)| (n.to_vec(), id)).collect();
-        for (name, id) in children {
-            let mut inode = tree.inode(id).clone();
-            let path = [dst.as_slice(), b"/", &name].concat();
-            match inode.kind {
-                Kind::Dir(_) => {
-                    inode.kind = Kind::Dir(Default::default());
-                    stack.push((id, path.clone()));
-                }
-                Kind::File(_) | Kind::Symlink(_) => {}
-                _ => continue,
-            }
-            inode.meta.uid = uid;
-            inode.meta.gid = gid;
-            tree.insert(
-                &path,
-                Inode {
-                    meta: inode.meta,
-                    kind: inode.kind,
-                },
-            )?;
-            changes.added.insert(super::abs(&path));
-        }
     }
     Ok(())
 }
