@@ -15,6 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq -t bookworm-backports qemu-system-x86 qemu-utils e2fsprogs >/dev/null
 apt-get install -y -qq ovmf mmdebstrap libarchive13 libvhdi-utils libqcow-utils \
-  dosfstools mtools gdisk systemd-boot-efi acl cpio zstd xz-utils hyperfine time >/dev/null
+  dosfstools mtools gdisk systemd-boot-efi acl cpio zstd xz-utils hyperfine time \
+  systemd passwd util-linux >/dev/null
 qemu-img --version | head -1
 mke2fs -V 2>&1 | head -1

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use imgbuild_formats::ReadAt;
 
+pub mod config;
+
 /// Index of an inode in a [`Tree`].
 pub type InodeId = usize;
 
