@@ -9,6 +9,7 @@
 //! ```
 
 pub mod build;
+pub mod fs;
 pub mod ids;
 pub mod inspect;
 pub mod layout;

@@ -1,0 +1,5 @@
+//! Filesystem writers: a [`crate::tree::Tree`] in, a partition-relative
+//! [`imgbuild_formats::VirtualDisk`] out (metadata in memory, file contents by
+//! reference).
+
+pub mod fat;
