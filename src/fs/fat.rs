@@ -161,9 +161,8 @@ pub enum FatError {
     },
 }
 
-/// A file to place.
+/// A file to place: its contents.
 struct FilePlan {
-    path: String,
     data: FileData,
 }
 
@@ -277,10 +276,7 @@ fn collect(tree: &Tree) -> Result<(Vec<DirPlan>, Vec<FilePlan>), FatError> {
                             len: data.len(),
                         });
                     }
-                    files.push(FilePlan {
-                        path,
-                        data: data.clone(),
-                    });
+                    files.push(FilePlan { data: data.clone() });
                     Target::File(files.len() - 1)
                 }
                 other => {
@@ -382,7 +378,7 @@ fn allocate(
         let n = f.data.len().div_ceil(cs);
         a.file_first.push(if n == 0 { 0 } else { a.next });
         a.file_clusters.push(n);
-        a.next = a.next.checked_add(n).unwrap_or(u64::MAX);
+        a.next = a.next.saturating_add(n);
     }
     let needed = a.next - 2;
     if needed > geo.clusters {

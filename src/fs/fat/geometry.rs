@@ -46,7 +46,7 @@ impl Geometry {
     /// The geometry for a volume of `size` bytes, with the cluster size from
     /// the fatgen103 table (`DskTableFAT32`, also what mkfs.fat uses).
     pub fn for_size(size: u64) -> Result<Self, FatError> {
-        if size % SECTOR != 0 {
+        if !size.is_multiple_of(SECTOR) {
             return Err(FatError::SizeNotSectorMultiple { size });
         }
         let total = size / SECTOR;
@@ -136,7 +136,7 @@ pub fn minimum_size() -> u64 {
     // size from below; the first size above that bound that lays out works.
     let fat = ((MIN_CLUSTERS + 2) * 4).div_ceil(SECTOR);
     let mut total = RESERVED_MIN + FATS * fat + MIN_CLUSTERS;
-    while !layout(total, 1).is_some_and(|g| g.clusters >= MIN_CLUSTERS) {
+    while layout(total, 1).is_none_or(|g| g.clusters < MIN_CLUSTERS) {
         total += 1;
     }
     total * SECTOR

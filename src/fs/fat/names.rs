@@ -230,7 +230,7 @@ pub fn checksum(short: &[u8; 11]) -> u8 {
 pub fn long_entries(long: &[u16], short: &[u8; 11]) -> Vec<[u8; 32]> {
     let sum = checksum(short);
     let mut units = long.to_vec();
-    if units.len() % 13 != 0 {
+    if !units.len().is_multiple_of(13) {
         units.push(0x0000);
         units.resize(units.len().next_multiple_of(13), 0xFFFF);
     }
