@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use imgbuild_formats::ReadAt;
 
+pub mod boot;
 pub mod config;
 
 /// Index of an inode in a [`Tree`].

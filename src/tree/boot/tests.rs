@@ -1,0 +1,228 @@
+use super::*;
+
+const UUID: &str = "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0";
+
+fn opts() -> BootOptions {
+    BootOptions {
+        entry_id: "debian".into(),
+        title: "Debian GNU/Linux 12 (bookworm)".into(),
+        root_partuuid: UUID.into(),
+        cmdline: "quiet".into(),
+        extra_cmdline: "console=ttyS0".into(),
+        timeout: 0,
+        epoch: 1_700_000_000,
+        host_systemd_boot: None,
+    }
+}
+
+fn file(tree: &mut Tree, path: &str, content: &str) {
+    let inode = Inode {
+        meta: Meta::default(),
+        kind: Kind::File(FileData::Bytes(content.as_bytes().into())),
+    };
+    tree.insert(path.as_bytes(), inode).unwrap();
+}
+
+fn symlink(tree: &mut Tree, path: &str, target: &str) {
+    let inode = Inode {
+        meta: Meta::default(),
+        kind: Kind::Symlink(target.as_bytes().to_vec()),
+    };
+    tree.insert(path.as_bytes(), inode).unwrap();
+}
+
+/// A Debian-like tree: two kernels (the newer one has the lower string
+/// order), merged /usr with /lib a symlink, systemd-boot installed.
+fn debian() -> Tree {
+    let mut t = Tree::new(Meta {
+        mode: 0o755,
+        ..Meta::default()
+    });
+    file(&mut t, "/boot/vmlinuz-6.1.0-9-cloud-amd64", "old kernel");
+    file(&mut t, "/boot/initrd.img-6.1.0-9-cloud-amd64", "old initrd");
+    file(&mut t, "/boot/vmlinuz-6.1.0-40-cloud-amd64", "new kernel");
+    file(
+        &mut t,
+        "/boot/initrd.img-6.1.0-40-cloud-amd64",
+        "new initrd",
+    );
+    file(&mut t, "/boot/config-6.1.0-40-cloud-amd64", "config");
+    symlink(&mut t, "/vmlinuz", "boot/vmlinuz-6.1.0-40-cloud-amd64");
+    symlink(&mut t, "/lib", "usr/lib");
+    file(
+        &mut t,
+        "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        "MZ systemd-boot",
+    );
+    t
+}
+
+fn content(t: &Tree, path: &str) -> String {
+    let id = t
+        .lookup(path.as_bytes())
+        .unwrap_or_else(|| panic!("{path} missing"));
+    match &t.inode(id).kind {
+        Kind::File(d) => String::from_utf8(d.read_all().unwrap()).unwrap(),
+        k => panic!("{path}: {k:?}"),
+    }
+}
+
+fn files(t: &Tree) -> Vec<String> {
+    t.walk()
+        .into_iter()
+        .filter(|(_, id)| matches!(t.inode(*id).kind, Kind::File(_)))
+        .map(|(p, _)| format!("/{}", String::from_utf8(p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn esp_holds_exactly_loader_config_and_newest_kernel() {
+    let (esp, info) = esp_tree(&debian(), &opts()).unwrap();
+    assert_eq!(
+        files(&esp),
+        [
+            "/EFI/BOOT/BOOTX64.EFI",
+            "/EFI/systemd/systemd-bootx64.efi",
+            "/debian/6.1.0-40-cloud-amd64/initrd",
+            "/debian/6.1.0-40-cloud-amd64/linux",
+            "/loader/entries/debian.conf",
+            "/loader/loader.conf",
+        ]
+    );
+    assert_eq!(
+        content(&esp, "/debian/6.1.0-40-cloud-amd64/linux"),
+        "new kernel"
+    );
+    assert_eq!(
+        content(&esp, "/debian/6.1.0-40-cloud-amd64/initrd"),
+        "new initrd"
+    );
+    assert_eq!(content(&esp, "/EFI/BOOT/BOOTX64.EFI"), "MZ systemd-boot");
+    assert_eq!(
+        info,
+        BootInfo {
+            kernel_version: "6.1.0-40-cloud-amd64".into(),
+            kernel: "/boot/vmlinuz-6.1.0-40-cloud-amd64".into(),
+            initrd: Some("/boot/initrd.img-6.1.0-40-cloud-amd64".into()),
+            loader: LoaderSource::Tree("/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into()),
+            entry: "/loader/entries/debian.conf".into(),
+        }
+    );
+}
+
+#[test]
+fn loader_conf_and_entry_text() {
+    let (esp, _) = esp_tree(&debian(), &opts()).unwrap();
+    assert_eq!(
+        content(&esp, "/loader/loader.conf"),
+        "default debian.conf\ntimeout 0\nconsole-mode keep\neditor no\n"
+    );
+    assert_eq!(
+        content(&esp, "/loader/entries/debian.conf"),
+        "title Debian GNU/Linux 12 (bookworm)\n\
+         version 6.1.0-40-cloud-amd64\n\
+         linux /debian/6.1.0-40-cloud-amd64/linux\n\
+         initrd /debian/6.1.0-40-cloud-amd64/initrd\n\
+         options root=PARTUUID=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 rw quiet console=ttyS0\n"
+    );
+}
+
+#[test]
+fn kernel_only_reachable_through_vmlinuz_symlink_is_found() {
+    let mut t = Tree::new(Meta {
+        mode: 0o755,
+        ..Meta::default()
+    });
+    file(&mut t, "/opt/k/vmlinuz-6.12.1-amd64", "k");
+    symlink(&mut t, "/vmlinuz", "/opt/k/vmlinuz-6.12.1-amd64");
+    file(
+        &mut t,
+        "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        "MZ",
+    );
+    let (esp, info) = esp_tree(&t, &opts()).unwrap();
+    assert_eq!(info.kernel, "/opt/k/vmlinuz-6.12.1-amd64");
+    assert_eq!(info.initrd, None);
+    assert!(!content(&esp, "/loader/entries/debian.conf").contains("initrd"));
+}
+
+#[test]
+fn systemd_boot_reached_through_lib_symlink_only() {
+    // /usr/lib is a symlink to /lib here (the reverse of merged /usr).
+    let mut t = Tree::new(Meta {
+        mode: 0o755,
+        ..Meta::default()
+    });
+    file(&mut t, "/boot/vmlinuz-1", "k");
+    file(
+        &mut t,
+        "/lib/systemd/boot/efi/systemd-bootx64.efi",
+        "MZ via /lib",
+    );
+    symlink(&mut t, "/usr/lib", "../lib");
+    let (esp, info) = esp_tree(&t, &opts()).unwrap();
+    assert_eq!(
+        info.loader,
+        LoaderSource::Tree("/lib/systemd/boot/efi/systemd-bootx64.efi".into())
+    );
+    assert_eq!(
+        content(&esp, "/EFI/systemd/systemd-bootx64.efi"),
+        "MZ via /lib"
+    );
+}
+
+#[test]
+fn host_fallback_is_used_by_reference_when_the_tree_has_no_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("systemd-bootx64.efi");
+    std::fs::write(&host, b"MZ host").unwrap();
+    let mut t = Tree::new(Meta::default());
+    file(&mut t, "/boot/vmlinuz-1", "k");
+    assert!(matches!(esp_tree(&t, &opts()), Err(BootError::NoLoader)));
+    let o = BootOptions {
+        host_systemd_boot: Some(host.clone()),
+        ..opts()
+    };
+    let (esp, info) = esp_tree(&t, &o).unwrap();
+    assert_eq!(info.loader, LoaderSource::Host(host));
+    let id = esp.lookup(b"EFI/BOOT/BOOTX64.EFI").unwrap();
+    assert!(matches!(
+        &esp.inode(id).kind,
+        Kind::File(FileData::Source { len: 7, .. })
+    ));
+}
+
+#[test]
+fn missing_kernel_and_bad_options_are_errors() {
+    let mut t = Tree::new(Meta::default());
+    file(
+        &mut t,
+        "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        "MZ",
+    );
+    assert!(matches!(esp_tree(&t, &opts()), Err(BootError::NoKernel)));
+    let bad = [
+        BootOptions {
+            entry_id: "a b".into(),
+            ..opts()
+        },
+        BootOptions {
+            entry_id: "EFI".into(),
+            ..opts()
+        },
+        BootOptions {
+            title: "x\ninitrd /evil".into(),
+            ..opts()
+        },
+        BootOptions {
+            root_partuuid: "not-a-uuid".into(),
+            ..opts()
+        },
+    ];
+    for o in bad {
+        assert!(
+            matches!(esp_tree(&debian(), &o), Err(BootError::BadOption { .. })),
+            "{o:?}"
+        );
+    }
+}
