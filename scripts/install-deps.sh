@@ -16,6 +16,6 @@ apt-get update -qq
 apt-get install -y -qq -t bookworm-backports qemu-system-x86 qemu-utils e2fsprogs >/dev/null
 apt-get install -y -qq ovmf mmdebstrap libarchive13 libvhdi-utils libqcow-utils \
   dosfstools mtools gdisk systemd-boot-efi acl cpio zstd xz-utils hyperfine time \
-  systemd passwd util-linux >/dev/null
+  systemd passwd util-linux file >/dev/null
 qemu-img --version | head -1
 mke2fs -V 2>&1 | head -1
