@@ -138,6 +138,10 @@ fn fixture() -> Fixture {
             content,
         );
     }
+    // A hard link: FAT has none, so the writer gives the name its own copy.
+    tree.link(b"EFI/BOOT/HARDLINK.EFI", b"EFI/BOOT/BOOTX64.EFI")
+        .unwrap();
+    files.insert("EFI/BOOT/HARDLINK.EFI".into(), noise(70_000, 1));
     let mut dirs = Vec::new();
     for (path, id) in tree.walk() {
         if matches!(tree.inode(id).kind, Kind::Dir(_)) && !path.is_empty() {

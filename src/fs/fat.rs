@@ -64,6 +64,16 @@ pub struct FatOptions {
 /// Why a tree cannot become a FAT32 volume.
 #[derive(Debug, thiserror::Error)]
 pub enum FatError {
+    /// A directory has more entries than FAT allows.
+    #[error(
+        "{path}: {entries} directory entries (long names count several); FAT allows {MAX_ENTRIES}"
+    )]
+    DirectoryTooLarge {
+        /// The directory.
+        path: String,
+        /// Entries it would need.
+        entries: u64,
+    },
     /// The assembled extents are inconsistent (a bug in this writer).
     #[error("assembling the FAT volume")]
     Disk(#[source] imgbuild_formats::Error),
@@ -77,16 +87,6 @@ pub enum FatError {
         /// The later name.
         second: String,
     },
-    /// A directory has more entries than FAT allows.
-    #[error(
-        "{path}: {entries} directory entries (long names count several); FAT allows {MAX_ENTRIES}"
-    )]
-    DirectoryTooLarge {
-        /// The directory.
-        path: String,
-        /// Entries it would need.
-        entries: u64,
-    },
     /// A file is 4 GiB or larger.
     #[error("{path}: {len} bytes; FAT32 files are at most 4294967295 bytes")]
     FileTooLarge {
@@ -95,19 +95,19 @@ pub enum FatError {
         /// Its length.
         len: u64,
     },
-    /// A name breaks a FAT naming rule.
-    #[error("{path}: invalid FAT name: {reason}")]
-    InvalidName {
-        /// The entry.
-        path: String,
-        /// Which rule.
-        reason: &'static str,
-    },
     /// The volume label breaks a rule.
     #[error("volume label {label:?}: {reason}")]
     InvalidLabel {
         /// The label as given.
         label: String,
+        /// Which rule.
+        reason: &'static str,
+    },
+    /// A name breaks a FAT naming rule.
+    #[error("{path}: invalid FAT name: {reason}")]
+    InvalidName {
+        /// The entry.
+        path: String,
         /// Which rule.
         reason: &'static str,
     },

@@ -9,7 +9,7 @@
 //! `N` counting up from 1 until it is unique in the directory. Names that fit
 //! 8.3 claim their short names first, so a generated name never takes one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// DIR_NTRes bit: the base name is shown in lower case.
 pub const CASE_LOWER_BASE: u8 = 0x08;
@@ -57,15 +57,16 @@ pub fn store_names(names: &[&[u8]]) -> Result<Vec<StoredName>, (usize, NameProbl
         texts.push(text);
     }
     check_case_duplicates(&texts)?;
-    let mut used = BTreeSet::new();
+    let mut used = ShortNames::default();
     let mut out: Vec<Option<StoredName>> = texts.iter().map(|t| exact_short(t)).collect();
     for s in out.iter().flatten() {
-        used.insert(s.short);
+        used.taken.insert(s.short);
     }
     for (i, slot) in out.iter_mut().enumerate() {
         if slot.is_none() {
-            let short = generate_short(texts[i], &used).ok_or((i, NameProblem::TailsExhausted))?;
-            used.insert(short);
+            let short = used
+                .generate(texts[i])
+                .ok_or((i, NameProblem::TailsExhausted))?;
             *slot = Some(StoredName {
                 short,
                 case: 0,
@@ -166,11 +167,42 @@ fn pack(base: &[u8], ext: &[u8]) -> [u8; 11] {
     s
 }
 
-/// fatgen103 basis-name generation: upper case; characters a short name
-/// cannot hold become `_`; spaces and periods (but the last) dropped; base
-/// 8 and extension 3 characters. Then `~N` until unused, or the basis itself
-/// when it is the whole name up to case and unused.
-fn generate_short(name: &str, used: &BTreeSet<[u8; 11]>) -> Option<[u8; 11]> {
+/// Short names taken in one directory, and per basis the lowest numeric
+/// tail that may still be free (names are only ever added, so every tail
+/// below it stays taken; this keeps a directory of N similar names O(N)).
+#[derive(Default)]
+struct ShortNames {
+    taken: BTreeSet<[u8; 11]>,
+    next_tail: BTreeMap<(Vec<u8>, Vec<u8>), u32>,
+}
+
+impl ShortNames {
+    /// fatgen103 basis-name generation: upper case; characters a short name
+    /// cannot hold become `_`; spaces and periods (but the last) dropped;
+    /// base 8 and extension 3 characters. Then `~N` from 1 until unused, or
+    /// the basis itself when it is the whole name up to case and unused.
+    fn generate(&mut self, name: &str) -> Option<[u8; 11]> {
+        let (base, ext, lossless) = basis(name);
+        let whole = pack(&base, &ext);
+        if lossless && self.taken.insert(whole) {
+            return Some(whole);
+        }
+        // A tail keeps at most 6 base characters, so those and the
+        // extension decide the whole ~1, ~2, ... sequence.
+        let key = (base[..base.len().min(6)].to_vec(), ext.clone());
+        let start = self.next_tail.get(&key).copied().unwrap_or(1);
+        let (n, short) = (start..=999_999u32)
+            .map(|n| (n, with_tail(&base, &ext, n)))
+            .find(|(_, s)| !self.taken.contains(s))?;
+        self.taken.insert(short);
+        self.next_tail.insert(key, n + 1);
+        Some(short)
+    }
+}
+
+/// The basis of a long name: base, extension, and whether they are the
+/// whole name up to case (then no tail is needed).
+fn basis(name: &str) -> (Vec<u8>, Vec<u8>, bool) {
     let trimmed = name.trim_start_matches('.');
     let (base_part, ext_part) = match trimmed.rfind('.') {
         Some(dot) => (&trimmed[..dot], &trimmed[dot + 1..]),
@@ -190,23 +222,14 @@ fn generate_short(name: &str, used: &BTreeSet<[u8; 11]>) -> Option<[u8; 11]> {
     if base.is_empty() {
         base.push(b'_');
     }
-    let whole = pack(&base, &ext);
-    let lossless = base.len() <= 8
-        && ext_part.len() <= 3
-        && name.to_ascii_uppercase().as_bytes() == {
-            let mut n = base.clone();
-            if !ext.is_empty() {
-                n.push(b'.');
-                n.extend_from_slice(&ext);
-            }
-            n
-        };
-    if lossless && !used.contains(&whole) {
-        return Some(whole);
+    let mut joined = base.clone();
+    if !ext.is_empty() {
+        joined.push(b'.');
+        joined.extend_from_slice(&ext);
     }
-    (1..=999_999u32)
-        .map(|n| with_tail(&base, &ext, n))
-        .find(|s| !used.contains(s))
+    let lossless =
+        base.len() <= 8 && ext_part.len() <= 3 && name.to_ascii_uppercase().as_bytes() == joined;
+    (base, ext, lossless)
 }
 
 fn with_tail(base: &[u8], ext: &[u8], n: u32) -> [u8; 11] {

@@ -220,3 +220,33 @@ fn same_inputs_give_the_same_bytes() {
         );
     }
 }
+
+#[test]
+fn directory_past_65536_entries_is_refused() {
+    // 22000 names of 2 long-name entries + 1 short entry each: 66000 slots
+    // plus `.` and `..`.
+    let mut t = tree();
+    for i in 0..22_000 {
+        t.insert(format!("big/a long file name {i:05}").as_bytes(), file(b""))
+            .unwrap();
+    }
+    match write(&t, &opts(64 * MIB)) {
+        Err(FatError::DirectoryTooLarge { path, entries }) => {
+            assert_eq!((path.as_str(), entries), ("/big", 66_002))
+        }
+        other => panic!("expected DirectoryTooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn hard_links_get_their_own_clusters() {
+    // FAT has no hard links; two entries sharing clusters would be
+    // cross-linked, so each name gets a copy (by reference, not in memory).
+    let mut t = tree();
+    t.insert(b"a", file(b"same")).unwrap();
+    t.link(b"b", b"a").unwrap();
+    let disk = write(&t, &opts(64 * MIB)).unwrap();
+    let geo = Geometry::for_size(64 * MIB).unwrap();
+    assert_eq!(read(&disk, geo.cluster_offset(3), 4), b"same");
+    assert_eq!(read(&disk, geo.cluster_offset(4), 4), b"same");
+}
