@@ -113,7 +113,11 @@ pub fn run() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let result = match cli.command {
@@ -147,14 +151,21 @@ fn convert(a: ConvertArgs) -> Result<()> {
             SubformatArg::Dynamic => Subformat::Dynamic,
             SubformatArg::Fixed => Subformat::Fixed,
         },
-        seed: a.seed.as_deref().map(|s| imgbuild::ids::Seed::from_bytes(s.as_bytes()).0),
+        seed: a
+            .seed
+            .as_deref()
+            .map(|s| imgbuild::ids::Seed::from_bytes(s.as_bytes()).0),
     };
     let image = imgbuild_formats::open(&a.src, a.source_format.map(Into::into))
         .with_context(|| format!("cannot read {}", a.src.display()))?;
-    let disk = imgbuild_formats::disk_from_image(image).with_context(|| format!("cannot read {}", a.src.display()))?;
+    let disk = imgbuild_formats::disk_from_image(image)
+        .with_context(|| format!("cannot read {}", a.src.display()))?;
     let out = AtomicFile::create(&a.dst)?;
-    let sink = format.sink(out.file()?, &opts).with_context(|| format!("cannot write {}", a.dst.display()))?;
-    imgbuild_formats::write_images(&disk, vec![sink]).with_context(|| format!("cannot write {}", a.dst.display()))?;
+    let sink = format
+        .sink(out.file()?, &opts)
+        .with_context(|| format!("cannot write {}", a.dst.display()))?;
+    imgbuild_formats::write_images(&disk, vec![sink])
+        .with_context(|| format!("cannot write {}", a.dst.display()))?;
     out.commit()?;
     Ok(())
 }

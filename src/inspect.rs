@@ -79,10 +79,24 @@ impl Report {
     /// Human-readable rendering.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let pct = |n: u64| if self.virtual_size == 0 { 0.0 } else { 100.0 * n as f64 / self.virtual_size as f64 };
+        let pct = |n: u64| {
+            if self.virtual_size == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / self.virtual_size as f64
+            }
+        };
         s += &format!("format:        {}\n", self.format);
-        s += &format!("virtual size:  {} ({} bytes)\n", human(self.virtual_size), self.virtual_size);
-        s += &format!("file size:     {} ({} bytes)\n", human(self.file_size), self.file_size);
+        s += &format!(
+            "virtual size:  {} ({} bytes)\n",
+            human(self.virtual_size),
+            self.virtual_size
+        );
+        s += &format!(
+            "file size:     {} ({} bytes)\n",
+            human(self.file_size),
+            self.file_size
+        );
         s += &format!(
             "allocated:     {} ({:.1}% of the disk)\n",
             human(self.allocated_bytes),

@@ -8,6 +8,7 @@
 //!                                  imgbuild_formats::write_images ─► .qcow2 .vhdx .vhd .raw
 //! ```
 
+pub mod fs;
 pub mod ids;
 pub mod inspect;
 pub mod layout;

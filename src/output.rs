@@ -19,9 +19,18 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Creates `.<name>.tmp-imgbuild-<pid>` in `dst`'s directory.
     pub fn create(dst: &Path) -> Result<Self> {
-        let name = dst.file_name().with_context(|| format!("{} has no file name", dst.display()))?;
-        let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".{}.tmp-imgbuild-{}", name.to_string_lossy(), std::process::id()));
+        let name = dst
+            .file_name()
+            .with_context(|| format!("{} has no file name", dst.display()))?;
+        let dir = dst
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp-imgbuild-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -29,13 +38,18 @@ impl AtomicFile {
             .truncate(true)
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        Ok(Self { tmp, dst: dst.to_path_buf(), file: Some(file) })
+        Ok(Self {
+            tmp,
+            dst: dst.to_path_buf(),
+            file: Some(file),
+        })
     }
 
     /// A handle to the temporary file.
     pub fn file(&self) -> Result<File> {
         let f = self.file.as_ref().expect("file is present until commit");
-        f.try_clone().with_context(|| format!("cannot reopen {}", self.tmp.display()))
+        f.try_clone()
+            .with_context(|| format!("cannot reopen {}", self.tmp.display()))
     }
 
     /// The temporary path.
@@ -51,10 +65,16 @@ impl AtomicFile {
     /// fsyncs and renames to the final name.
     pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("file is present until commit");
-        file.sync_all().with_context(|| format!("cannot flush {}", self.tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("cannot flush {}", self.tmp.display()))?;
         drop(file);
-        std::fs::rename(&self.tmp, &self.dst)
-            .with_context(|| format!("cannot rename {} to {}", self.tmp.display(), self.dst.display()))?;
+        std::fs::rename(&self.tmp, &self.dst).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.tmp.display(),
+                self.dst.display()
+            )
+        })?;
         Ok(())
     }
 }

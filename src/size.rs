@@ -10,7 +10,9 @@ pub struct SizeError {
 
 /// Parses a size. Units are binary (1 KiB = 1024 B); `B` or no unit is bytes.
 pub fn parse_size(s: &str) -> Result<u64, SizeError> {
-    let err = || SizeError { input: s.to_string() };
+    let err = || SizeError {
+        input: s.to_string(),
+    };
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

@@ -141,7 +141,10 @@ pub struct VirtualDiskBuilder {
 impl VirtualDiskBuilder {
     /// A builder for a disk of `size` bytes.
     pub fn new(size: u64) -> Self {
-        Self { size, extents: Vec::new() }
+        Self {
+            size,
+            extents: Vec::new(),
+        }
     }
 
     /// Places in-memory bytes at `offset`. Empty buffers are ignored.
@@ -149,7 +152,11 @@ impl VirtualDiskBuilder {
         let bytes: Arc<[u8]> = bytes.into();
         if !bytes.is_empty() {
             let len = bytes.len() as u64;
-            self.extents.push(Extent { offset, len, data: ExtentData::Bytes(bytes) });
+            self.extents.push(Extent {
+                offset,
+                len,
+                data: ExtentData::Bytes(bytes),
+            });
         }
         self
     }
@@ -163,7 +170,10 @@ impl VirtualDiskBuilder {
         source_offset: u64,
     ) -> &mut Self {
         if len > 0 {
-            let data = ExtentData::Source { source, offset: source_offset };
+            let data = ExtentData::Source {
+                source,
+                offset: source_offset,
+            };
             self.extents.push(Extent { offset, len, data });
         }
         self
@@ -180,7 +190,10 @@ impl VirtualDiskBuilder {
     /// Places every extent of `disk` shifted by `offset` (a partition's start).
     pub fn disk(&mut self, offset: u64, disk: &VirtualDisk) -> &mut Self {
         for e in disk.extents() {
-            self.extents.push(Extent { offset: offset + e.offset, ..e.clone() });
+            self.extents.push(Extent {
+                offset: offset + e.offset,
+                ..e.clone()
+            });
         }
         self
     }
@@ -190,20 +203,30 @@ impl VirtualDiskBuilder {
         self.extents.sort_by_key(|e| e.offset);
         let mut end = 0u64;
         for e in &self.extents {
-            let e_end = e.offset.checked_add(e.len).ok_or(Error::ExtentOutsideDisk {
-                offset: e.offset,
-                len: e.len,
-                size: self.size,
-            })?;
+            let e_end = e
+                .offset
+                .checked_add(e.len)
+                .ok_or(Error::ExtentOutsideDisk {
+                    offset: e.offset,
+                    len: e.len,
+                    size: self.size,
+                })?;
             if e_end > self.size {
-                return Err(Error::ExtentOutsideDisk { offset: e.offset, len: e.len, size: self.size });
+                return Err(Error::ExtentOutsideDisk {
+                    offset: e.offset,
+                    len: e.len,
+                    size: self.size,
+                });
             }
             if e.offset < end {
                 return Err(Error::OverlappingExtents { offset: e.offset });
             }
             end = e_end;
         }
-        Ok(VirtualDisk { size: self.size, extents: self.extents })
+        Ok(VirtualDisk {
+            size: self.size,
+            extents: self.extents,
+        })
     }
 }
 
@@ -228,7 +251,10 @@ mod tests {
     fn builder_rejects_overlap_and_overflow() {
         let mut b = VirtualDiskBuilder::new(8);
         b.bytes(0, vec![1u8; 4]).bytes(3, vec![1u8; 2]);
-        assert!(matches!(b.build(), Err(Error::OverlappingExtents { offset: 3 })));
+        assert!(matches!(
+            b.build(),
+            Err(Error::OverlappingExtents { offset: 3 })
+        ));
         let mut b = VirtualDiskBuilder::new(8);
         b.bytes(6, vec![1u8; 4]);
         assert!(matches!(b.build(), Err(Error::ExtentOutsideDisk { .. })));
@@ -237,7 +263,9 @@ mod tests {
     #[test]
     fn allocated_merges_adjacent_extents() {
         let mut b = VirtualDiskBuilder::new(100);
-        b.bytes(0, vec![1u8; 4]).bytes(4, vec![1u8; 4]).bytes(50, vec![1u8]);
+        b.bytes(0, vec![1u8; 4])
+            .bytes(4, vec![1u8; 4])
+            .bytes(50, vec![1u8]);
         assert_eq!(b.build().unwrap().allocated(), vec![0..8, 50..51]);
     }
 }

@@ -28,7 +28,9 @@ pub use io::ReadAt;
 pub use sink::{write_images, ImageSink, ImageSummary};
 
 /// An image format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Raw bytes, sparse where the disk is zero.
@@ -68,7 +70,9 @@ impl Format {
 
     /// The format named by `name` (`raw`, `qcow2`, `vhdx`, `vhd`).
     pub fn from_name(name: &str) -> Option<Format> {
-        Format::ALL.into_iter().find(|f| f.name() == name.to_ascii_lowercase())
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == name.to_ascii_lowercase())
     }
 
     /// The format's name as the CLI spells it.
@@ -80,7 +84,10 @@ impl Format {
     pub fn sink(self, file: File, opts: &WriteOptions) -> Result<Box<dyn ImageSink>> {
         match self {
             Format::Raw => Ok(Box::new(raw::RawWriter::new(file))),
-            other => Err(Error::Unsupported { format: other.name(), feature: "writing (not yet built)".into() }),
+            other => Err(Error::Unsupported {
+                format: other.name(),
+                feature: "writing (not yet built)".into(),
+            }),
         }
     }
 }
@@ -148,10 +155,14 @@ pub trait DiskImage: ReadAt {
 
 /// Guesses the format of an image from its first and last bytes.
 pub fn detect(file: &File) -> Result<Format> {
-    let len = file.metadata().map_err(|e| Error::io("reading image metadata", e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading image metadata", e))?
+        .len();
     let mut head = [0u8; 8];
     if len >= 8 {
-        ReadAt::read_exact_at(file, &mut head, 0).map_err(|e| Error::io("reading image header", e))?;
+        ReadAt::read_exact_at(file, &mut head, 0)
+            .map_err(|e| Error::io("reading image header", e))?;
     }
     if head[..4] == *b"QFI\xfb" {
         return Ok(Format::Qcow2);
@@ -164,7 +175,8 @@ pub fn detect(file: &File) -> Result<Format> {
     }
     if len >= 512 && len % 512 == 0 {
         let mut foot = [0u8; 8];
-        ReadAt::read_exact_at(file, &mut foot, len - 512).map_err(|e| Error::io("reading image footer", e))?;
+        ReadAt::read_exact_at(file, &mut foot, len - 512)
+            .map_err(|e| Error::io("reading image footer", e))?;
         if foot == *b"conectix" {
             return Ok(Format::Vhd);
         }
@@ -181,7 +193,10 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Arc<dyn DiskImage>> {
     };
     match format {
         Format::Raw => Ok(Arc::new(raw::RawReader::new(file)?)),
-        other => Err(Error::Unsupported { format: other.name(), feature: "reading (not yet built)".into() }),
+        other => Err(Error::Unsupported {
+            format: other.name(),
+            feature: "reading (not yet built)".into(),
+        }),
     }
 }
 
@@ -198,7 +213,8 @@ pub fn disk_from_image(image: Arc<dyn DiskImage>) -> Result<VirtualDisk> {
     for range in image.allocated()? {
         let mut at = range.start;
         while at < range.end {
-            let n = usize::try_from((range.end - at).min(sink::CHUNK as u64)).expect("at most CHUNK");
+            let n =
+                usize::try_from((range.end - at).min(sink::CHUNK as u64)).expect("at most CHUNK");
             image
                 .read_exact_at(&mut buf[..n], at)
                 .map_err(|e| Error::io(format!("reading image data at virtual offset {at}"), e))?;

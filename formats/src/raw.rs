@@ -24,7 +24,9 @@ impl RawWriter {
 impl ImageSink for RawWriter {
     fn begin(&mut self, size: u64, _allocated: &[Range<u64>]) -> Result<()> {
         self.size = size;
-        self.file.set_len(size).map_err(|e| Error::io("sizing the raw image", e))
+        self.file
+            .set_len(size)
+            .map_err(|e| Error::io("sizing the raw image", e))
     }
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
@@ -33,7 +35,11 @@ impl ImageSink for RawWriter {
     }
 
     fn finish(self: Box<Self>) -> Result<ImageSummary> {
-        Ok(ImageSummary { format: Format::Raw, virtual_size: self.size, file_size: self.size })
+        Ok(ImageSummary {
+            format: Format::Raw,
+            virtual_size: self.size,
+            file_size: self.size,
+        })
     }
 }
 
@@ -45,7 +51,9 @@ pub struct RawReader {
 impl RawReader {
     /// Opens `file` as a raw image.
     pub fn new(file: File) -> Result<Self> {
-        Ok(Self { file: SizedFile::new(file).map_err(|e| Error::io("reading raw image size", e))? })
+        Ok(Self {
+            file: SizedFile::new(file).map_err(|e| Error::io("reading raw image size", e))?,
+        })
     }
 }
 

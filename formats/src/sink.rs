@@ -44,7 +44,10 @@ pub trait ImageSink: Send {
 
 /// Streams `disk` into every sink: each extent is read once, in order, in
 /// chunks of at most [`CHUNK`] bytes, and handed to each sink in turn.
-pub fn write_images(disk: &VirtualDisk, mut sinks: Vec<Box<dyn ImageSink>>) -> Result<Vec<ImageSummary>> {
+pub fn write_images(
+    disk: &VirtualDisk,
+    mut sinks: Vec<Box<dyn ImageSink>>,
+) -> Result<Vec<ImageSummary>> {
     let allocated = disk.allocated();
     for sink in &mut sinks {
         sink.begin(disk.size(), &allocated)?;
@@ -54,9 +57,12 @@ pub fn write_images(disk: &VirtualDisk, mut sinks: Vec<Box<dyn ImageSink>>) -> R
         let mut at = 0u64;
         while at < extent.len {
             let n = usize::try_from((extent.len - at).min(CHUNK as u64)).expect("at most CHUNK");
-            extent
-                .read(at, &mut buf[..n])
-                .map_err(|e| Error::io(format!("reading disk data at offset {}", extent.offset + at), e))?;
+            extent.read(at, &mut buf[..n]).map_err(|e| {
+                Error::io(
+                    format!("reading disk data at offset {}", extent.offset + at),
+                    e,
+                )
+            })?;
             for sink in &mut sinks {
                 sink.write_data(extent.offset + at, &buf[..n])?;
             }

@@ -134,7 +134,12 @@ pub fn last_usable(size: u64) -> u64 {
 
 /// Places the protective MBR, both headers and both entry arrays for a disk of
 /// `size` bytes. Partitions must be sorted and must not overlap.
-pub fn write(disk: &mut VirtualDiskBuilder, size: u64, disk_guid: [u8; 16], parts: &[Partition]) -> Result<(), GptError> {
+pub fn write(
+    disk: &mut VirtualDiskBuilder,
+    size: u64,
+    disk_guid: [u8; 16],
+    parts: &[Partition],
+) -> Result<(), GptError> {
     if size % LBA != 0 || size / LBA < 2 * FIRST_USABLE + 1 {
         return Err(GptError::DiskTooSmall { size });
     }
@@ -157,12 +162,27 @@ pub fn write(disk: &mut VirtualDiskBuilder, size: u64, disk_guid: [u8; 16], part
             });
         }
         prev_end = p.last_lba + 1;
-        encode_entry(&mut array[i * ENTRY_SIZE as usize..][..ENTRY_SIZE as usize], p)?;
+        encode_entry(
+            &mut array[i * ENTRY_SIZE as usize..][..ENTRY_SIZE as usize],
+            p,
+        )?;
     }
     let array_crc = crc32fast::hash(&array);
     disk.bytes(0, protective_mbr(size).to_vec());
-    let primary = Header { my_lba: 1, alternate_lba: last_lba, entries_lba: 2, last_usable: lu, disk_guid, array_crc };
-    let backup = Header { my_lba: last_lba, alternate_lba: 1, entries_lba: last_lba - ARRAY_LBAS, ..primary };
+    let primary = Header {
+        my_lba: 1,
+        alternate_lba: last_lba,
+        entries_lba: 2,
+        last_usable: lu,
+        disk_guid,
+        array_crc,
+    };
+    let backup = Header {
+        my_lba: last_lba,
+        alternate_lba: 1,
+        entries_lba: last_lba - ARRAY_LBAS,
+        ..primary
+    };
     disk.bytes(LBA, primary.encode().to_vec());
     disk.bytes(2 * LBA, array.clone());
     disk.bytes((last_lba - ARRAY_LBAS) * LBA, array);
@@ -245,18 +265,36 @@ pub fn read_partitions(disk: &dyn ReadAt) -> anyhow::Result<Option<Vec<Partition
         return Ok(None);
     }
     let hsize = le32(&h, 12) as usize;
-    anyhow::ensure!((92..=512).contains(&hsize), "GPT header size {hsize} is invalid");
+    anyhow::ensure!(
+        (92..=512).contains(&hsize),
+        "GPT header size {hsize} is invalid"
+    );
     let mut c = h;
     c[16..20].fill(0);
     let crc = crc32fast::hash(&c[..hsize]);
     anyhow::ensure!(crc == le32(&h, 16), "GPT header checksum mismatch");
-    let (lba, n, esize) = (le64(&h, 72), u64::from(le32(&h, 80)), u64::from(le32(&h, 84)));
-    anyhow::ensure!(esize >= 128 && esize % 8 == 0 && esize <= 4096 && n <= 4096, "GPT entry array shape {n} x {esize} is invalid");
+    let (lba, n, esize) = (
+        le64(&h, 72),
+        u64::from(le32(&h, 80)),
+        u64::from(le32(&h, 84)),
+    );
+    anyhow::ensure!(
+        esize >= 128 && esize % 8 == 0 && esize <= 4096 && n <= 4096,
+        "GPT entry array shape {n} x {esize} is invalid"
+    );
     let array_len = n * esize;
-    anyhow::ensure!(lba.checked_mul(LBA).and_then(|o| o.checked_add(array_len)).is_some_and(|e| e <= disk.len()), "GPT entry array lies outside the disk");
+    anyhow::ensure!(
+        lba.checked_mul(LBA)
+            .and_then(|o| o.checked_add(array_len))
+            .is_some_and(|e| e <= disk.len()),
+        "GPT entry array lies outside the disk"
+    );
     let mut array = vec![0u8; array_len as usize];
     disk.read_exact_at(&mut array, lba * LBA)?;
-    anyhow::ensure!(crc32fast::hash(&array) == le32(&h, 88), "GPT entry array checksum mismatch");
+    anyhow::ensure!(
+        crc32fast::hash(&array) == le32(&h, 88),
+        "GPT entry array checksum mismatch"
+    );
     let mut out = Vec::new();
     for e in array.chunks(esize as usize) {
         if e[0..16].iter().all(|&b| b == 0) {
@@ -266,7 +304,11 @@ pub fn read_partitions(disk: &dyn ReadAt) -> anyhow::Result<Option<Vec<Partition
         t.copy_from_slice(&e[0..16]);
         let mut g = [0u8; 16];
         g.copy_from_slice(&e[16..32]);
-        let units: Vec<u16> = e[56..128].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+        let units: Vec<u16> = e[56..128]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&u| u != 0)
+            .collect();
         let type_guid = uuid_string(guid_le(t));
         out.push(PartitionInfo {
             start: le64(e, 32).saturating_mul(LBA),
@@ -314,7 +356,13 @@ mod tests {
     fn rejects_overlap_and_out_of_range() {
         let size = 64 << 20;
         let mut b = VirtualDiskBuilder::new(size);
-        let err = write(&mut b, size, [1; 16], &[part(2048, 4095, "a"), part(4000, 5000, "b")]).unwrap_err();
+        let err = write(
+            &mut b,
+            size,
+            [1; 16],
+            &[part(2048, 4095, "a"), part(4000, 5000, "b")],
+        )
+        .unwrap_err();
         assert!(matches!(err, GptError::BadPartition { index: 2, .. }));
         let err = write(&mut b, size, [1; 16], &[part(2048, size / 512, "a")]).unwrap_err();
         assert!(matches!(err, GptError::BadPartition { index: 1, .. }));

@@ -89,8 +89,13 @@ impl FileData {
     pub fn read_all(&self) -> std::io::Result<Vec<u8>> {
         match self {
             FileData::Bytes(b) => Ok(b.to_vec()),
-            FileData::Source { source, offset, len } => {
-                let n = usize::try_from(*len).map_err(|_| std::io::Error::other("file too large for memory"))?;
+            FileData::Source {
+                source,
+                offset,
+                len,
+            } => {
+                let n = usize::try_from(*len)
+                    .map_err(|_| std::io::Error::other("file too large for memory"))?;
                 let mut buf = vec![0u8; n];
                 source.read_exact_at(&mut buf, *offset)?;
                 Ok(buf)
@@ -245,8 +250,14 @@ impl Tree {
     /// An empty tree whose root and implicit parent directories get `dir_meta`
     /// (mode is usually 0o755, owner root, the build epoch as time).
     pub fn new(dir_meta: Meta) -> Self {
-        let root = Inode { meta: dir_meta.clone(), kind: Kind::Dir(BTreeMap::new()) };
-        Self { inodes: vec![root], parent_meta: dir_meta }
+        let root = Inode {
+            meta: dir_meta.clone(),
+            kind: Kind::Dir(BTreeMap::new()),
+        };
+        Self {
+            inodes: vec![root],
+            parent_meta: dir_meta,
+        }
     }
 
     /// The inode `id`.
@@ -270,7 +281,8 @@ impl Tree {
             Kind::Dir(m) => Some(m),
             _ => None,
         };
-        map.into_iter().flat_map(|m| m.iter().map(|(k, v)| (k.as_slice(), *v)))
+        map.into_iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (k.as_slice(), *v)))
     }
 
     /// Looks a path up without following symlinks.
@@ -305,7 +317,12 @@ impl Tree {
             let cur = stack.last().map_or(ROOT, |s| s.1);
             let child = match &self.inodes[cur].kind {
                 Kind::Dir(m) => m.get(&part).copied(),
-                _ => return Err(TreeError::NotADirectory { path: show(path), parent: show(&part) }),
+                _ => {
+                    return Err(TreeError::NotADirectory {
+                        path: show(path),
+                        parent: show(&part),
+                    })
+                }
             };
             let Some(child) = child else {
                 stack.push((part, usize::MAX));
@@ -325,7 +342,11 @@ impl Tree {
                     if target.first() == Some(&b'/') {
                         stack.clear();
                     }
-                    for p in target.split(|&b| b == b'/').filter(|p| !p.is_empty() && *p != b".").rev() {
+                    for p in target
+                        .split(|&b| b == b'/')
+                        .filter(|p| !p.is_empty() && *p != b".")
+                        .rev()
+                    {
                         todo.push(p.to_vec());
                     }
                     continue;
@@ -333,7 +354,11 @@ impl Tree {
             }
             stack.push((part, child));
         }
-        Ok(stack.into_iter().map(|s| s.0).collect::<Vec<_>>().join(&b'/'))
+        Ok(stack
+            .into_iter()
+            .map(|s| s.0)
+            .collect::<Vec<_>>()
+            .join(&b'/'))
     }
 
     /// Creates missing parent directories of `path` and returns the parent's
@@ -351,9 +376,17 @@ impl Tree {
             };
             cur = match next {
                 Some(id) if matches!(self.inodes[id].kind, Kind::Dir(_)) => id,
-                Some(_) => return Err(TreeError::NotADirectory { path: show(path), parent: show(part) }),
+                Some(_) => {
+                    return Err(TreeError::NotADirectory {
+                        path: show(path),
+                        parent: show(part),
+                    })
+                }
                 None => {
-                    let id = self.push(Inode { meta: self.parent_meta.clone(), kind: Kind::Dir(BTreeMap::new()) });
+                    let id = self.push(Inode {
+                        meta: self.parent_meta.clone(),
+                        kind: Kind::Dir(BTreeMap::new()),
+                    });
                     self.dir_mut(cur).insert(part.to_vec(), id);
                     id
                 }
@@ -407,9 +440,14 @@ impl Tree {
     /// Makes `path` a hard link to the inode at `target` (neither followed
     /// through a final symlink). The target's metadata is left as it is.
     pub fn link(&mut self, path: &[u8], target: &[u8]) -> Result<InodeId, TreeError> {
-        let id = self.lookup(target).ok_or_else(|| TreeError::NotFound { path: show(target) })?;
+        let id = self
+            .lookup(target)
+            .ok_or_else(|| TreeError::NotFound { path: show(target) })?;
         if matches!(self.inodes[id].kind, Kind::Dir(_)) {
-            return Err(TreeError::LinkToDirectory { path: show(path), target: show(target) });
+            return Err(TreeError::LinkToDirectory {
+                path: show(path),
+                target: show(target),
+            });
         }
         let (parent, name) = self.parent_of(path)?;
         self.dir_mut(parent).insert(name.to_vec(), id);
@@ -423,9 +461,14 @@ impl Tree {
             return Err(TreeError::IsRoot { path: show(path) });
         };
         let parent_path = parts[..parts.len() - 1].join(&b'/');
-        let parent = self.lookup(&parent_path).ok_or_else(|| TreeError::NotFound { path: show(path) })?;
+        let parent = self
+            .lookup(&parent_path)
+            .ok_or_else(|| TreeError::NotFound { path: show(path) })?;
         match &mut self.inodes[parent].kind {
-            Kind::Dir(m) => m.remove(*last).map(|_| ()).ok_or_else(|| TreeError::NotFound { path: show(path) }),
+            Kind::Dir(m) => m
+                .remove(*last)
+                .map(|_| ())
+                .ok_or_else(|| TreeError::NotFound { path: show(path) }),
             _ => Err(TreeError::NotFound { path: show(path) }),
         }
     }

@@ -1,15 +1,30 @@
 use super::*;
 
 fn dir_meta() -> Meta {
-    Meta { mode: 0o755, ..Meta::default() }
+    Meta {
+        mode: 0o755,
+        ..Meta::default()
+    }
 }
 
 fn file(content: &[u8], mode: u16) -> Inode {
-    Inode { meta: Meta { mode, ..Meta::default() }, kind: Kind::File(FileData::Bytes(content.into())) }
+    Inode {
+        meta: Meta {
+            mode,
+            ..Meta::default()
+        },
+        kind: Kind::File(FileData::Bytes(content.into())),
+    }
 }
 
 fn dir(mode: u16) -> Inode {
-    Inode { meta: Meta { mode, ..Meta::default() }, kind: Kind::Dir(BTreeMap::new()) }
+    Inode {
+        meta: Meta {
+            mode,
+            ..Meta::default()
+        },
+        kind: Kind::Dir(BTreeMap::new()),
+    }
 }
 
 #[test]
@@ -64,11 +79,21 @@ fn hard_link_shares_inode_and_keeps_target_mode() {
 #[test]
 fn resolve_follows_symlinks_inside_the_tree() {
     let mut t = Tree::new(dir_meta());
-    t.insert(b"usr/lib/systemd/system/a.service", file(b"", 0o644)).unwrap();
-    let link = Inode { meta: Meta::default(), kind: Kind::Symlink(b"usr/lib".to_vec()) };
+    t.insert(b"usr/lib/systemd/system/a.service", file(b"", 0o644))
+        .unwrap();
+    let link = Inode {
+        meta: Meta::default(),
+        kind: Kind::Symlink(b"usr/lib".to_vec()),
+    };
     t.insert(b"lib", link).unwrap();
-    assert_eq!(t.resolve(b"/lib/systemd/system/a.service", true).unwrap(), b"usr/lib/systemd/system/a.service");
-    let escape = Inode { meta: Meta::default(), kind: Kind::Symlink(b"../../../../etc".to_vec()) };
+    assert_eq!(
+        t.resolve(b"/lib/systemd/system/a.service", true).unwrap(),
+        b"usr/lib/systemd/system/a.service"
+    );
+    let escape = Inode {
+        meta: Meta::default(),
+        kind: Kind::Symlink(b"../../../../etc".to_vec()),
+    };
     t.insert(b"usr/evil", escape).unwrap();
     assert_eq!(t.resolve(b"usr/evil/passwd", true).unwrap(), b"etc/passwd");
 }
@@ -79,6 +104,10 @@ fn walk_is_depth_first_and_sorted() {
     t.insert(b"b/x", file(b"", 0o644)).unwrap();
     t.insert(b"a", file(b"", 0o644)).unwrap();
     t.insert(b"b/a", file(b"", 0o644)).unwrap();
-    let paths: Vec<_> = t.walk().into_iter().map(|(p, _)| String::from_utf8(p).unwrap()).collect();
+    let paths: Vec<_> = t
+        .walk()
+        .into_iter()
+        .map(|(p, _)| String::from_utf8(p).unwrap())
+        .collect();
     assert_eq!(paths, ["", "a", "b", "b/a", "b/x"]);
 }
