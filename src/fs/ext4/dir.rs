@@ -333,7 +333,7 @@ fn str2hashbuf_signed(msg: &[u8], out: &mut [u32; 8]) {
             val = pad;
         }
     }
-    if n < 8 && msg.len().min(32) % 4 != 0 {
+    if n < 8 && !msg.len().min(32).is_multiple_of(4) {
         out[n] = val;
         n += 1;
     }

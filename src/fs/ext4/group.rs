@@ -126,7 +126,7 @@ pub fn inode_bitmap(inodes_per_group: u32, used: u32) -> Vec<u8> {
 
 /// Sets bits `a..b` (little-endian bit order within bytes).
 fn set_bits(bm: &mut [u8], mut a: u64, b: u64) {
-    while a < b && a % 8 != 0 {
+    while a < b && !a.is_multiple_of(8) {
         bm[(a / 8) as usize] |= 1 << (a % 8);
         a += 1;
     }

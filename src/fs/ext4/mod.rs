@@ -192,8 +192,8 @@ pub fn write(tree: &Tree, opts: &Ext4Options) -> Result<VirtualDisk, Ext4Error> 
     }
 }
 
-/// The smallest size (a multiple of 1 MiB, or within 1/64 of it for large
-/// trees) at which `tree` fits with `opts` (whose `size` is ignored).
+/// The smallest size (a multiple of 1 MiB, within 1/128 of the exact
+/// minimum for large trees) at which `tree` fits with `opts` (whose `size` is ignored).
 pub fn min_size(tree: &Tree, opts: &Ext4Options) -> Result<u64, Ext4Error> {
     const MIB: u64 = 1 << 20;
     let fits = |size: u64| -> Result<bool, Ext4Error> {
@@ -207,8 +207,12 @@ pub fn min_size(tree: &Tree, opts: &Ext4Options) -> Result<u64, Ext4Error> {
             Err(e) => Err(e),
         }
     };
-    let mut lo = 0u64;
-    let mut hi = plan::data_estimate(tree).next_multiple_of(MIB).max(MIB);
+    // Data blocks are a lower bound; inode tables (~1.6% at 16 KiB per
+    // inode), bitmaps and the journal come on top.
+    let data = plan::data_estimate(tree);
+    let mut lo = data;
+    let journal = journal::default_size(data / BLOCK_SIZE) * BLOCK_SIZE;
+    let mut hi = (data + data / 16 + journal + 2 * MIB).next_multiple_of(MIB);
     while !fits(hi)? {
         lo = hi;
         hi = hi
@@ -224,7 +228,7 @@ pub fn min_size(tree: &Tree, opts: &Ext4Options) -> Result<u64, Ext4Error> {
             });
         }
     }
-    while hi - lo > MIB.max(hi / 64) {
+    while hi - lo > MIB.max(hi / 128) {
         let mid = (lo + (hi - lo) / 2).next_multiple_of(MIB);
         if mid >= hi {
             break;

@@ -210,7 +210,7 @@ const ACL_OTHER: u16 = 0x20;
 /// owner, owning group, mask and other, 8-byte ones for named users and
 /// groups; `fs/ext4/acl.c`).
 pub fn acl_to_disk(value: &[u8]) -> Result<Vec<u8>, XattrProblem> {
-    if value.len() < 4 || (value.len() - 4) % 8 != 0 {
+    if value.len() < 4 || !(value.len() - 4).is_multiple_of(8) {
         return Err(XattrProblem::BadAcl("length is not 4 + 8 * entries"));
     }
     if value[0..4] != 2u32.to_le_bytes() {
