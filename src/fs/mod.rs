@@ -2,4 +2,5 @@
 //! [`imgbuild_formats::VirtualDisk`] out (metadata in memory, file contents by
 //! reference).
 
+pub mod ext4;
 pub mod fat;
