@@ -1,0 +1,291 @@
+//! `Plan`: the authoritative, fully resolved build.
+//!
+//! `recipe::resolve` turns a [`Recipe`](crate::recipe::Recipe) into a
+//! `Plan`: every default applied, every size in bytes, every path absolute
+//! (resolved against the recipe's directory), every input hashed, the epoch
+//! and seed fixed. Nothing after this reads the environment or the recipe;
+//! the plan is what `manifest.json` records. Checks that need the OS tree
+//! (drivers, that the content fits the disk, that groups and units exist)
+//! belong to the build pipeline, which has everything it needs here.
+
+use std::path::PathBuf;
+
+use imgbuild_formats::{Compression, Format, Subformat};
+use serde::Serialize;
+
+use crate::ids::Seed;
+use crate::recipe::{FileKind, Hypervisor, Loader, MmdebstrapVariant};
+
+/// A fully resolved build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The recipe file, as named by the user.
+    pub recipe: PathBuf,
+    /// SHA-256 of the recipe's bytes (hex).
+    pub recipe_sha256: String,
+    /// Output file stem.
+    pub name: String,
+    /// Virtual disk size in bytes.
+    pub size: u64,
+    /// Seconds since 1970 for every timestamp in the image.
+    pub epoch: u64,
+    /// Where `epoch` came from.
+    pub epoch_source: EpochSource,
+    /// The build seed (hex of 32 bytes); every UUID/GUID derives from it.
+    #[serde(serialize_with = "hex_seed")]
+    pub seed: Seed,
+    /// Partition layout.
+    pub layout: LayoutPlan,
+    /// The OS tree's source.
+    pub os: OsPlan,
+    /// Boot loader and command line.
+    pub boot: BootPlan,
+    /// Configuration applied to the tree.
+    pub config: ConfigPlan,
+    /// One output per target, sorted by target name.
+    pub targets: Vec<TargetPlan>,
+    /// Every file input with its digest, in recipe order.
+    pub inputs: Vec<Input>,
+}
+
+fn hex_seed<S: serde::Serializer>(seed: &Seed, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex(&seed.0))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the epoch came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpochSource {
+    /// `[image] epoch`.
+    Recipe,
+    /// The `SOURCE_DATE_EPOCH` environment variable.
+    SourceDateEpoch,
+    /// [`crate::recipe::DEFAULT_EPOCH`].
+    Default,
+}
+
+/// A file the build reads, with its digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Input {
+    /// What the file is for (`os.source.tar`, `config.files[/etc/motd]`, ...).
+    pub role: String,
+    /// The path as written in the recipe (relative to the recipe's directory).
+    pub written: String,
+    /// The absolute path (not serialized: it differs between machines).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes (hex).
+    pub sha256: String,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// Partition layout: GPT with an EFI system partition and an ext4 root
+/// filling the rest of the disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LayoutPlan {
+    /// EFI system partition size in bytes.
+    pub esp_size: u64,
+    /// FAT volume label of the ESP.
+    pub esp_label: String,
+    /// ext4 label of the root filesystem.
+    pub root_label: String,
+}
+
+/// The OS tree's source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OsPlan {
+    /// A tar archive (also listed in [`Plan::inputs`]).
+    Tar {
+        /// Absolute path (not serialized: it differs between machines).
+        #[serde(skip)]
+        path: PathBuf,
+        /// The path as written in the recipe.
+        written: String,
+        /// Its SHA-256 (verified against the recipe when given there).
+        sha256: String,
+    },
+    /// A directory tree.
+    Dir {
+        /// Absolute path (not serialized).
+        #[serde(skip)]
+        path: PathBuf,
+        /// The path as written in the recipe.
+        written: String,
+        /// Keep owners instead of mapping every file to root.
+        keep_owner: bool,
+    },
+    /// mmdebstrap bootstraps the tree.
+    Mmdebstrap {
+        /// Debian suite.
+        suite: String,
+        /// mmdebstrap variant.
+        variant: MmdebstrapVariant,
+        /// Mirror URL (None: mmdebstrap's default).
+        mirror: Option<String>,
+        /// Extra packages.
+        packages: Vec<String>,
+        /// Archive components.
+        components: Vec<String>,
+    },
+}
+
+/// Boot configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BootPlan {
+    /// The loader.
+    pub loader: Loader,
+    /// Command line shared by every target (without `root=`).
+    pub cmdline: String,
+}
+
+/// Configuration applied to the tree, in this order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConfigPlan {
+    /// /etc/hostname (None: left as the OS tree has it).
+    pub hostname: Option<String>,
+    /// Zone name under /usr/share/zoneinfo.
+    pub timezone: Option<String>,
+    /// LANG.
+    pub locale: Option<String>,
+    /// Users, in recipe order.
+    pub users: Vec<UserPlan>,
+    /// Files, in recipe order (later entries replace earlier paths' parents' children).
+    pub files: Vec<FilePlan>,
+    /// Units, full names (`ssh.service`), in recipe order.
+    pub services: ServicesPlan,
+    /// Network configuration.
+    pub network: NetworkPlan,
+    /// NoCloud seed.
+    pub cloud_init: Option<CloudInitPlan>,
+}
+
+/// A user to create.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserPlan {
+    /// Login name.
+    pub name: String,
+    /// Explicit uid (None: next free one, chosen by the pipeline from the tree's /etc/passwd).
+    pub uid: Option<u32>,
+    /// Explicit gid of the primary group.
+    pub gid: Option<u32>,
+    /// Supplementary groups.
+    pub groups: Vec<String>,
+    /// authorized_keys lines.
+    pub ssh_authorized_keys: Vec<String>,
+    /// Login shell.
+    pub shell: String,
+    /// crypt(3) hash, or "!" (locked).
+    pub password_hash: String,
+    /// Home directory.
+    pub home: String,
+    /// System account.
+    pub system: bool,
+    /// GECOS field.
+    pub comment: String,
+}
+
+/// Where a file's bytes come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Content {
+    /// Inline text from the recipe.
+    Inline(String),
+    /// A file; the index into [`Plan::inputs`].
+    File(usize),
+}
+
+/// A file, directory or symlink to put in the tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FilePlan {
+    /// Absolute, normalized path in the image.
+    pub path: String,
+    /// What to create.
+    pub kind: FileKind,
+    /// Contents (files only).
+    pub content: Option<Content>,
+    /// Target (symlinks only).
+    pub target: Option<String>,
+    /// Permission bits (0..=0o7777).
+    pub mode: u32,
+    /// Owner, a name or a number as written (the pipeline maps names via the tree's /etc/passwd).
+    pub owner: String,
+    /// Group, a name or a number as written.
+    pub group: String,
+}
+
+/// Units to enable, disable and mask.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServicesPlan {
+    /// Enable.
+    pub enable: Vec<String>,
+    /// Disable.
+    pub disable: Vec<String>,
+    /// Mask.
+    pub mask: Vec<String>,
+}
+
+/// Network configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkPlan {
+    /// systemd-networkd DHCP on every Ethernet link (`Type=ether`).
+    Dhcp,
+    /// Nothing written.
+    None,
+}
+
+/// A NoCloud seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CloudInitPlan {
+    /// user-data.
+    pub user_data: Content,
+    /// meta-data.
+    pub meta_data: Content,
+}
+
+/// One output image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TargetPlan {
+    /// The target's name (`kvm`).
+    pub name: String,
+    /// Output file name: `<image.name>-<target>.<ext>`.
+    pub output: String,
+    /// Image format.
+    pub format: Format,
+    /// Hypervisor profile.
+    pub hypervisor: Hypervisor,
+    /// Full kernel command line for this target (boot cmdline + target cmdline; no `root=`).
+    pub cmdline: String,
+    /// qcow2 cluster size in bytes.
+    pub cluster_size: Option<u32>,
+    /// qcow2 compression.
+    pub compression: Option<Compression>,
+    /// VHDX block size in bytes.
+    pub block_size: Option<u32>,
+    /// VHDX subformat.
+    pub subformat: Option<Subformat>,
+    /// VHDX logical sector size.
+    pub logical_sector_size: Option<u32>,
+}
+
+impl TargetPlan {
+    /// The writer options for this target (ids come from the plan's seed).
+    pub fn write_options(&self, seed: &Seed) -> imgbuild_formats::WriteOptions {
+        imgbuild_formats::WriteOptions {
+            cluster_size: self.cluster_size,
+            compression: self.compression,
+            threads: None,
+            block_size: self.block_size,
+            logical_sector_size: self.logical_sector_size,
+            subformat: self.subformat.unwrap_or_default(),
+            seed: Some(seed.derive(&format!("target.{}", self.name))),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `[os] source` → [`OsPlan`]: exactly one kind, keys that belong to it,
+//! paths resolved against the recipe's directory, tar digests verified.
+
+use super::resolve::Cx;
+use super::{MmdebstrapVariant, OsSource, Spanned};
+use crate::plan::OsPlan;
+
+/// Resolves the OS source; on error returns a placeholder (the caller
+/// discards the plan when any diagnostic was recorded).
+pub(super) fn os(cx: &mut Cx, source: &Spanned<OsSource>) -> OsPlan {
+    let s = source.get_ref();
+    let given: Vec<&str> = [
+        ("tar", s.tar.is_some()),
+        ("dir", s.dir.is_some()),
+        ("mmdebstrap", s.mmdebstrap.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, on)| on.then_some(k))
+    .collect();
+    if given.len() != 1 {
+        let found = if given.is_empty() {
+            "none".to_string()
+        } else {
+            given.join(", ")
+        };
+        let help = "source = { tar = \"rootfs.tar.zst\" } or { dir = \"rootfs/\" } or { mmdebstrap = \"bookworm\" }";
+        cx.error(
+            source.span(),
+            format!(
+                "the OS source needs exactly one of `tar`, `dir`, `mmdebstrap` (found {found})"
+            ),
+            Some(help.into()),
+        );
+        return placeholder();
+    }
+    misplaced(cx, s);
+    if let Some(tar) = &s.tar {
+        return tar_source(cx, tar, s.sha256.as_ref());
+    }
+    if let Some(dir) = &s.dir {
+        return dir_source(cx, dir, s.keep_owner.as_ref().is_some_and(|k| *k.get_ref()));
+    }
+    match &s.mmdebstrap {
+        Some(suite) => mmdebstrap(cx, suite, s),
+        None => placeholder(),
+    }
+}
+
+fn placeholder() -> OsPlan {
+    OsPlan::Dir {
+        path: Default::default(),
+        written: String::new(),
+        keep_owner: false,
+    }
+}
+
+/// Keys that belong to another kind of source.
+fn misplaced(cx: &mut Cx, s: &OsSource) {
+    let mut flag = |span: Option<std::ops::Range<usize>>, key: &str, owner: &str, on: bool| {
+        if let (Some(span), false) = (span, on) {
+            cx.error(
+                span,
+                format!("`{key}` applies only to `{owner}` sources"),
+                None,
+            );
+        }
+    };
+    flag(
+        s.sha256.as_ref().map(Spanned::span),
+        "sha256",
+        "tar",
+        s.tar.is_some(),
+    );
+    flag(
+        s.keep_owner.as_ref().map(Spanned::span),
+        "keep_owner",
+        "dir",
+        s.dir.is_some(),
+    );
+    let deb = s.mmdebstrap.is_some();
+    flag(
+        s.variant.as_ref().map(Spanned::span),
+        "variant",
+        "mmdebstrap",
+        deb,
+    );
+    flag(
+        s.mirror.as_ref().map(Spanned::span),
+        "mirror",
+        "mmdebstrap",
+        deb,
+    );
+    flag(
+        s.packages.as_ref().map(Spanned::span),
+        "packages",
+        "mmdebstrap",
+        deb,
+    );
+    flag(
+        s.components.as_ref().map(Spanned::span),
+        "components",
+        "mmdebstrap",
+        deb,
+    );
+}
+
+fn tar_source(cx: &mut Cx, tar: &Spanned<String>, sha256: Option<&Spanned<String>>) -> OsPlan {
+    let expected = sha256.and_then(|s| {
+        let v = s.get_ref().to_ascii_lowercase();
+        if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Some((v, s.span()))
+        } else {
+            cx.error(
+                s.span(),
+                "`sha256` must be 64 hex digits".into(),
+                Some("compute it with `sha256sum FILE`".into()),
+            );
+            None
+        }
+    });
+    let Some(i) = cx.input("os.source.tar".into(), tar) else {
+        return placeholder();
+    };
+    let found = cx.inputs[i].sha256.clone();
+    if let Some((want, span)) = expected {
+        if want != found {
+            let help = format!("expected {want}\n   found {found}\nthe file changed, or the recipe's digest is stale");
+            cx.error(
+                span,
+                format!("sha256 mismatch for `{}`", tar.get_ref()),
+                Some(help),
+            );
+        }
+    }
+    OsPlan::Tar {
+        path: cx.inputs[i].path.clone(),
+        written: tar.get_ref().clone(),
+        sha256: found,
+    }
+}
+
+fn dir_source(cx: &mut Cx, dir: &Spanned<String>, keep_owner: bool) -> OsPlan {
+    let path = cx.map.path(dir.get_ref());
+    if !path.is_dir() {
+        let help = format!(
+            "paths are relative to the recipe's directory; this one is {}",
+            path.display()
+        );
+        cx.error(
+            dir.span(),
+            format!("`{}` is not a directory", dir.get_ref()),
+            Some(help),
+        );
+    }
+    OsPlan::Dir {
+        path,
+        written: dir.get_ref().clone(),
+        keep_owner,
+    }
+}
+
+/// A package, suite or component name: no whitespace, nothing empty.
+fn word(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn mmdebstrap(cx: &mut Cx, suite: &Spanned<String>, s: &OsSource) -> OsPlan {
+    if !word(suite.get_ref()) {
+        cx.error(
+            suite.span(),
+            format!("invalid suite `{}`", suite.get_ref()),
+            Some("like \"bookworm\"".into()),
+        );
+    }
+    let list = |cx: &mut Cx, l: Option<&Spanned<Vec<String>>>, what: &str| -> Option<Vec<String>> {
+        let l = l?;
+        if let Some(bad) = l.get_ref().iter().find(|p| !word(p)) {
+            cx.error(
+                l.span(),
+                format!("invalid {what} name `{bad}`"),
+                Some("one name per string, no spaces".into()),
+            );
+        }
+        Some(l.get_ref().clone())
+    };
+    let packages = list(cx, s.packages.as_ref(), "package").unwrap_or_default();
+    let components =
+        list(cx, s.components.as_ref(), "component").unwrap_or_else(|| vec!["main".into()]);
+    let mirror = s.mirror.as_ref().map(|m| {
+        if m.get_ref().trim().is_empty() || m.get_ref().contains('\n') {
+            cx.error(
+                m.span(),
+                "invalid mirror".into(),
+                Some("like \"http://deb.debian.org/debian\"".into()),
+            );
+        }
+        m.get_ref().clone()
+    });
+    OsPlan::Mmdebstrap {
+        suite: suite.get_ref().clone(),
+        variant: s
+            .variant
+            .as_ref()
+            .map_or(MmdebstrapVariant::Minbase, |v| *v.get_ref()),
+        mirror,
+        packages,
+        components,
+    }
+}

@@ -1,0 +1,723 @@
+//! Recipe loading, resolution and diagnostics, asserted as the exact text a
+//! person sees (just-style). Oracles: `sha256sum` for digests, GNU `tar` for
+//! the tar fixture, the `jsonschema` crate for the schema.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imgbuild::plan::{Content, EpochSource, NetworkPlan, OsPlan, Plan};
+use imgbuild::recipe::{
+    self, check_source, render_all, Environment, FileKind, Hypervisor, SourceMap,
+};
+use imgbuild_formats::Format;
+use support::{require_tool, run_ok, tempdir};
+
+/// The recipe file's display name in every diagnostic below.
+const FILE: &str = "recipe.toml";
+
+fn source_map(dir: &Path, text: &str) -> SourceMap {
+    SourceMap {
+        file: PathBuf::from(FILE),
+        dir: dir.to_path_buf(),
+        text: text.to_string(),
+    }
+}
+
+/// Loads and resolves `text` as if it were `dir/recipe.toml`.
+fn check_in(dir: &Path, text: &str, env: &Environment) -> Result<Plan, String> {
+    check_source(&source_map(dir, text), env).map_err(|d| render_all(&d))
+}
+
+fn errors_in(dir: &Path, text: &str) -> String {
+    match check_in(dir, text, &Environment::default()) {
+        Ok(plan) => panic!("expected errors, got a plan: {plan:#?}"),
+        Err(text) => text,
+    }
+}
+
+fn errors(text: &str) -> String {
+    errors_in(Path::new("/nonexistent-recipe-dir"), text)
+}
+
+/// A small valid recipe (mmdebstrap: no input files), with `extra` appended.
+fn minimal(extra: &str) -> String {
+    format!(
+        "[image]\nname = \"golden\"\nsize = \"4GiB\"\n\n[os]\nsource = {{ mmdebstrap = \"bookworm\" }}\n\n[targets.kvm]\n{extra}"
+    )
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = run_ok(Command::new("sha256sum").arg(path));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum prints a digest")
+        .to_string()
+}
+
+#[test]
+fn unknown_key_suggests_the_closest_and_lists_valid_keys() {
+    let text = minimal("\n[config]\nhostnme = \"golden\"\n");
+    assert_eq!(
+        errors(&text),
+        r#"error: unknown key `hostnme` in `config`
+  --> recipe.toml:11:1
+   |
+11 | hostnme = "golden"
+   | ^^^^^^^
+   |
+   = help: did you mean `hostname`?
+           valid keys: `hostname`, `timezone`, `locale`, `users`, `files`, `services`, `network`, `cloud_init`
+"#
+    );
+}
+
+#[test]
+fn size_as_an_integer_says_a_string_with_a_unit_is_expected() {
+    let text = minimal("").replace("size = \"4GiB\"", "size = 4");
+    assert_eq!(
+        errors(&text),
+        r#"error: wrong type for `image.size`: expected a string, found integer `4`
+ --> recipe.toml:3:8
+  |
+3 | size = 4
+  |        ^
+  |
+  = help: write sizes as strings with a binary unit, like "4GiB" (units: KiB, MiB, GiB, TiB)
+"#
+    );
+}
+
+#[test]
+fn size_with_a_decimal_unit_lists_the_valid_units() {
+    let text = minimal("").replace("4GiB", "4GB");
+    assert_eq!(
+        errors(&text),
+        r#"error: invalid size `4GB` for `image.size`
+ --> recipe.toml:3:8
+  |
+3 | size = "4GB"
+  |        ^^^^^
+  |
+  = help: valid units: KiB, MiB, GiB, TiB (K, M, G, T mean the same; none or B means bytes), like "4GiB"
+"#
+    );
+}
+
+#[test]
+fn mode_with_a_non_octal_digit_is_rejected() {
+    let text =
+        minimal("\n[[config.files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\nmode = \"0999\"\n");
+    assert_eq!(
+        errors(&text),
+        r#"error: invalid mode `0999`
+  --> recipe.toml:13:8
+   |
+13 | mode = "0999"
+   |        ^^^^^^
+   |
+   = help: modes are octal: digits 0-7, up to "7777", like "0644" or "0755"
+"#
+    );
+}
+
+#[test]
+fn missing_tar_and_file_source_are_reported_at_their_values() {
+    let dir = tempdir();
+    let text = "[image]\nname = \"g\"\nsize = \"1GiB\"\n[os]\nsource = { tar = \"rootfs.tar\" }\n[[config.files]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\n[targets.kvm]\n";
+    let d = dir.path().display();
+    assert_eq!(
+        errors_in(dir.path(), text),
+        format!(
+            r#"error: cannot read `rootfs.tar`: no such file
+ --> recipe.toml:5:18
+  |
+5 | source = {{ tar = "rootfs.tar" }}
+  |                  ^^^^^^^^^^^^
+  |
+  = help: paths are relative to the recipe's directory; this one is {d}/rootfs.tar
+
+error: cannot read `files/motd`: no such file
+ --> recipe.toml:8:10
+  |
+8 | source = "files/motd"
+  |          ^^^^^^^^^^^^
+  |
+  = help: paths are relative to the recipe's directory; this one is {d}/files/motd
+"#
+        )
+    );
+}
+
+#[test]
+fn sha256_mismatch_names_expected_and_found() {
+    if !require_tool("sha256sum") {
+        return;
+    }
+    let dir = tempdir();
+    std::fs::write(dir.path().join("rootfs.tar"), b"not the tar you pinned").expect("write");
+    let found = sha256sum(&dir.path().join("rootfs.tar"));
+    let want = "0".repeat(64);
+    let text = format!("[image]\nname = \"g\"\nsize = \"1GiB\"\n[os]\nsource = {{ tar = \"rootfs.tar\", sha256 = \"{want}\" }}\n[targets.kvm]\n");
+    assert_eq!(
+        errors_in(dir.path(), &text),
+        format!(
+            r#"error: sha256 mismatch for `rootfs.tar`
+ --> recipe.toml:5:41
+  |
+5 | source = {{ tar = "rootfs.tar", sha256 = "{want}" }}
+  |                                         {carets}
+  |
+  = help: expected {want}
+             found {found}
+          the file changed, or the recipe's digest is stale
+"#,
+            carets = "^".repeat(66)
+        )
+    );
+}
+
+#[test]
+fn unknown_target_format_suggests_a_known_one() {
+    let text = minimal("format = \"qcow\"\n");
+    assert_eq!(
+        errors(&text),
+        r#"error: unknown value `qcow` for `targets.kvm.format`
+ --> recipe.toml:9:10
+  |
+9 | format = "qcow"
+  |          ^^^^^^
+  |
+  = help: did you mean `qcow2`?
+          valid values: `qcow2`, `vhdx`, `vhd`, `raw`
+"#
+    );
+}
+
+#[test]
+fn errors_of_loading_and_resolving_are_reported_together() {
+    let text = r#"[image]
+name = "golden"
+size = "4GB"
+colour = "blue"
+
+[os]
+source = { mmdebstrap = "bookworm", sha265 = "x" }
+
+[config]
+hostname = "-bad-"
+network = 5
+
+[[config.files]]
+path = "etc/motd"
+content = "hi"
+mode = "0999"
+
+[targets.kvm]
+format = "vhdx"
+cluster_size = "64KiB"
+
+[targets.hyperv]
+format = "qcow3"
+"#;
+    let out = errors(text);
+    let heads: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(
+        heads,
+        [
+            "error: invalid size `4GB` for `image.size`",
+            "error: unknown key `colour` in `image`",
+            "error: unknown key `sha265` in `os.source`",
+            "error: invalid hostname `-bad-`",
+            r#"error: wrong type for `config.network`: expected "dhcp", "none" or a table like { dhcp = true }, found integer `5`"#,
+            "error: invalid file path `etc/motd`",
+            "error: invalid mode `0999`",
+            "error: `cluster_size` applies only to qcow2 targets",
+            "error: unknown value `qcow3` for `targets.hyperv.format`",
+        ],
+        "{out}"
+    );
+    let places: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("--> "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        places,
+        [
+            "--> recipe.toml:3:8",
+            "--> recipe.toml:4:1",
+            "--> recipe.toml:7:37",
+            "--> recipe.toml:10:12",
+            "--> recipe.toml:11:11",
+            "--> recipe.toml:14:8",
+            "--> recipe.toml:16:8",
+            "--> recipe.toml:20:16",
+            "--> recipe.toml:23:10",
+        ]
+    );
+}
+
+#[test]
+fn a_missing_section_does_not_hide_other_errors() {
+    let text = "[image]\nname = \"g\"\n\n[targets.kvm]\nformat = \"qcow3\"\n";
+    let out = errors(text);
+    let heads: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(
+        heads,
+        [
+            "error: missing key `size` in `image`",
+            "error: missing key `os` at the top level",
+            "error: unknown value `qcow3` for `targets.kvm.format`"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn invalid_toml_is_reported_with_its_place() {
+    let out = errors("[image\nname = \"g\"\n");
+    assert!(out.starts_with("error: invalid TOML: "), "{out}");
+    assert!(out.contains(" --> recipe.toml:1:"), "{out}");
+}
+
+#[test]
+fn a_full_recipe_resolves_to_the_expected_plan() {
+    if !require_tool("tar") || !require_tool("sha256sum") {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("files")).expect("mkdir");
+    std::fs::write(d.join("files/issue"), "Welcome\n").expect("write");
+    std::fs::write(d.join("files/user-data"), "#cloud-config\n{}\n").expect("write");
+    run_ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(d.join("rootfs.tar"))
+            .arg("-C")
+            .arg(d)
+            .arg("files"),
+    );
+    let tar_sha = sha256sum(&d.join("rootfs.tar"));
+    let text = format!(
+        r#"[image]
+name = "golden"
+size = "4GiB"
+epoch = 1234567890
+esp_size = "128MiB"
+root_label = "rootfs"
+
+[os]
+source = {{ tar = "rootfs.tar", sha256 = "{}" }}
+
+[boot]
+cmdline = "console=tty0"
+
+[config]
+hostname = "golden"
+timezone = "Europe/Paris"
+locale = "C.UTF-8"
+network = {{ dhcp = false }}
+cloud_init = {{ user_data_file = "files/user-data" }}
+
+[[config.users]]
+name = "ops"
+groups = ["sudo"]
+ssh_authorized_keys = ["ssh-ed25519 AAAA ops"]
+uid = 1001
+
+[[config.files]]
+path = "/etc/issue"
+source = "files/issue"
+mode = "0600"
+
+[[config.files]]
+path = "/etc/ssh/sshd_config.d"
+kind = "dir"
+
+[[config.files]]
+path = "/etc/localtime.link"
+kind = "symlink"
+target = "/usr/share/zoneinfo/UTC"
+
+[config.services]
+enable = ["ssh", "systemd-networkd.service"]
+mask = ["apt-daily.timer"]
+
+[targets.kvm]
+cluster_size = "2MiB"
+compress = "zstd"
+cmdline = "console=ttyS0"
+
+[targets.hyperv]
+block_size = "32MiB"
+subformat = "fixed"
+
+[targets.azure]
+
+[targets.local]
+hypervisor = "kvm"
+format = "raw"
+"#,
+        tar_sha.to_uppercase()
+    );
+    let plan = check_in(
+        d,
+        &text,
+        &Environment {
+            source_date_epoch: Some("99".into()),
+        },
+    )
+    .expect("valid recipe");
+    assert_eq!((plan.name.as_str(), plan.size), ("golden", 4 << 30));
+    assert_eq!(
+        (plan.epoch, plan.epoch_source),
+        (1234567890, EpochSource::Recipe)
+    );
+    assert_eq!(
+        (plan.layout.esp_size, plan.layout.root_label.as_str()),
+        (128 << 20, "rootfs")
+    );
+    match &plan.os {
+        OsPlan::Tar { path, sha256, .. } => {
+            assert_eq!(path, &d.join("rootfs.tar"));
+            assert_eq!(sha256, &tar_sha);
+        }
+        other => panic!("expected a tar source, got {other:?}"),
+    }
+    assert_eq!(plan.config.network, NetworkPlan::None);
+    assert_eq!(plan.config.timezone.as_deref(), Some("Europe/Paris"));
+    let user = &plan.config.users[0];
+    assert_eq!(
+        (
+            user.name.as_str(),
+            user.uid,
+            user.home.as_str(),
+            user.shell.as_str()
+        ),
+        ("ops", Some(1001), "/home/ops", "/bin/bash")
+    );
+    assert_eq!(user.password_hash, "!");
+    let files = &plan.config.files;
+    assert_eq!((files[0].kind, files[0].mode), (FileKind::File, 0o600));
+    let Some(Content::File(i)) = files[0].content else {
+        panic!("issue comes from a file: {:?}", files[0])
+    };
+    assert_eq!(plan.inputs[i].sha256, sha256sum(&d.join("files/issue")));
+    assert_eq!(plan.inputs[i].path, d.join("files/issue"));
+    assert_eq!((files[1].kind, files[1].mode), (FileKind::Dir, 0o755));
+    assert_eq!(
+        (files[2].kind, files[2].target.as_deref()),
+        (FileKind::Symlink, Some("/usr/share/zoneinfo/UTC"))
+    );
+    assert_eq!(
+        plan.config.services.enable,
+        ["ssh.service", "systemd-networkd.service"]
+    );
+    assert_eq!(plan.config.services.mask, ["apt-daily.timer"]);
+    let ci = plan.config.cloud_init.as_ref().expect("cloud-init seed");
+    assert_eq!(
+        ci.meta_data,
+        Content::Inline("instance-id: iid-golden\nlocal-hostname: golden\n".into())
+    );
+    assert!(matches!(ci.user_data, Content::File(_)));
+    let targets: Vec<(&str, &str, Format, Hypervisor, &str)> = plan
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_str(),
+                t.output.as_str(),
+                t.format,
+                t.hypervisor,
+                t.cmdline.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            (
+                "azure",
+                "golden-azure.vhd",
+                Format::Vhd,
+                Hypervisor::Azure,
+                "console=tty0"
+            ),
+            (
+                "hyperv",
+                "golden-hyperv.vhdx",
+                Format::Vhdx,
+                Hypervisor::Hyperv,
+                "console=tty0"
+            ),
+            (
+                "kvm",
+                "golden-kvm.qcow2",
+                Format::Qcow2,
+                Hypervisor::Kvm,
+                "console=tty0 console=ttyS0"
+            ),
+            (
+                "local",
+                "golden-local.raw",
+                Format::Raw,
+                Hypervisor::Kvm,
+                "console=tty0"
+            ),
+        ]
+    );
+    let kvm = &plan.targets[2];
+    assert_eq!(
+        (kvm.cluster_size, kvm.compression),
+        (Some(2 << 20), Some(imgbuild_formats::Compression::Zstd))
+    );
+    let hyperv = &plan.targets[1];
+    assert_eq!(
+        (hyperv.block_size, hyperv.subformat),
+        (Some(32 << 20), Some(imgbuild_formats::Subformat::Fixed))
+    );
+    // The plan serializes (manifest.json) without machine-specific paths.
+    let json = serde_json::to_string(&plan).expect("plan serializes");
+    assert!(!json.contains(&d.display().to_string()), "{json}");
+    assert!(json.contains(&tar_sha));
+}
+
+#[test]
+fn epoch_comes_from_the_recipe_then_source_date_epoch_then_the_default() {
+    let dir = Path::new("/nonexistent-recipe-dir");
+    let sde = |v: &str| Environment {
+        source_date_epoch: Some(v.into()),
+    };
+    let with_epoch = minimal("").replace("size = \"4GiB\"", "size = \"4GiB\"\nepoch = 5");
+    let plan = check_in(dir, &with_epoch, &sde("7")).expect("valid");
+    assert_eq!((plan.epoch, plan.epoch_source), (5, EpochSource::Recipe));
+    let plan = check_in(dir, &minimal(""), &sde("7")).expect("valid");
+    assert_eq!(
+        (plan.epoch, plan.epoch_source),
+        (7, EpochSource::SourceDateEpoch)
+    );
+    let plan = check_in(dir, &minimal(""), &Environment::default()).expect("valid");
+    assert_eq!(
+        (plan.epoch, plan.epoch_source),
+        (recipe::DEFAULT_EPOCH, EpochSource::Default)
+    );
+    let err = check_in(dir, &minimal(""), &sde("yesterday")).expect_err("bad SOURCE_DATE_EPOCH");
+    assert_eq!(
+        err,
+        "error: SOURCE_DATE_EPOCH=`yesterday` is not a number of seconds from 0 to 4294967295\n --> recipe.toml\n  = help: unset it, fix it, or set [image] epoch in the recipe\n"
+    );
+}
+
+#[test]
+fn seed_follows_the_recipe_and_its_inputs_unless_given() {
+    let dir = tempdir();
+    let d = dir.path();
+    let text = "[image]\nname = \"g\"\nsize = \"1GiB\"\n[os]\nsource = { tar = \"r.tar\" }\n[targets.kvm]\n";
+    let env = Environment::default();
+    std::fs::write(d.join("r.tar"), b"one").expect("write");
+    let first = check_in(d, text, &env).expect("valid").seed;
+    assert_eq!(
+        check_in(d, text, &env).expect("valid").seed,
+        first,
+        "same inputs, same seed"
+    );
+    std::fs::write(d.join("r.tar"), b"two").expect("write");
+    let second = check_in(d, text, &env).expect("valid").seed;
+    assert_ne!(second, first, "the tar's digest enters the seed");
+    let pinned = text.replace("size = \"1GiB\"", "size = \"1GiB\"\nseed = \"fixed\"");
+    let a = check_in(d, &pinned, &env).expect("valid").seed;
+    std::fs::write(d.join("r.tar"), b"three").expect("write");
+    assert_eq!(
+        check_in(d, &pinned, &env).expect("valid").seed,
+        a,
+        "image.seed pins the seed"
+    );
+}
+
+#[test]
+fn shipped_mmdebstrap_recipe_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let plan =
+        recipe::check(&root.join("recipes/debian-bookworm.toml")).expect("shipped recipe is valid");
+    let outputs: Vec<&str> = plan.targets.iter().map(|t| t.output.as_str()).collect();
+    assert_eq!(
+        outputs,
+        ["debian-bookworm-hyperv.vhdx", "debian-bookworm-kvm.qcow2"]
+    );
+    let OsPlan::Mmdebstrap {
+        suite, packages, ..
+    } = &plan.os
+    else {
+        panic!("mmdebstrap source: {:?}", plan.os)
+    };
+    assert_eq!(suite, "bookworm");
+    assert!(
+        packages.iter().any(|p| p == "openssh-server"),
+        "ssh.service is enabled, so its package is installed"
+    );
+}
+
+#[test]
+fn shipped_tarball_recipe_resolves_next_to_its_tar() {
+    if !require_tool("tar") || !require_tool("sha256sum") {
+        return;
+    }
+    // The recipe names `debian-bookworm.tar` beside itself: copy it into a
+    // temporary directory next to a small tar (the real one is hundreds of MiB).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempdir();
+    let recipe_path = dir.path().join("debian-tarball.toml");
+    std::fs::copy(root.join("recipes/debian-tarball.toml"), &recipe_path).expect("copy recipe");
+    std::fs::write(dir.path().join("hostname"), "x\n").expect("write");
+    let tar = dir.path().join("debian-bookworm.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(dir.path())
+            .arg("hostname"),
+    );
+    let plan = recipe::check(&recipe_path).expect("shipped recipe is valid");
+    assert_eq!(
+        plan.os,
+        OsPlan::Tar {
+            path: tar.clone(),
+            written: "debian-bookworm.tar".into(),
+            sha256: sha256sum(&tar)
+        }
+    );
+    let outputs: Vec<&str> = plan.targets.iter().map(|t| t.output.as_str()).collect();
+    assert_eq!(
+        outputs,
+        [
+            "debian-tarball-azure.vhd",
+            "debian-tarball-hyperv.vhdx",
+            "debian-tarball-kvm.qcow2"
+        ]
+    );
+}
+
+/// TOML → JSON, the instance a schema-aware editor validates.
+fn as_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("read recipe");
+    let value: toml::Value = toml::from_str(&text).expect("valid TOML");
+    serde_json::to_value(value).expect("TOML converts to JSON")
+}
+
+#[test]
+fn schema_is_valid_and_accepts_the_shipped_recipes() {
+    let schema = recipe::schema();
+    assert!(
+        jsonschema::meta::is_valid(&schema),
+        "the schema is a valid JSON Schema"
+    );
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in [
+        "recipes/debian-bookworm.toml",
+        "recipes/debian-tarball.toml",
+    ] {
+        let instance = as_json(&root.join(name));
+        let errs: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errs.is_empty(), "{name}: {errs:?}");
+    }
+}
+
+#[test]
+fn schema_rejects_typos_wrong_types_and_two_sources() {
+    let validator = jsonschema::validator_for(&recipe::schema()).expect("schema compiles");
+    let base = toml::from_str::<toml::Value>(&minimal("")).expect("toml");
+    let base = serde_json::to_value(base).expect("json");
+    assert!(validator.is_valid(&base), "the minimal recipe is accepted");
+    let cases = [
+        ("typo", serde_json::json!({"config": {"hostnme": "x"}})),
+        (
+            "size as integer",
+            serde_json::json!({"image": {"name": "g", "size": 4}}),
+        ),
+        (
+            "two sources",
+            serde_json::json!({"os": {"source": {"tar": "a", "dir": "b"}}}),
+        ),
+        (
+            "unknown format",
+            serde_json::json!({"targets": {"kvm": {"format": "qcow3"}}}),
+        ),
+    ];
+    for (case, patch) in cases {
+        let mut instance = base.clone();
+        merge(&mut instance, &patch);
+        assert!(
+            !validator.is_valid(&instance),
+            "{case}: accepted {instance}"
+        );
+    }
+}
+
+fn merge(into: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (into, patch) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+#[test]
+fn schema_shows_spanned_fields_as_their_inner_type() {
+    let schema = recipe::schema();
+    // Draft 7 ignores siblings of $ref, so schemars wraps it: {"allOf": [{"$ref": ...}], "description": ...}.
+    let reference = schema["properties"]["image"]["allOf"][0]["$ref"]
+        .as_str()
+        .expect("image refers to a definition");
+    let image = &schema["definitions"][reference.rsplit('/').next().expect("ref name")];
+    assert_eq!(image["properties"]["size"]["type"], "string", "{image:#}");
+    assert_eq!(
+        image["additionalProperties"], false,
+        "deny_unknown_fields reaches the schema"
+    );
+}
+
+mod no_panic {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Same contract as fuzz/fuzz_targets/recipe_loader.rs: any text
+        /// loads to a recipe or to diagnostics that render, never a panic.
+        #[test]
+        fn any_text_loads_or_fails_cleanly(text in "\\PC{0,200}") {
+            let map = source_map(Path::new("/nonexistent-recipe-dir"), &text);
+            if let Err(d) = recipe::load_str(&map) {
+                prop_assert!(!d.is_empty());
+                let _ = render_all(&d);
+            }
+        }
+
+        #[test]
+        fn mutated_recipes_load_or_fail_cleanly(cut in 0usize..400, insert in "[a-z =\\[\\]\"{}0-9.\n]{0,12}") {
+            let base = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/debian-bookworm.toml")).expect("read");
+            let mut at = cut.min(base.len());
+            while !base.is_char_boundary(at) { at -= 1; }
+            let text = format!("{}{}{}", &base[..at], insert, &base[at..]);
+            let map = source_map(Path::new("/nonexistent-recipe-dir"), &text);
+            if let Err(d) = check_source(&map, &Environment::default()) {
+                prop_assert!(!d.is_empty());
+                let _ = render_all(&d);
+            }
+        }
+    }
+}
