@@ -179,16 +179,17 @@ pub struct UserPlan {
     pub groups: Vec<String>,
     /// authorized_keys lines.
     pub ssh_authorized_keys: Vec<String>,
-    /// Login shell.
-    pub shell: String,
-    /// crypt(3) hash, or "!" (locked).
-    pub password_hash: String,
-    /// Home directory.
-    pub home: String,
+    /// Login shell (None: the tree step's default, `/bin/bash` when the
+    /// tree has it, else `/bin/sh`; `/usr/sbin/nologin` for system users).
+    pub shell: Option<String>,
+    /// crypt(3) hash (None: password unusable).
+    pub password_hash: Option<String>,
+    /// Home directory (None: `/home/<name>`, or `/nonexistent` for system users).
+    pub home: Option<String>,
     /// System account.
     pub system: bool,
     /// GECOS field.
-    pub comment: String,
+    pub comment: Option<String>,
 }
 
 /// Where a file's bytes come from.
@@ -212,12 +213,13 @@ pub struct FilePlan {
     pub content: Option<Content>,
     /// Target (symlinks only).
     pub target: Option<String>,
-    /// Permission bits (0..=0o7777).
-    pub mode: u32,
-    /// Owner, a name or a number as written (the pipeline maps names via the tree's /etc/passwd).
-    pub owner: String,
-    /// Group, a name or a number as written.
-    pub group: String,
+    /// Permission bits (0..=0o7777), defaults applied.
+    pub mode: u16,
+    /// Owner, a name or a number as written (None: root). Names are looked
+    /// up in the tree's /etc/passwd by the files step.
+    pub owner: Option<String>,
+    /// Group, a name or a number as written (None: root).
+    pub group: Option<String>,
 }
 
 /// Units to enable, disable and mask.
@@ -248,6 +250,8 @@ pub struct CloudInitPlan {
     pub user_data: Content,
     /// meta-data.
     pub meta_data: Content,
+    /// network-config, if any.
+    pub network_config: Option<Content>,
 }
 
 /// One output image.
@@ -286,6 +290,117 @@ impl TargetPlan {
             logical_sector_size: self.logical_sector_size,
             subformat: self.subformat.unwrap_or_default(),
             seed: Some(seed.derive(&format!("target.{}", self.name))),
+        }
+    }
+}
+
+/// Conversions into the options of the tree's configuration steps, so the
+/// pipeline wires the plan without re-deciding anything.
+mod to_tree {
+    use std::io;
+    use std::sync::Arc;
+
+    use imgbuild_formats::io::SizedFile;
+
+    use super::{CloudInitPlan, Content, FilePlan, Input, UserPlan};
+    use crate::recipe::FileKind;
+    use crate::tree::config::{self, NoCloud, Owner, UserSpec};
+    use crate::tree::FileData;
+
+    impl UserPlan {
+        /// The user as [`config::add_users`] takes it.
+        pub fn to_spec(&self) -> UserSpec {
+            UserSpec {
+                name: self.name.clone(),
+                uid: self.uid,
+                gid: self.gid,
+                groups: self.groups.clone(),
+                shell: self.shell.clone(),
+                home: self.home.clone(),
+                password_hash: self.password_hash.clone(),
+                ssh_authorized_keys: self.ssh_authorized_keys.clone(),
+                system: self.system,
+                comment: self.comment.clone(),
+            }
+        }
+    }
+
+    fn owner(o: &Option<String>) -> Option<Owner> {
+        o.as_ref().map(|s| match s.parse::<u32>() {
+            Ok(id) => Owner::Id(id),
+            Err(_) => Owner::Name(s.clone()),
+        })
+    }
+
+    impl Content {
+        /// The bytes: inline text, or a reference to the input file (read
+        /// when the tree is written, not now).
+        pub fn data(&self, inputs: &[Input]) -> io::Result<FileData> {
+            match self {
+                Content::Inline(s) => Ok(FileData::Bytes(Arc::from(s.as_bytes()))),
+                Content::File(i) => {
+                    let input = inputs
+                        .get(*i)
+                        .ok_or_else(|| io::Error::other("input index out of range"))?;
+                    let file = SizedFile::new(std::fs::File::open(&input.path)?)?;
+                    Ok(FileData::Source {
+                        source: Arc::new(file),
+                        offset: 0,
+                        len: input.len,
+                    })
+                }
+            }
+        }
+
+        /// The content as text (cloud-init documents).
+        pub fn text(&self, inputs: &[Input]) -> io::Result<String> {
+            match self {
+                Content::Inline(s) => Ok(s.clone()),
+                Content::File(i) => {
+                    let input = inputs
+                        .get(*i)
+                        .ok_or_else(|| io::Error::other("input index out of range"))?;
+                    std::fs::read_to_string(&input.path)
+                }
+            }
+        }
+    }
+
+    impl FilePlan {
+        /// The entry as [`config::apply_files`] takes it.
+        pub fn to_spec(&self, inputs: &[Input]) -> io::Result<config::FileSpec> {
+            let kind = match (self.kind, &self.content, &self.target) {
+                (FileKind::File, Some(c), _) => config::FileKind::File(c.data(inputs)?),
+                (FileKind::File, None, _) => {
+                    config::FileKind::File(FileData::Bytes(Arc::from(&b""[..])))
+                }
+                (FileKind::Dir, _, _) => config::FileKind::Dir,
+                (FileKind::Symlink, _, t) => {
+                    config::FileKind::Symlink(t.clone().unwrap_or_default())
+                }
+            };
+            Ok(config::FileSpec {
+                path: self.path.clone(),
+                kind,
+                mode: Some(self.mode),
+                owner: owner(&self.owner),
+                group: owner(&self.group),
+            })
+        }
+    }
+
+    impl CloudInitPlan {
+        /// The seed as [`config::write_nocloud`] takes it.
+        pub fn to_nocloud(&self, inputs: &[Input]) -> io::Result<NoCloud> {
+            Ok(NoCloud {
+                user_data: self.user_data.text(inputs)?,
+                meta_data: self.meta_data.text(inputs)?,
+                network_config: self
+                    .network_config
+                    .as_ref()
+                    .map(|c| c.text(inputs))
+                    .transpose()?,
+            })
         }
     }
 }

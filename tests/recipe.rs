@@ -391,16 +391,18 @@ format = "raw"
     assert_eq!(plan.config.network, NetworkPlan::None);
     assert_eq!(plan.config.timezone.as_deref(), Some("Europe/Paris"));
     let user = &plan.config.users[0];
+    assert_eq!((user.name.as_str(), user.uid), ("ops", Some(1001)));
+    assert_eq!(user.groups, ["sudo"]);
+    // Unset: the tree step picks defaults from what the tree has.
     assert_eq!(
-        (
-            user.name.as_str(),
-            user.uid,
-            user.home.as_str(),
-            user.shell.as_str()
-        ),
-        ("ops", Some(1001), "/home/ops", "/bin/bash")
+        (&user.home, &user.shell, &user.password_hash),
+        (&None, &None, &None)
     );
-    assert_eq!(user.password_hash, "!");
+    let spec = user.to_spec();
+    assert_eq!(
+        (spec.name.as_str(), spec.uid, spec.ssh_authorized_keys.len()),
+        ("ops", Some(1001), 1)
+    );
     let files = &plan.config.files;
     assert_eq!((files[0].kind, files[0].mode), (FileKind::File, 0o600));
     let Some(Content::File(i)) = files[0].content else {
@@ -408,6 +410,16 @@ format = "raw"
     };
     assert_eq!(plan.inputs[i].sha256, sha256sum(&d.join("files/issue")));
     assert_eq!(plan.inputs[i].path, d.join("files/issue"));
+    let spec = files[0].to_spec(&plan.inputs).expect("source readable");
+    assert!(
+        matches!(
+            spec.kind,
+            imgbuild::tree::config::FileKind::File(imgbuild::tree::FileData::Source { len: 8, .. })
+        ),
+        "the file's bytes are referenced, not copied: {:?}",
+        spec.kind
+    );
+    assert_eq!(spec.mode, Some(0o600));
     assert_eq!((files[1].kind, files[1].mode), (FileKind::Dir, 0o755));
     assert_eq!(
         (files[2].kind, files[2].target.as_deref()),
@@ -424,6 +436,9 @@ format = "raw"
         Content::Inline("instance-id: iid-golden\nlocal-hostname: golden\n".into())
     );
     assert!(matches!(ci.user_data, Content::File(_)));
+    let nocloud = ci.to_nocloud(&plan.inputs).expect("seed files readable");
+    assert_eq!(nocloud.user_data, "#cloud-config\n{}\n");
+    assert_eq!(nocloud.network_config, None);
     let targets: Vec<(&str, &str, Format, Hypervisor, &str)> = plan
         .targets
         .iter()

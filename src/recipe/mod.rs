@@ -334,6 +334,11 @@ pub struct CloudInit {
     /// The meta-data document from a file.
     #[schemars(with = "Option<String>")]
     pub meta_data_file: Option<Spanned<String>>,
+    /// The network-config document (v1 or v2), inline.
+    pub network_config: Option<String>,
+    /// The network-config document from a file.
+    #[schemars(with = "Option<String>")]
+    pub network_config_file: Option<Spanned<String>>,
 }
 
 /// `[targets.<name>]`.

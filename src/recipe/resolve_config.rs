@@ -175,43 +175,37 @@ fn users(cx: &mut Cx, users: &[User]) -> Vec<UserPlan> {
                 Some(help.into()),
             );
         }
-        let password_hash = match &u.password_hash {
-            Some(p) if p.get_ref().contains([':', '\n']) || p.get_ref().is_empty() => {
-                cx.error(p.span(), "invalid password hash".into(), Some("a crypt(3) string like \"$6$salt$hash\" (mkpasswd -m sha-512), or \"!\" to lock".into()));
-                String::new()
+        let password_hash = u.password_hash.as_ref().map(|p| {
+            if p.get_ref().contains([':', '\n']) || p.get_ref().is_empty() {
+                let help = "a crypt(3) string like \"$6$salt$hash\" (mkpasswd -m sha-512), or \"!\" to lock";
+                cx.error(p.span(), "invalid password hash".into(), Some(help.into()));
             }
-            Some(p) => p.get_ref().clone(),
-            None => "!".into(),
-        };
-        let (default_home, default_shell) = if u.system {
-            ("/nonexistent".to_string(), "/usr/sbin/nologin")
-        } else {
-            (format!("/home/{name}"), "/bin/bash")
-        };
+            p.get_ref().clone()
+        });
         out.push(UserPlan {
             name: name.clone(),
             uid: id(cx, u.uid.as_ref(), "uid"),
             gid: id(cx, u.gid.as_ref(), "gid"),
             groups: u.groups.clone(),
             ssh_authorized_keys: u.ssh_authorized_keys.clone(),
-            shell: absolute(cx, u.shell.as_ref(), "shell").unwrap_or_else(|| default_shell.into()),
+            shell: absolute(cx, u.shell.as_ref(), "shell"),
             password_hash,
-            home: absolute(cx, u.home.as_ref(), "home").unwrap_or(default_home),
+            home: absolute(cx, u.home.as_ref(), "home"),
             system: u.system,
-            comment: u.comment.clone().unwrap_or_default(),
+            comment: u.comment.clone(),
         });
     }
     out
 }
 
 /// Parses an octal mode string: "644", "0644", "4755" (at most 0o7777).
-pub(super) fn parse_mode(s: &str) -> Option<u32> {
+pub(super) fn parse_mode(s: &str) -> Option<u16> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     let len_ok = matches!(digits.len(), 3 | 4) || (digits.len() == 5 && digits.starts_with('0'));
     if !len_ok {
         return None;
     }
-    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)
+    u16::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)
 }
 
 /// Absolute, with no empty, `.` or `..` component, and not `/` itself.
@@ -361,8 +355,8 @@ fn not_for(cx: &mut Cx, span: Option<Range<usize>>, key: &str, kind: FileKind) {
     }
 }
 
-fn principal(cx: &mut Cx, v: Option<&Spanned<String>>, key: &str) -> String {
-    let Some(v) = v else { return "root".into() };
+fn principal(cx: &mut Cx, v: Option<&Spanned<String>>, key: &str) -> Option<String> {
+    let v = v?;
     let s = v.get_ref();
     if !(valid_user_name(s)
         || (!s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) && s.parse::<u32>().is_ok()))
@@ -373,7 +367,7 @@ fn principal(cx: &mut Cx, v: Option<&Spanned<String>>, key: &str) -> String {
             Some("a user or group name, or a numeric id".into()),
         );
     }
-    s.clone()
+    Some(s.clone())
 }
 
 /// Unit types systemd knows (systemd.unit(5)).
@@ -466,9 +460,14 @@ fn cloud_init(cx: &mut Cx, ci: &CloudInit, image_name: &str, host: &str) -> Clou
     );
     let meta = format!("instance-id: iid-{image_name}\nlocal-hostname: {host}\n");
     let meta_data = doc(&ci.meta_data, &ci.meta_data_file, "meta_data", meta);
+    let network_config = match (&ci.network_config, &ci.network_config_file) {
+        (None, None) => None,
+        (inline, file) => Some(doc(inline, file, "network_config", String::new())),
+    };
     CloudInitPlan {
         user_data,
         meta_data,
+        network_config,
     }
 }
 
