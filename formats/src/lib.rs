@@ -16,6 +16,8 @@ pub mod error;
 pub mod io;
 pub mod raw;
 pub mod sink;
+pub mod vhd;
+pub mod vhdx;
 
 use std::fs::File;
 use std::ops::Range;
@@ -81,9 +83,11 @@ impl Format {
     }
 
     /// A writer for this format into `file`.
-    pub fn sink(self, file: File, _opts: &WriteOptions) -> Result<Box<dyn ImageSink>> {
+    pub fn sink(self, file: File, opts: &WriteOptions) -> Result<Box<dyn ImageSink>> {
         match self {
             Format::Raw => Ok(Box::new(raw::RawWriter::new(file))),
+            Format::Vhdx => Ok(Box::new(vhdx::VhdxWriter::new(file, opts)?)),
+            Format::Vhd => Ok(Box::new(vhd::VhdWriter::new(file, opts))),
             other => Err(Error::Unsupported {
                 format: other.name(),
                 feature: "writing (not yet built)".into(),
@@ -193,6 +197,8 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Arc<dyn DiskImage>> {
     };
     match format {
         Format::Raw => Ok(Arc::new(raw::RawReader::new(file)?)),
+        Format::Vhdx => Ok(Arc::new(vhdx::VhdxReader::open(file)?)),
+        Format::Vhd => Ok(Arc::new(vhd::VhdReader::open(file)?)),
         other => Err(Error::Unsupported {
             format: other.name(),
             feature: "reading (not yet built)".into(),
