@@ -17,5 +17,7 @@ apt-get install -y -qq -t bookworm-backports qemu-system-x86 qemu-utils e2fsprog
 apt-get install -y -qq ovmf mmdebstrap libarchive13 libvhdi-utils libqcow-utils \
   dosfstools mtools gdisk systemd-boot-efi acl cpio zstd xz-utils hyperfine time \
   systemd passwd util-linux file >/dev/null
+# libvhdi's Python bindings: the data oracle for 4096-byte-sector VHDX (formats/tests/vhdx_oracle.rs)
+apt-get install -y -qq python3-libvhdi >/dev/null
 qemu-img --version | head -1
 mke2fs -V 2>&1 | head -1

@@ -88,10 +88,12 @@ pub struct BlockMap {
 
 /// Reads the BAT at `bat` (bytes `bat.start..bat.end` of `src`, already
 /// checked to lie inside the file) and validates every payload entry: only
-/// known states, reserved bits 0, present blocks 1 MiB-aligned, whole inside
-/// the file, not overlapping `reserved` (header section, log, regions) or
-/// each other.
-pub fn read(src: &dyn ReadAt, bat: Range<u64>, geo: BatGeometry, block_size: u32, reserved: &[Range<u64>]) -> Result<BlockMap> {
+/// known states, reserved bits 0, present blocks 1 MiB-aligned, inside the
+/// file, not overlapping `reserved` (header section, log, regions) or each
+/// other. Like qemu (`vhdx_check_bat_entries`), the last block may end past
+/// the end of the file as long as its part inside the virtual size does not:
+/// qemu-img's own fixed files are laid out that way.
+pub fn read(src: &dyn ReadAt, bat: Range<u64>, geo: BatGeometry, block_size: u32, virtual_size: u64, reserved: &[Range<u64>]) -> Result<BlockMap> {
     let corrupt = |offset: u64, detail: String| Error::Corrupt { format: FORMAT, structure: "BAT", offset, detail };
     let need = geo.needed_entries().checked_mul(8).filter(|&n| n <= bat.end - bat.start).ok_or_else(|| {
         corrupt(bat.start, format!("BAT region of {} bytes holds fewer than {} entries", bat.end - bat.start, geo.needed_entries()))
@@ -123,7 +125,10 @@ pub fn read(src: &dyn ReadAt, bat: Range<u64>, geo: BatGeometry, block_size: u32
             | PAYLOAD_BLOCK_UNMAPPED_V095 => None,
             PAYLOAD_BLOCK_FULLY_PRESENT => {
                 let off = (e >> 20) * MIB;
-                let end = off.checked_add(u64::from(block_size)).filter(|&end| off >= MIB && end <= file_len);
+                // Bytes of this block inside the virtual size (payload i < payload_blocks).
+                let payload = i - i / (geo.chunk_ratio + 1);
+                let used_len = u64::from(block_size).min(virtual_size - payload * u64::from(block_size));
+                let end = off.checked_add(used_len).filter(|&end| off >= MIB && end <= file_len);
                 let Some(end) = end else {
                     return Err(corrupt(entry_at, format!("entry {i}: block at {off} is not inside the file ({file_len} bytes) past 1 MiB")));
                 };
@@ -189,7 +194,7 @@ mod tests {
         let g = BatGeometry::new(2 << 20, 1 << 20, 512);
         let mut b = bat(entries);
         b.resize(4096, 0);
-        read(&Src(b, file_len), 0..4096, g, 1 << 20, &[0..(4 << 20)])
+        read(&Src(b, file_len), 0..4096, g, 1 << 20, 2 << 20, &[0..(4 << 20)])
     }
 
     #[test]
@@ -223,6 +228,6 @@ mod tests {
     #[test]
     fn bat_rejects_region_too_small() {
         let g = BatGeometry::new(2 << 20, 1 << 20, 512);
-        assert!(read(&Src(vec![0; 16], 16), 0..8, g, 1 << 20, &[]).is_err());
+        assert!(read(&Src(vec![0; 16], 16), 0..8, g, 1 << 20, 2 << 20, &[]).is_err());
     }
 }

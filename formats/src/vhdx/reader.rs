@@ -66,7 +66,7 @@ impl VhdxReader {
         let params = metadata::decode(src.as_ref(), regions.metadata)?;
         let geo = BatGeometry::new(params.virtual_size, params.block_size, params.logical_sector);
         let reserved = [0..MIB, log, regions.bat.offset..regions.bat.end(), regions.metadata.offset..regions.metadata.end()];
-        let blocks = bat::read(src.as_ref(), regions.bat.offset..regions.bat.end(), geo, params.block_size, &reserved)?;
+        let blocks = bat::read(src.as_ref(), regions.bat.offset..regions.bat.end(), geo, params.block_size, params.virtual_size, &reserved)?;
         Ok(Self { src, params, blocks, header, current, sequence_numbers, regions, creator: decode_creator(&head) })
     }
 
