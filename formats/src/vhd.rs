@@ -92,7 +92,11 @@ pub fn encode_footer(current_size: u64, unique_id: [u8; 16]) -> [u8; FOOTER_SIZE
 
 /// One's complement of the byte sum, the checksum field counted as zero.
 pub fn checksum(f: &[u8; FOOTER_SIZE]) -> u32 {
-    let sum = f.iter().enumerate().filter(|(i, _)| !(64..68).contains(i)).fold(0u32, |a, (_, &b)| a.wrapping_add(u32::from(b)));
+    let sum = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(64..68).contains(i))
+        .fold(0u32, |a, (_, &b)| a.wrapping_add(u32::from(b)));
     !sum
 }
 
@@ -108,16 +112,24 @@ pub struct VhdWriter {
 impl VhdWriter {
     /// A writer into `file` (which should be empty).
     pub fn new(file: File, opts: &WriteOptions) -> Self {
-        Self { file, seed: opts.seed, hasher: Sha256::new(), size: 0, current_size: 0 }
+        Self {
+            file,
+            seed: opts.seed,
+            hasher: Sha256::new(),
+            size: 0,
+            current_size: 0,
+        }
     }
 }
 
 impl ImageSink for VhdWriter {
     fn begin(&mut self, size: u64, allocated: &[Range<u64>]) -> Result<()> {
-        let current_size = size.checked_next_multiple_of(MIB).ok_or_else(|| Error::InvalidOption {
-            option: "virtual size",
-            detail: format!("{size} cannot be rounded up to 1 MiB"),
-        })?;
+        let current_size =
+            size.checked_next_multiple_of(MIB)
+                .ok_or_else(|| Error::InvalidOption {
+                    option: "virtual size",
+                    detail: format!("{size} cannot be rounded up to 1 MiB"),
+                })?;
         (self.size, self.current_size) = (size, current_size);
         self.hasher.update(b"imgbuild-vhd-content\0");
         self.hasher.update(size.to_le_bytes());
@@ -125,22 +137,35 @@ impl ImageSink for VhdWriter {
             self.hasher.update(r.start.to_le_bytes());
             self.hasher.update(r.end.to_le_bytes());
         }
-        self.file.set_len(current_size + FOOTER_SIZE as u64).map_err(|e| Error::io("vhd: sizing the file", e))
+        self.file
+            .set_len(current_size + FOOTER_SIZE as u64)
+            .map_err(|e| Error::io("vhd: sizing the file", e))
     }
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.hasher.update(data);
-        if offset.checked_add(data.len() as u64).is_none_or(|end| end > self.size) {
-            return Err(Error::ExtentOutsideDisk { offset, len: data.len() as u64, size: self.size });
+        if offset
+            .checked_add(data.len() as u64)
+            .is_none_or(|end| end > self.size)
+        {
+            return Err(Error::ExtentOutsideDisk {
+                offset,
+                len: data.len() as u64,
+                size: self.size,
+            });
         }
         if data.iter().all(|&b| b == 0) {
             return Ok(());
         }
-        self.file.write_all_at(data, offset).map_err(|e| Error::io(format!("vhd: writing data at {offset}"), e))
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::io(format!("vhd: writing data at {offset}"), e))
     }
 
     fn finish(mut self: Box<Self>) -> Result<ImageSummary> {
-        let seed = self.seed.unwrap_or_else(|| self.hasher.clone().finalize().into());
+        let seed = self
+            .seed
+            .unwrap_or_else(|| self.hasher.clone().finalize().into());
         let mut h = Sha256::new();
         h.update(b"imgbuild-vhd-unique-id\0");
         h.update(seed);
@@ -149,7 +174,12 @@ impl ImageSink for VhdWriter {
         let footer = encode_footer(self.current_size, id);
         self.file
             .write_all_at(&footer, self.current_size)
-            .map_err(|e| Error::io(format!("vhd: writing the footer at {}", self.current_size), e))?;
+            .map_err(|e| {
+                Error::io(
+                    format!("vhd: writing the footer at {}", self.current_size),
+                    e,
+                )
+            })?;
         Ok(ImageSummary {
             format: Format::Vhd,
             virtual_size: self.current_size,
@@ -169,7 +199,8 @@ pub struct VhdReader {
 impl VhdReader {
     /// Opens a fixed VHD file; holes in its data part are reported unallocated.
     pub fn open(file: File) -> Result<Self> {
-        let f = Arc::new(SizedFile::new(file).map_err(|e| Error::io("vhd: reading the file size", e))?);
+        let f =
+            Arc::new(SizedFile::new(file).map_err(|e| Error::io("vhd: reading the file size", e))?);
         let mut r = Self::new(f.clone())?;
         r.file = Some(f);
         Ok(r)
@@ -179,34 +210,69 @@ impl VhdReader {
     pub fn new(src: Arc<dyn ReadAt>) -> Result<Self> {
         let len = src.len();
         let Some(at) = len.checked_sub(FOOTER_SIZE as u64) else {
-            return Err(Error::Truncated { format: FORMAT, structure: "footer", offset: 0, need: FOOTER_SIZE as u64, file_len: len });
+            return Err(Error::Truncated {
+                format: FORMAT,
+                structure: "footer",
+                offset: 0,
+                need: FOOTER_SIZE as u64,
+                file_len: len,
+            });
         };
         let mut f = [0u8; FOOTER_SIZE];
-        src.read_exact_at(&mut f, at).map_err(|e| Error::io("vhd: reading the footer", e))?;
-        let corrupt = |detail: String| Error::Corrupt { format: FORMAT, structure: "footer", offset: at, detail };
+        src.read_exact_at(&mut f, at)
+            .map_err(|e| Error::io("vhd: reading the footer", e))?;
+        let corrupt = |detail: String| Error::Corrupt {
+            format: FORMAT,
+            structure: "footer",
+            offset: at,
+            detail,
+        };
         if &f[0..8] != COOKIE {
             return Err(corrupt("cookie is not \"conectix\"".into()));
         }
         let (stored, computed) = (be32(&f, 64), checksum(&f));
         if stored != computed {
-            return Err(Error::BadChecksum { format: FORMAT, structure: "footer", offset: at, expected: stored, found: computed });
+            return Err(Error::BadChecksum {
+                format: FORMAT,
+                structure: "footer",
+                offset: at,
+                expected: stored,
+                found: computed,
+            });
         }
         if be32(&f, 12) >> 16 != 1 {
-            return Err(corrupt(format!("format version {:#010x}, expected major version 1", be32(&f, 12))));
+            return Err(corrupt(format!(
+                "format version {:#010x}, expected major version 1",
+                be32(&f, 12)
+            )));
         }
         match be32(&f, 60) {
             DISK_FIXED => {}
             t @ (DISK_DYNAMIC | DISK_DIFFERENCING) => {
-                let kind = if t == DISK_DYNAMIC { "dynamic" } else { "differencing" };
-                return Err(Error::Unsupported { format: FORMAT, feature: format!("{kind} VHD (only fixed VHDs are read)") });
+                let kind = if t == DISK_DYNAMIC {
+                    "dynamic"
+                } else {
+                    "differencing"
+                };
+                return Err(Error::Unsupported {
+                    format: FORMAT,
+                    feature: format!("{kind} VHD (only fixed VHDs are read)"),
+                });
             }
             t => return Err(corrupt(format!("disk type {t}, expected 2 (fixed)"))),
         }
         let size = be64(&f, 48);
         if size > at {
-            return Err(corrupt(format!("current size {size} exceeds the {at} data bytes before the footer")));
+            return Err(corrupt(format!(
+                "current size {size} exceeds the {at} data bytes before the footer"
+            )));
         }
-        Ok(Self { src, file: None, size, footer: f })
+        Ok(Self {
+            src,
+            file: None,
+            size,
+            footer: f,
+        })
     }
 }
 
@@ -228,10 +294,18 @@ impl DiskImage for VhdReader {
 
     fn allocated(&self) -> Result<Vec<Range<u64>>> {
         let Some(file) = &self.file else {
-            return Ok(if self.size > 0 { vec![0..self.size] } else { Vec::new() });
+            return Ok(if self.size > 0 {
+                std::iter::once(0..self.size).collect()
+            } else {
+                Vec::new()
+            });
         };
         let ranges = crate::raw::data_ranges(file.file(), file.len())?;
-        Ok(ranges.into_iter().filter(|r| r.start < self.size).map(|r| r.start..r.end.min(self.size)).collect())
+        Ok(ranges
+            .into_iter()
+            .filter(|r| r.start < self.size)
+            .map(|r| r.start..r.end.min(self.size))
+            .collect())
     }
 
     fn facts(&self) -> Vec<(String, String)> {
@@ -240,10 +314,21 @@ impl DiskImage for VhdReader {
         let id: String = f[68..84].iter().map(|b| format!("{b:02x}")).collect();
         vec![
             ("disk type".into(), "fixed".into()),
-            ("creator".into(), format!("{:?} {:#010x} {:?}", text(28..32), be32(f, 32), text(36..40))),
+            (
+                "creator".into(),
+                format!(
+                    "{:?} {:#010x} {:?}",
+                    text(28..32),
+                    be32(f, 32),
+                    text(36..40)
+                ),
+            ),
             ("original size".into(), be64(f, 40).to_string()),
             ("current size".into(), be64(f, 48).to_string()),
-            ("geometry".into(), format!("{}/{}/{}", u16::from_be_bytes([f[56], f[57]]), f[58], f[59])),
+            (
+                "geometry".into(),
+                format!("{}/{}/{}", u16::from_be_bytes([f[56], f[57]]), f[58], f[59]),
+            ),
             ("timestamp".into(), be32(f, 24).to_string()),
             ("unique id".into(), id),
         ]
@@ -281,17 +366,27 @@ mod tests {
     fn footer_rejects_bad_checksum_cookie_and_types() {
         let mut f = encode_footer(MIB, [7; 16]);
         f[100] = 1;
-        assert!(matches!(VhdReader::new(footer_src(f, MIB)), Err(Error::BadChecksum { .. })));
+        assert!(matches!(
+            VhdReader::new(footer_src(f, MIB)),
+            Err(Error::BadChecksum { .. })
+        ));
         let mut f = encode_footer(MIB, [7; 16]);
         f[0] = b'x';
-        assert!(matches!(VhdReader::new(footer_src(f, MIB)), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            VhdReader::new(footer_src(f, MIB)),
+            Err(Error::Corrupt { .. })
+        ));
         for (t, unsupported) in [(3u32, true), (4, true), (9, false)] {
             let mut f = encode_footer(MIB, [7; 16]);
             f[60..64].copy_from_slice(&t.to_be_bytes());
             let sum = checksum(&f);
             f[64..68].copy_from_slice(&sum.to_be_bytes());
             let r = VhdReader::new(footer_src(f, MIB));
-            assert_eq!(matches!(r, Err(Error::Unsupported { .. })), unsupported, "type {t}");
+            assert_eq!(
+                matches!(r, Err(Error::Unsupported { .. })),
+                unsupported,
+                "type {t}"
+            );
             assert!(r.is_err());
         }
     }
@@ -299,7 +394,13 @@ mod tests {
     #[test]
     fn footer_rejects_size_past_data_and_short_files() {
         let f = encode_footer(2 * MIB, [7; 16]);
-        assert!(matches!(VhdReader::new(footer_src(f, MIB)), Err(Error::Corrupt { .. })));
-        assert!(matches!(VhdReader::new(Arc::new(vec![0u8; 100])), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            VhdReader::new(footer_src(f, MIB)),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            VhdReader::new(Arc::new(vec![0u8; 100])),
+            Err(Error::Truncated { .. })
+        ));
     }
 }

@@ -18,7 +18,12 @@ fn footer_fields(file: &[u8]) -> (u64, u32, u32, bool) {
     let f = &file[file.len() - 512..];
     let be32 = |at: usize| u32::from_be_bytes(f[at..at + 4].try_into().unwrap());
     let current = u64::from_be_bytes(f[48..56].try_into().unwrap());
-    let sum: u32 = f.iter().enumerate().filter(|(i, _)| !(64..68).contains(i)).map(|(_, &b)| u32::from(b)).sum();
+    let sum: u32 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(64..68).contains(i))
+        .map(|(_, &b)| u32::from(b))
+        .sum();
     (current, be32(60), be32(16), be32(64) == !sum)
 }
 
@@ -29,10 +34,21 @@ fn check_with_oracles(disk: &VirtualDisk, o: &WriteOptions) {
     let bytes = std::fs::read(&img).unwrap();
     let raw_bytes = std::fs::read(&raw).unwrap();
     assert_eq!(bytes.len() as u64, padded + 512);
-    assert!(bytes[..raw_bytes.len()] == raw_bytes[..], "data part equals the raw image");
-    assert!(bytes[raw_bytes.len()..padded as usize].iter().all(|&b| b == 0), "padding is zeros");
+    assert!(
+        bytes[..raw_bytes.len()] == raw_bytes[..],
+        "data part equals the raw image"
+    );
+    assert!(
+        bytes[raw_bytes.len()..padded as usize]
+            .iter()
+            .all(|&b| b == 0),
+        "padding is zeros"
+    );
     let (current, disk_type, data_offset_hi, sum_ok) = footer_fields(&bytes);
-    assert_eq!((current, disk_type, data_offset_hi, sum_ok), (padded, 2, u32::MAX, true));
+    assert_eq!(
+        (current, disk_type, data_offset_hi, sum_ok),
+        (padded, 2, u32::MAX, true)
+    );
     let ours = open(&img, Format::Vhd);
     assert_eq!(ours.virtual_size(), padded);
     let mut padded_disk = imgbuild_formats::VirtualDiskBuilder::new(padded);
@@ -93,13 +109,24 @@ fn reads_qemu_img_fixed_vhds_and_matches_their_chs() {
     if !require_tool("qemu-img") {
         return;
     }
-    let d = disk(20 * MIB, &[(0, 512), (7 * MIB, 3000), (20 * MIB - 100, 100)]);
+    let d = disk(
+        20 * MIB,
+        &[(0, 512), (7 * MIB, 3000), (20 * MIB - 100, 100)],
+    );
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("s.raw");
     write(&d, Format::Raw, &WriteOptions::default(), &raw);
-    for (i, o) in ["subformat=fixed,force_size", "subformat=fixed"].iter().enumerate() {
+    for (i, o) in ["subformat=fixed,force_size", "subformat=fixed"]
+        .iter()
+        .enumerate()
+    {
         let img = dir.path().join(format!("q{i}.vhd"));
-        run_ok(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "vpc", "-o", o]).arg(&raw).arg(&img));
+        run_ok(
+            Command::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", "vpc", "-o", o])
+                .arg(&raw)
+                .arg(&img),
+        );
         let r = open(&img, Format::Vhd);
         assert!(r.virtual_size() >= d.size(), "{o}");
         let mut grown = imgbuild_formats::VirtualDiskBuilder::new(r.virtual_size());
@@ -122,15 +149,29 @@ fn writing_twice_gives_identical_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = |d: &VirtualDisk, seed, n: &str| {
         let p = dir.path().join(n);
-        write(d, Format::Vhd, &WriteOptions { seed, ..Default::default() }, &p);
+        write(
+            d,
+            Format::Vhd,
+            &WriteOptions {
+                seed,
+                ..Default::default()
+            },
+            &p,
+        );
         std::fs::read(p).unwrap()
     };
     for seed in [Some([5u8; 32]), None] {
-        assert!(bytes(&d, seed, "a") == bytes(&d, seed, "b"), "seed {seed:?}");
+        assert!(
+            bytes(&d, seed, "a") == bytes(&d, seed, "b"),
+            "seed {seed:?}"
+        );
     }
     let id = |b: Vec<u8>| b[b.len() - 512 + 68..b.len() - 512 + 84].to_vec();
     assert_ne!(id(bytes(&d, None, "c")), id(bytes(&d2, None, "d")));
-    assert_ne!(id(bytes(&d, Some([1; 32]), "e")), id(bytes(&d, Some([2; 32]), "f")));
+    assert_ne!(
+        id(bytes(&d, Some([1; 32]), "e")),
+        id(bytes(&d, Some([2; 32]), "f"))
+    );
 }
 
 #[test]
@@ -140,8 +181,15 @@ fn dynamic_vhds_are_refused() {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("dyn.vhd");
-    run_ok(Command::new("qemu-img").args(["create", "-f", "vpc", "-o", "subformat=dynamic"]).arg(&img).arg("8M"));
-    let e = imgbuild_formats::open(&img, Some(Format::Vhd)).err().expect("dynamic refused");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-f", "vpc", "-o", "subformat=dynamic"])
+            .arg(&img)
+            .arg("8M"),
+    );
+    let e = imgbuild_formats::open(&img, Some(Format::Vhd))
+        .err()
+        .expect("dynamic refused");
     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
 }
 
@@ -162,7 +210,12 @@ fn mutated_footers_never_panic() {
         x ^= x << 17;
         b[foot + (x % 512) as usize] ^= (x >> 32) as u8 | 1;
         if i % 2 == 0 {
-            let sum: u32 = b[foot..].iter().enumerate().filter(|(i, _)| !(64..68).contains(i)).map(|(_, &v)| u32::from(v)).sum();
+            let sum: u32 = b[foot..]
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !(64..68).contains(i))
+                .map(|(_, &v)| u32::from(v))
+                .sum();
             b[foot + 64..foot + 68].copy_from_slice(&(!sum).to_be_bytes());
         }
         if let Ok(r) = VhdReader::new(Arc::new(b)) {

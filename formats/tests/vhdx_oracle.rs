@@ -15,7 +15,12 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
 fn opts(block_size: u32, subformat: Subformat, seed: Option<[u8; 32]>) -> WriteOptions {
-    WriteOptions { block_size: Some(block_size), subformat, seed, ..Default::default() }
+    WriteOptions {
+        block_size: Some(block_size),
+        subformat,
+        seed,
+        ..Default::default()
+    }
 }
 
 /// Writes `disk` as VHDX and checks it with every oracle that can read it.
@@ -25,35 +30,57 @@ fn check_with_oracles(disk: &VirtualDisk, o: &WriteOptions, name: &str) {
     let ours = open(&img, Format::Vhdx);
     assert_same_bytes(disk, ours.as_ref());
     if require_tool("qemu-img") {
-        let out = stdout_of(Command::new("qemu-img").args(["check", "-f", "vhdx"]).arg(&img));
-        assert!(out.contains("No errors were found"), "{name}: qemu-img check: {out}");
+        let out = stdout_of(
+            Command::new("qemu-img")
+                .args(["check", "-f", "vhdx"])
+                .arg(&img),
+        );
+        assert!(
+            out.contains("No errors were found"),
+            "{name}: qemu-img check: {out}"
+        );
         qemu_compare(&raw, &img, "vhdx");
-        assert_eq!(qemu_virtual_size(&img, "vhdx"), disk.size(), "{name}: qemu virtual size");
+        assert_eq!(
+            qemu_virtual_size(&img, "vhdx"),
+            disk.size(),
+            "{name}: qemu virtual size"
+        );
     }
     if require_tool("vhdiinfo") {
-        assert_eq!(vhdiinfo_media_size(&img), disk.size(), "{name}: vhdiinfo media size");
+        assert_eq!(
+            vhdiinfo_media_size(&img),
+            disk.size(),
+            "{name}: vhdiinfo media size"
+        );
     }
 }
 
 /// Random sparse disks: size a multiple of 512 but not of the block size,
 /// up to 6 extents anywhere (including the last byte).
 fn sparse_disk() -> impl Strategy<Value = VirtualDisk> {
-    (1u64..=100_000, proptest::collection::vec((0.0f64..1.0, 1usize..300_000), 0..6)).prop_map(|(sectors, raw)| {
-        let size = sectors * 512;
-        let mut extents: Vec<(u64, usize)> = Vec::new();
-        let mut points: Vec<(u64, usize)> = raw.iter().map(|&(f, len)| ((f * size as f64) as u64, len)).collect();
-        points.sort_unstable();
-        let mut end = 0;
-        for (start, len) in points {
-            let start = start.max(end);
-            let len = (len as u64).min(size.saturating_sub(start));
-            if len > 0 {
-                extents.push((start, len as usize));
-                end = start + len;
+    (
+        1u64..=100_000,
+        proptest::collection::vec((0.0f64..1.0, 1usize..300_000), 0..6),
+    )
+        .prop_map(|(sectors, raw)| {
+            let size = sectors * 512;
+            let mut extents: Vec<(u64, usize)> = Vec::new();
+            let mut points: Vec<(u64, usize)> = raw
+                .iter()
+                .map(|&(f, len)| ((f * size as f64) as u64, len))
+                .collect();
+            points.sort_unstable();
+            let mut end = 0;
+            for (start, len) in points {
+                let start = start.max(end);
+                let len = (len as u64).min(size.saturating_sub(start));
+                if len > 0 {
+                    extents.push((start, len as usize));
+                    end = start + len;
+                }
             }
-        }
-        disk(size, &extents)
-    })
+            disk(size, &extents)
+        })
 }
 
 proptest! {
@@ -79,7 +106,15 @@ proptest! {
 #[test]
 fn disk_above_4gib_with_1mib_blocks_interleaves_bat() {
     let size = 4 * GIB + 5 * MIB + 3 * 512;
-    let d = disk(size, &[(0, 4096), (4 * GIB - 700, 1400), (4 * GIB + 2 * MIB + 5, 70_000), (size - 1000, 1000)]);
+    let d = disk(
+        size,
+        &[
+            (0, 4096),
+            (4 * GIB - 700, 1400),
+            (4 * GIB + 2 * MIB + 5, 70_000),
+            (size - 1000, 1000),
+        ],
+    );
     check_with_oracles(&d, &opts(1 << 20, Subformat::Dynamic, None), "big1m");
 }
 
@@ -87,8 +122,19 @@ fn disk_above_4gib_with_1mib_blocks_interleaves_bat() {
 #[test]
 fn disk_above_4gib_with_32mib_blocks_interleaves_bat() {
     let size = 4 * GIB + 70 * MIB + 1024;
-    let d = disk(size, &[(4 * GIB - 10, 20), (4 * GIB + 40 * MIB, 4096), (size - 512, 512)]);
-    check_with_oracles(&d, &opts(32 << 20, Subformat::Dynamic, Some([1; 32])), "big32m");
+    let d = disk(
+        size,
+        &[
+            (4 * GIB - 10, 20),
+            (4 * GIB + 40 * MIB, 4096),
+            (size - 512, 512),
+        ],
+    );
+    check_with_oracles(
+        &d,
+        &opts(32 << 20, Subformat::Dynamic, Some([1; 32])),
+        "big32m",
+    );
 }
 
 #[test]
@@ -96,19 +142,37 @@ fn fixed_vhdx_stores_every_block_contiguously() {
     let d = disk(10 * MIB + 512, &[(3 * MIB, 10)]);
     check_with_oracles(&d, &opts(1 << 20, Subformat::Fixed, None), "fixed");
     let dir = tempfile::tempdir().unwrap();
-    let (_, img) = write_pair(&d, Format::Vhdx, &opts(1 << 20, Subformat::Fixed, None), dir.path(), "f");
+    let (_, img) = write_pair(
+        &d,
+        Format::Vhdx,
+        &opts(1 << 20, Subformat::Fixed, None),
+        dir.path(),
+        "f",
+    );
     let r = open(&img, Format::Vhdx);
     assert_eq!(r.allocated().unwrap(), vec![0..d.size()]);
     let facts = r.facts();
-    assert!(facts.contains(&("subformat".into(), "fixed".into())), "{facts:?}");
-    assert!(facts.contains(&("present blocks".into(), "11".into())), "{facts:?}");
+    assert!(
+        facts.contains(&("subformat".into(), "fixed".into())),
+        "{facts:?}"
+    );
+    assert!(
+        facts.contains(&("present blocks".into(), "11".into())),
+        "{facts:?}"
+    );
 }
 
 #[test]
 fn dynamic_vhdx_stores_only_touched_blocks() {
     let d = disk(64 * MIB, &[(MIB - 1, 2), (40 * MIB, 100)]);
     let dir = tempfile::tempdir().unwrap();
-    let (_, img) = write_pair(&d, Format::Vhdx, &opts(1 << 20, Subformat::Dynamic, None), dir.path(), "d");
+    let (_, img) = write_pair(
+        &d,
+        Format::Vhdx,
+        &opts(1 << 20, Subformat::Dynamic, None),
+        dir.path(),
+        "d",
+    );
     let r = open(&img, Format::Vhdx);
     assert_eq!(r.allocated().unwrap(), vec![0..2 * MIB, 40 * MIB..41 * MIB]);
     // Header section, log, 1 MiB BAT, 1 MiB metadata, then 3 blocks.
@@ -117,8 +181,14 @@ fn dynamic_vhdx_stores_only_touched_blocks() {
 
 #[test]
 fn logical_4096_sectors_read_by_libvhdi() {
-    let d = disk(20 * MIB + 4096, &[(5, 5000), (17 * MIB, 9000), (20 * MIB, 4096)]);
-    let o = WriteOptions { logical_sector_size: Some(4096), ..opts(1 << 20, Subformat::Dynamic, None) };
+    let d = disk(
+        20 * MIB + 4096,
+        &[(5, 5000), (17 * MIB, 9000), (20 * MIB, 4096)],
+    );
+    let o = WriteOptions {
+        logical_sector_size: Some(4096),
+        ..opts(1 << 20, Subformat::Dynamic, None)
+    };
     let dir = tempfile::tempdir().unwrap();
     let (_, img) = write_pair(&d, Format::Vhdx, &o, dir.path(), "4k");
     assert_same_bytes(&d, open(&img, Format::Vhdx).as_ref());
@@ -132,7 +202,10 @@ fn logical_4096_sectors_read_by_libvhdi() {
     let bad = disk(20 * MIB + 512, &[]);
     let f = std::fs::File::create(dir.path().join("bad.vhdx")).unwrap();
     let sink = Format::Vhdx.sink(f, &o).unwrap();
-    assert!(matches!(imgbuild_formats::write_images(&bad, vec![sink]), Err(Error::InvalidOption { .. })));
+    assert!(matches!(
+        imgbuild_formats::write_images(&bad, vec![sink]),
+        Err(Error::InvalidOption { .. })
+    ));
 }
 
 #[test]
@@ -140,11 +213,18 @@ fn libvhdi_reads_our_512_sector_data() {
     if !require_pyvhdi() {
         return;
     }
-    let d = disk(33 * MIB + 512, &[(0, 100), (MIB + 7, 3 << 20), (33 * MIB, 512)]);
+    let d = disk(
+        33 * MIB + 512,
+        &[(0, 100), (MIB + 7, 3 << 20), (33 * MIB, 512)],
+    );
     for (bs, sub) in [(1 << 20, Subformat::Dynamic), (32 << 20, Subformat::Fixed)] {
         let dir = tempfile::tempdir().unwrap();
         let (_, img) = write_pair(&d, Format::Vhdx, &opts(bs, sub, None), dir.path(), "l");
-        assert_eq!(libvhdi_read(&img), (d.size(), 512, disk_sha256(&d)), "{bs} {sub:?}");
+        assert_eq!(
+            libvhdi_read(&img),
+            (d.size(), 512, disk_sha256(&d)),
+            "{bs} {sub:?}"
+        );
     }
 }
 
@@ -153,19 +233,37 @@ fn reads_qemu_img_vhdx_outputs() {
     if !require_tool("qemu-img") {
         return;
     }
-    let d = disk(50 * MIB + 512, &[(0, 512), (9 * MIB - 3, 2 << 20), (50 * MIB, 512)]);
+    let d = disk(
+        50 * MIB + 512,
+        &[(0, 512), (9 * MIB - 3, 2 << 20), (50 * MIB, 512)],
+    );
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("src.raw");
     write(&d, Format::Raw, &WriteOptions::default(), &raw);
-    for (i, o) in ["subformat=dynamic", "subformat=fixed", "subformat=fixed,block_state_zero=off", "block_size=1M"]
-        .iter()
-        .enumerate()
+    for (i, o) in [
+        "subformat=dynamic",
+        "subformat=fixed",
+        "subformat=fixed,block_state_zero=off",
+        "block_size=1M",
+    ]
+    .iter()
+    .enumerate()
     {
         let img = dir.path().join(format!("q{i}.vhdx"));
-        run_ok(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "vhdx", "-o", o]).arg(&raw).arg(&img));
+        run_ok(
+            Command::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", "vhdx", "-o", o])
+                .arg(&raw)
+                .arg(&img),
+        );
         let r = open(&img, Format::Vhdx);
         assert_same_bytes(&d, r.as_ref());
-        assert!(r.facts().iter().any(|(k, v)| k == "creator" && v.starts_with("QEMU")), "{o}");
+        assert!(
+            r.facts()
+                .iter()
+                .any(|(k, v)| k == "creator" && v.starts_with("QEMU")),
+            "{o}"
+        );
     }
 }
 
@@ -188,7 +286,10 @@ fn writing_twice_gives_identical_bytes() {
     let id = |b: Vec<u8>| VhdxReader::new(Arc::new(b)).unwrap().disk_id();
     assert_ne!(id(bytes(&d, &none, "c")), id(bytes(&d2, &none, "d")));
     let seeded = |s| opts(1 << 20, Subformat::Dynamic, Some([s; 32]));
-    assert_ne!(id(bytes(&d, &seeded(1), "e")), id(bytes(&d, &seeded(2), "f")));
+    assert_ne!(
+        id(bytes(&d, &seeded(1), "e")),
+        id(bytes(&d, &seeded(2), "f"))
+    );
 }
 
 // --- hostile input: every validated field gives an error, never a panic ---
@@ -197,7 +298,12 @@ fn valid_file() -> Vec<u8> {
     let d = disk(4 * MIB, &[(0, 10), (3 * MIB, 10)]);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("v.vhdx");
-    write(&d, Format::Vhdx, &opts(1 << 20, Subformat::Dynamic, Some([9; 32])), &p);
+    write(
+        &d,
+        Format::Vhdx,
+        &opts(1 << 20, Subformat::Dynamic, Some([9; 32])),
+        &p,
+    );
     std::fs::read(p).unwrap()
 }
 
@@ -235,7 +341,10 @@ fn valid_file_layout_is_as_documented() {
 fn rejects_bad_header_checksums() {
     let mut b = valid_file();
     b[H1 + 100] ^= 1;
-    assert!(read(b.clone()).is_ok(), "header 2 is still valid and current");
+    assert!(
+        read(b.clone()).is_ok(),
+        "header 2 is still valid and current"
+    );
     b[H2 + 100] ^= 1;
     assert!(matches!(read(b), Err(Error::BadChecksum { .. })));
 }
@@ -255,7 +364,10 @@ fn refuses_a_log_to_replay() {
     b[H2 + 48] = 1; // LogGuid of the current header
     fix_crc(&mut b, H2, 4096);
     let e = read(b).err().expect("must fail");
-    assert!(matches!(e, Error::Unsupported { .. }) && e.to_string().contains("log replay"), "{e}");
+    assert!(
+        matches!(e, Error::Unsupported { .. }) && e.to_string().contains("log replay"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -266,13 +378,22 @@ fn rejects_bat_offset_past_eof_and_overlaps() {
     let mut b = valid_file();
     let e3 = le64_at(&b, BAT + 24);
     b[BAT..BAT + 8].copy_from_slice(&e3.to_le_bytes());
-    assert!(matches!(read(b), Err(Error::Corrupt { .. })), "two blocks at one offset");
+    assert!(
+        matches!(read(b), Err(Error::Corrupt { .. })),
+        "two blocks at one offset"
+    );
     let mut b = valid_file();
     b[BAT..BAT + 8].copy_from_slice(&((3u64 << 20) | 6).to_le_bytes());
-    assert!(matches!(read(b), Err(Error::Corrupt { .. })), "block over the metadata region");
+    assert!(
+        matches!(read(b), Err(Error::Corrupt { .. })),
+        "block over the metadata region"
+    );
     let mut b = valid_file();
     b.truncate(5 << 20);
-    assert!(matches!(read(b), Err(Error::Corrupt { .. })), "truncated: last block crosses EOF");
+    assert!(
+        matches!(read(b), Err(Error::Corrupt { .. })),
+        "truncated: last block crosses EOF"
+    );
 }
 
 #[test]
@@ -283,11 +404,17 @@ fn rejects_huge_virtual_size_and_bad_block_size() {
     assert!(matches!(read(b), Err(Error::Corrupt { .. })));
     let mut b = valid_file();
     b[META + 0x10008..META + 0x10010].copy_from_slice(&(64u64 << 40).to_le_bytes());
-    assert!(read(b).is_err(), "64 TB disk needs a bigger BAT than the file has");
+    assert!(
+        read(b).is_err(),
+        "64 TB disk needs a bigger BAT than the file has"
+    );
     for bs in [0u32, 3 << 20, 1 << 31] {
         let mut b = valid_file();
         b[META + 0x10000..META + 0x10004].copy_from_slice(&bs.to_le_bytes());
-        assert!(matches!(read(b), Err(Error::Corrupt { .. })), "block size {bs}");
+        assert!(
+            matches!(read(b), Err(Error::Corrupt { .. })),
+            "block size {bs}"
+        );
     }
 }
 
@@ -306,7 +433,16 @@ fn rejects_truncated_and_foreign_files() {
 #[test]
 fn mutated_files_never_panic() {
     let base = valid_file();
-    let spots = [0usize, H1, H2, 192 << 10, 256 << 10, BAT, META, META + 0x10000];
+    let spots = [
+        0usize,
+        H1,
+        H2,
+        192 << 10,
+        256 << 10,
+        BAT,
+        META,
+        META + 0x10000,
+    ];
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     for i in 0..1000 {
         let mut b = base.clone();
@@ -319,7 +455,12 @@ fn mutated_files_never_panic() {
         }
         if i % 3 == 0 {
             // Keep checksums right so the mutation reaches the field checks.
-            for (at, len) in [(H1, 4096), (H2, 4096), (192 << 10, 64 << 10), (256 << 10, 64 << 10)] {
+            for (at, len) in [
+                (H1, 4096),
+                (H2, 4096),
+                (192 << 10, 64 << 10),
+                (256 << 10, 64 << 10),
+            ] {
                 fix_crc(&mut b, at, len);
             }
         }

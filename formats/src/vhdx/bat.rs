@@ -74,7 +74,7 @@ impl BatGeometry {
 
 /// A BAT entry.
 pub fn entry(state: u64, file_offset: u64) -> u64 {
-    debug_assert!(file_offset % MIB == 0);
+    debug_assert!(file_offset.is_multiple_of(MIB));
     (file_offset / MIB) << 20 | state
 }
 
@@ -93,15 +93,40 @@ pub struct BlockMap {
 /// other. Like qemu (`vhdx_check_bat_entries`), the last block may end past
 /// the end of the file as long as its part inside the virtual size does not:
 /// qemu-img's own fixed files are laid out that way.
-pub fn read(src: &dyn ReadAt, bat: Range<u64>, geo: BatGeometry, block_size: u32, virtual_size: u64, reserved: &[Range<u64>]) -> Result<BlockMap> {
-    let corrupt = |offset: u64, detail: String| Error::Corrupt { format: FORMAT, structure: "BAT", offset, detail };
-    let need = geo.needed_entries().checked_mul(8).filter(|&n| n <= bat.end - bat.start).ok_or_else(|| {
-        corrupt(bat.start, format!("BAT region of {} bytes holds fewer than {} entries", bat.end - bat.start, geo.needed_entries()))
-    })?;
+pub fn read(
+    src: &dyn ReadAt,
+    bat: Range<u64>,
+    geo: BatGeometry,
+    block_size: u32,
+    virtual_size: u64,
+    reserved: &[Range<u64>],
+) -> Result<BlockMap> {
+    let corrupt = |offset: u64, detail: String| Error::Corrupt {
+        format: FORMAT,
+        structure: "BAT",
+        offset,
+        detail,
+    };
+    let need = geo
+        .needed_entries()
+        .checked_mul(8)
+        .filter(|&n| n <= bat.end - bat.start)
+        .ok_or_else(|| {
+            corrupt(
+                bat.start,
+                format!(
+                    "BAT region of {} bytes holds fewer than {} entries",
+                    bat.end - bat.start,
+                    geo.needed_entries()
+                ),
+            )
+        })?;
     // `need` ≤ the region length ≤ the file length: bounded allocation.
-    let need = usize::try_from(need).map_err(|_| corrupt(bat.start, "BAT larger than memory".into()))?;
+    let need =
+        usize::try_from(need).map_err(|_| corrupt(bat.start, "BAT larger than memory".into()))?;
     let mut raw = vec![0u8; need];
-    src.read_exact_at(&mut raw, bat.start).map_err(|e| Error::io(format!("vhdx: reading the BAT at {}", bat.start), e))?;
+    src.read_exact_at(&mut raw, bat.start)
+        .map_err(|e| Error::io(format!("vhdx: reading the BAT at {}", bat.start), e))?;
     let file_len = src.len();
     let mut offsets = Vec::with_capacity(usize::try_from(geo.payload_blocks).unwrap_or(0));
     let mut used: Vec<Range<u64>> = reserved.to_vec();
@@ -111,24 +136,38 @@ pub fn read(src: &dyn ReadAt, bat: Range<u64>, geo: BatGeometry, block_size: u32
         let entry_at = bat.start + i * 8;
         let is_bitmap = (i + 1) % (geo.chunk_ratio + 1) == 0;
         if e & RESERVED_MASK != 0 {
-            return Err(corrupt(entry_at, format!("entry {i} ({e:#x}) has reserved bits set")));
+            return Err(corrupt(
+                entry_at,
+                format!("entry {i} ({e:#x}) has reserved bits set"),
+            ));
         }
         let state = e & STATE_MASK;
         if is_bitmap {
             if state != SB_BLOCK_NOT_PRESENT {
-                return Err(Error::Unsupported { format: FORMAT, feature: format!("sector bitmap block present (BAT entry {i}; differencing disk)") });
+                return Err(Error::Unsupported {
+                    format: FORMAT,
+                    feature: format!(
+                        "sector bitmap block present (BAT entry {i}; differencing disk)"
+                    ),
+                });
             }
             continue;
         }
         let block = match state {
-            PAYLOAD_BLOCK_NOT_PRESENT | PAYLOAD_BLOCK_UNDEFINED | PAYLOAD_BLOCK_ZERO | PAYLOAD_BLOCK_UNMAPPED
+            PAYLOAD_BLOCK_NOT_PRESENT
+            | PAYLOAD_BLOCK_UNDEFINED
+            | PAYLOAD_BLOCK_ZERO
+            | PAYLOAD_BLOCK_UNMAPPED
             | PAYLOAD_BLOCK_UNMAPPED_V095 => None,
             PAYLOAD_BLOCK_FULLY_PRESENT => {
                 let off = (e >> 20) * MIB;
                 // Bytes of this block inside the virtual size (payload i < payload_blocks).
                 let payload = i - i / (geo.chunk_ratio + 1);
-                let used_len = u64::from(block_size).min(virtual_size - payload * u64::from(block_size));
-                let end = off.checked_add(used_len).filter(|&end| off >= MIB && end <= file_len);
+                let used_len =
+                    u64::from(block_size).min(virtual_size - payload * u64::from(block_size));
+                let end = off
+                    .checked_add(used_len)
+                    .filter(|&end| off >= MIB && end <= file_len);
                 let Some(end) = end else {
                     return Err(corrupt(entry_at, format!("entry {i}: block at {off} is not inside the file ({file_len} bytes) past 1 MiB")));
                 };
@@ -136,9 +175,17 @@ pub fn read(src: &dyn ReadAt, bat: Range<u64>, geo: BatGeometry, block_size: u32
                 Some(off)
             }
             PAYLOAD_BLOCK_PARTIALLY_PRESENT => {
-                return Err(Error::Unsupported { format: FORMAT, feature: format!("partially present block (BAT entry {i}; differencing disk)") });
+                return Err(Error::Unsupported {
+                    format: FORMAT,
+                    feature: format!("partially present block (BAT entry {i}; differencing disk)"),
+                });
             }
-            other => return Err(corrupt(entry_at, format!("entry {i}: unknown payload state {other}"))),
+            other => {
+                return Err(corrupt(
+                    entry_at,
+                    format!("entry {i}: unknown payload state {other}"),
+                ))
+            }
         };
         offsets.push(block);
     }
@@ -194,19 +241,36 @@ mod tests {
         let g = BatGeometry::new(2 << 20, 1 << 20, 512);
         let mut b = bat(entries);
         b.resize(4096, 0);
-        read(&Src(b, file_len), 0..4096, g, 1 << 20, 2 << 20, &[0..(4 << 20)])
+        read(
+            &Src(b, file_len),
+            0..4096,
+            g,
+            1 << 20,
+            2 << 20,
+            std::slice::from_ref(&(0..(4 << 20))),
+        )
     }
 
     #[test]
     fn bat_reads_present_and_zero_blocks() {
-        let m = read_bat(&[entry(PAYLOAD_BLOCK_FULLY_PRESENT, 5 << 20), entry(PAYLOAD_BLOCK_ZERO, 0)], 8 << 20).unwrap();
+        let m = read_bat(
+            &[
+                entry(PAYLOAD_BLOCK_FULLY_PRESENT, 5 << 20),
+                entry(PAYLOAD_BLOCK_ZERO, 0),
+            ],
+            8 << 20,
+        )
+        .unwrap();
         assert_eq!(m.offsets, vec![Some(5 << 20), None]);
     }
 
     #[test]
     fn bat_entry_rejects_offset_past_end_of_file() {
         let e = [entry(PAYLOAD_BLOCK_FULLY_PRESENT, 7 << 20), 0];
-        assert!(matches!(read_bat(&e, (7 << 20) + 4096), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            read_bat(&e, (7 << 20) + 4096),
+            Err(Error::Corrupt { .. })
+        ));
         let e = [(1u64 << 63) | PAYLOAD_BLOCK_FULLY_PRESENT, 0];
         assert!(matches!(read_bat(&e, 8 << 20), Err(Error::Corrupt { .. })));
     }
@@ -220,9 +284,18 @@ mod tests {
 
     #[test]
     fn bat_rejects_reserved_bits_unknown_states_and_differencing() {
-        assert!(matches!(read_bat(&[1 << 3, 0], 8 << 20), Err(Error::Corrupt { .. })));
-        assert!(matches!(read_bat(&[4, 0], 8 << 20), Err(Error::Corrupt { .. })));
-        assert!(matches!(read_bat(&[PAYLOAD_BLOCK_PARTIALLY_PRESENT, 0], 8 << 20), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            read_bat(&[1 << 3, 0], 8 << 20),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            read_bat(&[4, 0], 8 << 20),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            read_bat(&[PAYLOAD_BLOCK_PARTIALLY_PRESENT, 0], 8 << 20),
+            Err(Error::Unsupported { .. })
+        ));
     }
 
     #[test]

@@ -20,7 +20,10 @@ impl Guid {
         let b = d2.to_be_bytes();
         let c = d3.to_be_bytes();
         let d = d4.to_be_bytes();
-        Guid([a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+        Guid([
+            a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5],
+            d[6], d[7],
+        ])
     }
 
     /// The 16 bytes as stored on disk (mixed-endian).
@@ -79,20 +82,26 @@ impl fmt::Display for Guid {
 /// BAT region (MS-VHDX 2.2.3.1).
 pub const BAT_REGION: Guid = Guid::from_fields(0x2DC2_7766, 0xF623, 0x4200, 0x9D64_115E_9BFD_4A08);
 /// Metadata region (MS-VHDX 2.2.3.1).
-pub const METADATA_REGION: Guid = Guid::from_fields(0x8B7C_A206, 0x4790, 0x4B9A, 0xB8FE_575F_050F_886E);
+pub const METADATA_REGION: Guid =
+    Guid::from_fields(0x8B7C_A206, 0x4790, 0x4B9A, 0xB8FE_575F_050F_886E);
 
 /// File Parameters item (MS-VHDX 2.6.2.1).
-pub const FILE_PARAMETERS: Guid = Guid::from_fields(0xCAA1_6737, 0xFA36, 0x4D43, 0xB3B6_33F0_AA44_E76B);
+pub const FILE_PARAMETERS: Guid =
+    Guid::from_fields(0xCAA1_6737, 0xFA36, 0x4D43, 0xB3B6_33F0_AA44_E76B);
 /// Virtual Disk Size item (MS-VHDX 2.6.2.2).
-pub const VIRTUAL_DISK_SIZE: Guid = Guid::from_fields(0x2FA5_4224, 0xCD1B, 0x4876, 0xB211_5DBE_D83B_F4B8);
+pub const VIRTUAL_DISK_SIZE: Guid =
+    Guid::from_fields(0x2FA5_4224, 0xCD1B, 0x4876, 0xB211_5DBE_D83B_F4B8);
 /// Page 83 Data / Virtual Disk ID item (MS-VHDX 2.6.2.3).
 pub const PAGE83_DATA: Guid = Guid::from_fields(0xBECA_12AB, 0xB2E6, 0x4523, 0x93EF_C309_E000_C746);
 /// Logical Sector Size item (MS-VHDX 2.6.2.4).
-pub const LOGICAL_SECTOR_SIZE: Guid = Guid::from_fields(0x8141_BF1D, 0xA96F, 0x4709, 0xBA47_F233_A8FA_AB5F);
+pub const LOGICAL_SECTOR_SIZE: Guid =
+    Guid::from_fields(0x8141_BF1D, 0xA96F, 0x4709, 0xBA47_F233_A8FA_AB5F);
 /// Physical Sector Size item (MS-VHDX 2.6.2.5).
-pub const PHYSICAL_SECTOR_SIZE: Guid = Guid::from_fields(0xCDA3_48C7, 0x445D, 0x4471, 0x9CC9_E988_5251_C556);
+pub const PHYSICAL_SECTOR_SIZE: Guid =
+    Guid::from_fields(0xCDA3_48C7, 0x445D, 0x4471, 0x9CC9_E988_5251_C556);
 /// Parent Locator item, differencing disks only (MS-VHDX 2.6.2.6).
-pub const PARENT_LOCATOR: Guid = Guid::from_fields(0xA8D3_5F2D, 0xB30B, 0x454D, 0xABF7_D3D8_4834_AB0C);
+pub const PARENT_LOCATOR: Guid =
+    Guid::from_fields(0xA8D3_5F2D, 0xB30B, 0x454D, 0xABF7_D3D8_4834_AB0C);
 
 #[cfg(test)]
 mod tests {
@@ -103,10 +112,19 @@ mod tests {
         // 2DC27766-F623-4200-9D64-115E9BFD4A08 as qemu's file stores it.
         assert_eq!(
             BAT_REGION.to_le_bytes(),
-            [0x66, 0x77, 0xC2, 0x2D, 0x23, 0xF6, 0x00, 0x42, 0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08]
+            [
+                0x66, 0x77, 0xC2, 0x2D, 0x23, 0xF6, 0x00, 0x42, 0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD,
+                0x4A, 0x08
+            ]
         );
-        assert_eq!(Guid::from_le_slice(&BAT_REGION.to_le_bytes(), 0), BAT_REGION);
-        assert_eq!(BAT_REGION.to_string(), "2dc27766-f623-4200-9d64-115e9bfd4a08");
+        assert_eq!(
+            Guid::from_le_slice(&BAT_REGION.to_le_bytes(), 0),
+            BAT_REGION
+        );
+        assert_eq!(
+            BAT_REGION.to_string(),
+            "2dc27766-f623-4200-9d64-115e9bfd4a08"
+        );
     }
 
     #[test]

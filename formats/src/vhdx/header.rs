@@ -21,7 +21,11 @@ pub const CREATOR: &str = "imgbuild";
 pub fn encode_file_identifier(creator: &str) -> Vec<u8> {
     let mut b = vec![0u8; super::KIB64];
     b[..8].copy_from_slice(FILE_SIGNATURE);
-    let utf16: Vec<u8> = creator.encode_utf16().take(255).flat_map(u16::to_le_bytes).collect();
+    let utf16: Vec<u8> = creator
+        .encode_utf16()
+        .take(255)
+        .flat_map(u16::to_le_bytes)
+        .collect();
     b[8..8 + utf16.len()].copy_from_slice(&utf16);
     b
 }
@@ -108,16 +112,31 @@ impl Header {
     /// Checks the fields of the current header (MS-VHDX 2.2.2).
     pub fn validate(&self, offset: u64) -> Result<()> {
         if self.version != 1 {
-            return Err(corrupt(offset, format!("Version is {}, expected 1", self.version)));
+            return Err(corrupt(
+                offset,
+                format!("Version is {}, expected 1", self.version),
+            ));
         }
         if self.log_version != 0 {
-            return Err(corrupt(offset, format!("LogVersion is {}, expected 0", self.log_version)));
+            return Err(corrupt(
+                offset,
+                format!("LogVersion is {}, expected 0", self.log_version),
+            ));
         }
-        if self.log_offset < MIB || self.log_offset % MIB != 0 {
-            return Err(corrupt(offset, format!("LogOffset {} is not a multiple of 1 MiB past 1 MiB", self.log_offset)));
+        if self.log_offset < MIB || !self.log_offset.is_multiple_of(MIB) {
+            return Err(corrupt(
+                offset,
+                format!(
+                    "LogOffset {} is not a multiple of 1 MiB past 1 MiB",
+                    self.log_offset
+                ),
+            ));
         }
-        if u64::from(self.log_length) % MIB != 0 {
-            return Err(corrupt(offset, format!("LogLength {} is not a multiple of 1 MiB", self.log_length)));
+        if !u64::from(self.log_length).is_multiple_of(MIB) {
+            return Err(corrupt(
+                offset,
+                format!("LogLength {} is not a multiple of 1 MiB", self.log_length),
+            ));
         }
         if !self.log_guid.is_zero() {
             return Err(Error::Unsupported {
@@ -148,7 +167,10 @@ pub fn pick_current(slots: [(&[u8], Result<Header>); 2]) -> Result<(usize, Heade
             } else {
                 Err(corrupt(
                     HEADER_OFFSETS[0],
-                    format!("both headers have sequence number {} but differ", a.sequence_number),
+                    format!(
+                        "both headers have sequence number {} but differ",
+                        a.sequence_number
+                    ),
                 ))
             }
         }
@@ -159,7 +181,12 @@ pub fn pick_current(slots: [(&[u8], Result<Header>); 2]) -> Result<(usize, Heade
 }
 
 fn corrupt(offset: u64, detail: String) -> Error {
-    Error::Corrupt { format: FORMAT, structure: "header", offset, detail }
+    Error::Corrupt {
+        format: FORMAT,
+        structure: "header",
+        offset,
+        detail,
+    }
 }
 
 #[cfg(test)]
@@ -186,21 +213,38 @@ mod tests {
         assert_eq!(Header::decode(&b, 0).unwrap(), sample(7));
         let mut bad = b.clone();
         bad[4095] = 1;
-        assert!(matches!(Header::decode(&bad, 0), Err(Error::BadChecksum { .. })));
+        assert!(matches!(
+            Header::decode(&bad, 0),
+            Err(Error::BadChecksum { .. })
+        ));
     }
 
     #[test]
     fn larger_sequence_wins_and_equal_must_be_identical() {
         let (a, b) = (sample(1).encode(), sample(2).encode());
-        let pick = pick_current([(&a, Header::decode(&a, 0)), (&b, Header::decode(&b, 0))]).unwrap();
+        let pick =
+            pick_current([(&a, Header::decode(&a, 0)), (&b, Header::decode(&b, 0))]).unwrap();
         assert_eq!(pick.0, 1);
         let mut c = sample(1);
         c.data_write_guid = Guid([9; 16]);
         let c = c.encode();
         assert!(pick_current([(&a, Header::decode(&a, 0)), (&c, Header::decode(&c, 0))]).is_err());
-        assert_eq!(pick_current([(&a, Header::decode(&a, 0)), (&a, Header::decode(&a, 0))]).unwrap().0, 0);
+        assert_eq!(
+            pick_current([(&a, Header::decode(&a, 0)), (&a, Header::decode(&a, 0))])
+                .unwrap()
+                .0,
+            0
+        );
         let junk = vec![0u8; HEADER_SIZE];
-        assert_eq!(pick_current([(&junk, Header::decode(&junk, 0)), (&a, Header::decode(&a, 0))]).unwrap().0, 1);
+        assert_eq!(
+            pick_current([
+                (&junk, Header::decode(&junk, 0)),
+                (&a, Header::decode(&a, 0))
+            ])
+            .unwrap()
+            .0,
+            1
+        );
     }
 
     #[test]

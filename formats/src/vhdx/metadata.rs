@@ -44,8 +44,16 @@ fn items(p: &DiskParams) -> [(Guid, u32, Vec<u8>); 5] {
         (FILE_PARAMETERS, IS_REQUIRED, fp),
         (VIRTUAL_DISK_SIZE, vd, p.virtual_size.to_le_bytes().to_vec()),
         (PAGE83_DATA, vd, p.disk_id.to_le_bytes().to_vec()),
-        (LOGICAL_SECTOR_SIZE, vd, p.logical_sector.to_le_bytes().to_vec()),
-        (PHYSICAL_SECTOR_SIZE, vd, p.physical_sector.to_le_bytes().to_vec()),
+        (
+            LOGICAL_SECTOR_SIZE,
+            vd,
+            p.logical_sector.to_le_bytes().to_vec(),
+        ),
+        (
+            PHYSICAL_SECTOR_SIZE,
+            vd,
+            p.physical_sector.to_le_bytes().to_vec(),
+        ),
     ]
 }
 
@@ -70,40 +78,80 @@ pub fn encode(p: &DiskParams) -> Vec<u8> {
 
 /// Reads and validates the metadata region `region` of `src`.
 pub fn decode(src: &dyn ReadAt, region: Region) -> Result<DiskParams> {
-    let corrupt = |offset: u64, detail: String| Error::Corrupt { format: FORMAT, structure: "metadata", offset, detail };
+    let corrupt = |offset: u64, detail: String| Error::Corrupt {
+        format: FORMAT,
+        structure: "metadata",
+        offset,
+        detail,
+    };
     let mut table = vec![0u8; KIB64];
-    src.read_exact_at(&mut table, region.offset)
-        .map_err(|e| Error::io(format!("vhdx: reading the metadata table at {}", region.offset), e))?;
+    src.read_exact_at(&mut table, region.offset).map_err(|e| {
+        Error::io(
+            format!("vhdx: reading the metadata table at {}", region.offset),
+            e,
+        )
+    })?;
     if &table[0..8] != METADATA_SIGNATURE {
-        return Err(corrupt(region.offset, "signature is not \"metadata\"".into()));
+        return Err(corrupt(
+            region.offset,
+            "signature is not \"metadata\"".into(),
+        ));
     }
     let count = le16(&table, 10);
     if count > MAX_ENTRIES {
-        return Err(corrupt(region.offset, format!("EntryCount {count} exceeds {MAX_ENTRIES}")));
+        return Err(corrupt(
+            region.offset,
+            format!("EntryCount {count} exceeds {MAX_ENTRIES}"),
+        ));
     }
     let mut found: [Option<Vec<u8>>; 5] = Default::default();
-    let known = [FILE_PARAMETERS, VIRTUAL_DISK_SIZE, PAGE83_DATA, LOGICAL_SECTOR_SIZE, PHYSICAL_SECTOR_SIZE];
+    let known = [
+        FILE_PARAMETERS,
+        VIRTUAL_DISK_SIZE,
+        PAGE83_DATA,
+        LOGICAL_SECTOR_SIZE,
+        PHYSICAL_SECTOR_SIZE,
+    ];
     let lens = [8usize, 8, 16, 4, 4];
     for i in 0..usize::from(count) {
         let e = 32 + 32 * i;
         let entry_at = region.offset + e as u64;
         let guid = Guid::from_le_slice(&table, e);
-        let (offset, length, flags) = (le32(&table, e + 16), le32(&table, e + 20), le32(&table, e + 24));
+        let (offset, length, flags) = (
+            le32(&table, e + 16),
+            le32(&table, e + 20),
+            le32(&table, e + 24),
+        );
         if flags & !0b111 != 0 || le32(&table, e + 28) != 0 {
             return Err(corrupt(entry_at, format!("item {guid}: reserved bits set")));
         }
-        if length > 0 && (offset < KIB64 as u32 || u64::from(offset) + u64::from(length) > u64::from(region.length)) {
-            return Err(corrupt(entry_at, format!("item {guid}: {length} bytes at {offset} lie outside 64 KiB..region end")));
+        if length > 0
+            && (offset < KIB64 as u32
+                || u64::from(offset) + u64::from(length) > u64::from(region.length))
+        {
+            return Err(corrupt(
+                entry_at,
+                format!("item {guid}: {length} bytes at {offset} lie outside 64 KiB..region end"),
+            ));
         }
         if u64::from(length) > MIB {
-            return Err(corrupt(entry_at, format!("item {guid}: Length {length} exceeds 1 MiB")));
+            return Err(corrupt(
+                entry_at,
+                format!("item {guid}: Length {length} exceeds 1 MiB"),
+            ));
         }
         let Some(k) = known.iter().position(|g| *g == guid) else {
             if guid == PARENT_LOCATOR {
-                return Err(Error::Unsupported { format: FORMAT, feature: "differencing disk (parent locator)".into() });
+                return Err(Error::Unsupported {
+                    format: FORMAT,
+                    feature: "differencing disk (parent locator)".into(),
+                });
             }
             if flags & IS_REQUIRED != 0 {
-                return Err(Error::Unsupported { format: FORMAT, feature: format!("unknown required metadata item {guid}") });
+                return Err(Error::Unsupported {
+                    format: FORMAT,
+                    feature: format!("unknown required metadata item {guid}"),
+                });
             }
             continue;
         };
@@ -111,7 +159,10 @@ pub fn decode(src: &dyn ReadAt, region: Region) -> Result<DiskParams> {
             return Err(corrupt(entry_at, format!("item {guid} listed twice")));
         }
         if length as usize != lens[k] {
-            return Err(corrupt(entry_at, format!("item {guid}: Length {length}, expected {}", lens[k])));
+            return Err(corrupt(
+                entry_at,
+                format!("item {guid}: Length {length}, expected {}", lens[k]),
+            ));
         }
         let mut data = vec![0u8; lens[k]];
         src.read_exact_at(&mut data, region.offset + u64::from(offset))
@@ -119,8 +170,16 @@ pub fn decode(src: &dyn ReadAt, region: Region) -> Result<DiskParams> {
         found[k] = Some(data);
     }
     let [Some(fp), Some(vs), Some(id), Some(ls), Some(ps)] = found else {
-        let missing = known.iter().zip(&found).find(|(_, f)| f.is_none()).map(|(g, _)| *g).unwrap_or_default();
-        return Err(corrupt(region.offset, format!("required item {missing} is missing")));
+        let missing = known
+            .iter()
+            .zip(&found)
+            .find(|(_, f)| f.is_none())
+            .map(|(g, _)| *g)
+            .unwrap_or_default();
+        return Err(corrupt(
+            region.offset,
+            format!("required item {missing} is missing"),
+        ));
     };
     let params = DiskParams {
         block_size: le32(&fp, 0),
@@ -132,10 +191,16 @@ pub fn decode(src: &dyn ReadAt, region: Region) -> Result<DiskParams> {
     };
     let fp_flags = le32(&fp, 4);
     if fp_flags & 2 != 0 {
-        return Err(Error::Unsupported { format: FORMAT, feature: "differencing disk (HasParent)".into() });
+        return Err(Error::Unsupported {
+            format: FORMAT,
+            feature: "differencing disk (HasParent)".into(),
+        });
     }
     if fp_flags & !3 != 0 {
-        return Err(corrupt(region.offset, format!("File Parameters flags {fp_flags:#x} has reserved bits set")));
+        return Err(corrupt(
+            region.offset,
+            format!("File Parameters flags {fp_flags:#x} has reserved bits set"),
+        ));
     }
     validate(&params).map_err(|d| corrupt(region.offset, d))?;
     Ok(params)
@@ -143,15 +208,25 @@ pub fn decode(src: &dyn ReadAt, region: Region) -> Result<DiskParams> {
 
 /// Range checks of MS-VHDX 2.6.2.
 pub fn validate(p: &DiskParams) -> std::result::Result<(), String> {
-    if !p.block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&p.block_size) {
-        return Err(format!("BlockSize {} is not a power of two from 1 MiB to 256 MiB", p.block_size));
+    if !p.block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&p.block_size)
+    {
+        return Err(format!(
+            "BlockSize {} is not a power of two from 1 MiB to 256 MiB",
+            p.block_size
+        ));
     }
-    for (name, v) in [("LogicalSectorSize", p.logical_sector), ("PhysicalSectorSize", p.physical_sector)] {
+    for (name, v) in [
+        ("LogicalSectorSize", p.logical_sector),
+        ("PhysicalSectorSize", p.physical_sector),
+    ] {
         if v != 512 && v != 4096 {
             return Err(format!("{name} {v} is neither 512 nor 4096"));
         }
     }
-    if p.virtual_size == 0 || p.virtual_size > MAX_VIRTUAL_SIZE || p.virtual_size % u64::from(p.logical_sector) != 0 {
+    if p.virtual_size == 0
+        || p.virtual_size > MAX_VIRTUAL_SIZE
+        || !p.virtual_size.is_multiple_of(u64::from(p.logical_sector))
+    {
         return Err(format!(
             "VirtualDiskSize {} is not a non-zero multiple of {} up to 64 TB",
             p.virtual_size, p.logical_sector
@@ -172,7 +247,10 @@ mod tests {
         logical_sector: 512,
         physical_sector: 4096,
     };
-    const R: Region = Region { offset: 0, length: 1 << 20 };
+    const R: Region = Region {
+        offset: 0,
+        length: 1 << 20,
+    };
 
     fn region(b: &[u8]) -> Vec<u8> {
         let mut r = b.to_vec();
@@ -194,14 +272,38 @@ mod tests {
     #[test]
     fn metadata_rejects_bad_block_size_and_sizes() {
         for bad in [
-            DiskParams { block_size: 3 << 20, ..P },
-            DiskParams { block_size: 512 << 20, ..P },
-            DiskParams { logical_sector: 1024, ..P },
-            DiskParams { virtual_size: MAX_VIRTUAL_SIZE + 512, ..P },
-            DiskParams { virtual_size: 1000, ..P },
-            DiskParams { virtual_size: 0, ..P },
+            DiskParams {
+                block_size: 3 << 20,
+                ..P
+            },
+            DiskParams {
+                block_size: 512 << 20,
+                ..P
+            },
+            DiskParams {
+                logical_sector: 1024,
+                ..P
+            },
+            DiskParams {
+                virtual_size: MAX_VIRTUAL_SIZE + 512,
+                ..P
+            },
+            DiskParams {
+                virtual_size: 1000,
+                ..P
+            },
+            DiskParams {
+                virtual_size: 0,
+                ..P
+            },
         ] {
-            assert!(matches!(decode(&region(&encode(&bad)), R), Err(Error::Corrupt { .. })), "{bad:?}");
+            assert!(
+                matches!(
+                    decode(&region(&encode(&bad)), R),
+                    Err(Error::Corrupt { .. })
+                ),
+                "{bad:?}"
+            );
         }
     }
 
@@ -209,10 +311,16 @@ mod tests {
     fn metadata_refuses_parents_and_unknown_required_items() {
         let mut b = encode(&P);
         b[0x10004] = 2; // HasParent
-        assert!(matches!(decode(&region(&b), R), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            decode(&region(&b), R),
+            Err(Error::Unsupported { .. })
+        ));
         let mut b = encode(&P);
         b[32..48].copy_from_slice(&[9u8; 16]); // File Parameters id replaced by an unknown one
-        assert!(matches!(decode(&region(&b), R), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            decode(&region(&b), R),
+            Err(Error::Unsupported { .. })
+        ));
         let mut b = encode(&P);
         b[32 + 24] = 0; // ... not required: skipped, then File Parameters is missing
         b[32..48].copy_from_slice(&[9u8; 16]);

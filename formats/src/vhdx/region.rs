@@ -44,7 +44,13 @@ pub fn encode(regions: &Regions) -> Vec<u8> {
     let mut b = vec![0u8; KIB64];
     b[0..4].copy_from_slice(REGION_SIGNATURE);
     b[8..12].copy_from_slice(&2u32.to_le_bytes());
-    for (i, (guid, r)) in [(BAT_REGION, regions.bat), (METADATA_REGION, regions.metadata)].iter().enumerate() {
+    for (i, (guid, r)) in [
+        (BAT_REGION, regions.bat),
+        (METADATA_REGION, regions.metadata),
+    ]
+    .iter()
+    .enumerate()
+    {
         let e = 16 + 32 * i;
         b[e..e + 16].copy_from_slice(&guid.to_le_bytes());
         b[e + 16..e + 24].copy_from_slice(&r.offset.to_le_bytes());
@@ -58,7 +64,12 @@ pub fn encode(regions: &Regions) -> Vec<u8> {
 
 /// Parses a region table read at `offset` from a file of `file_len` bytes.
 pub fn decode(b: &[u8], offset: u64, file_len: u64) -> Result<Regions> {
-    let corrupt = |detail: String| Error::Corrupt { format: FORMAT, structure: "region table", offset, detail };
+    let corrupt = |detail: String| Error::Corrupt {
+        format: FORMAT,
+        structure: "region table",
+        offset,
+        detail,
+    };
     if b.len() < KIB64 || &b[0..4] != REGION_SIGNATURE {
         return Err(corrupt("signature is not \"regi\"".into()));
     }
@@ -81,14 +92,20 @@ pub fn decode(b: &[u8], offset: u64, file_len: u64) -> Result<Regions> {
     for i in 0..usize::try_from(count).map_err(|_| corrupt("EntryCount".into()))? {
         let e = 16 + 32 * i;
         let guid = Guid::from_le_slice(b, e);
-        let region = Region { offset: le64(b, e + 16), length: le32(b, e + 24) };
+        let region = Region {
+            offset: le64(b, e + 16),
+            length: le32(b, e + 24),
+        };
         let required = le32(b, e + 28) & 1 == 1;
         let slot = if guid == BAT_REGION {
             &mut bat
         } else if guid == METADATA_REGION {
             &mut metadata
         } else if required {
-            return Err(Error::Unsupported { format: FORMAT, feature: format!("unknown required region {guid}") });
+            return Err(Error::Unsupported {
+                format: FORMAT,
+                feature: format!("unknown required region {guid}"),
+            });
         } else {
             continue;
         };
@@ -108,11 +125,17 @@ pub fn decode(b: &[u8], offset: u64, file_len: u64) -> Result<Regions> {
 
 /// A region is 1 MiB-aligned, past the header section, non-empty and inside the file.
 fn check_region(r: &Region, file_len: u64) -> std::result::Result<(), String> {
-    if r.offset < MIB || r.offset % MIB != 0 {
-        return Err(format!("FileOffset {} is not a multiple of 1 MiB past 1 MiB", r.offset));
+    if r.offset < MIB || !r.offset.is_multiple_of(MIB) {
+        return Err(format!(
+            "FileOffset {} is not a multiple of 1 MiB past 1 MiB",
+            r.offset
+        ));
     }
-    if r.length == 0 || u64::from(r.length) % MIB != 0 {
-        return Err(format!("Length {} is not a non-zero multiple of 1 MiB", r.length));
+    if r.length == 0 || !u64::from(r.length).is_multiple_of(MIB) {
+        return Err(format!(
+            "Length {} is not a non-zero multiple of 1 MiB",
+            r.length
+        ));
     }
     match r.offset.checked_add(u64::from(r.length)) {
         Some(end) if end <= file_len => Ok(()),
@@ -124,8 +147,16 @@ fn check_region(r: &Region, file_len: u64) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
-    const REGIONS: Regions =
-        Regions { bat: Region { offset: 2 << 20, length: 1 << 20 }, metadata: Region { offset: 3 << 20, length: 1 << 20 } };
+    const REGIONS: Regions = Regions {
+        bat: Region {
+            offset: 2 << 20,
+            length: 1 << 20,
+        },
+        metadata: Region {
+            offset: 3 << 20,
+            length: 1 << 20,
+        },
+    };
 
     #[test]
     fn region_table_round_trips() {
@@ -137,15 +168,33 @@ mod tests {
     fn region_table_rejects_bad_checksum_and_regions_past_eof() {
         let mut b = encode(&REGIONS);
         b[60000] = 1;
-        assert!(matches!(decode(&b, 0, 8 << 20), Err(Error::BadChecksum { .. })));
-        assert!(matches!(decode(&encode(&REGIONS), 0, 3 << 20), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            decode(&b, 0, 8 << 20),
+            Err(Error::BadChecksum { .. })
+        ));
+        assert!(matches!(
+            decode(&encode(&REGIONS), 0, 3 << 20),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn region_table_rejects_overlap_and_misalignment() {
-        let overlap = Regions { bat: REGIONS.bat, metadata: Region { offset: 2 << 20, length: 1 << 20 } };
+        let overlap = Regions {
+            bat: REGIONS.bat,
+            metadata: Region {
+                offset: 2 << 20,
+                length: 1 << 20,
+            },
+        };
         assert!(decode(&encode(&overlap), 0, 8 << 20).is_err());
-        let odd = Regions { bat: Region { offset: (2 << 20) + 4096, length: 1 << 20 }, ..REGIONS };
+        let odd = Regions {
+            bat: Region {
+                offset: (2 << 20) + 4096,
+                length: 1 << 20,
+            },
+            ..REGIONS
+        };
         assert!(decode(&encode(&odd), 0, 8 << 20).is_err());
     }
 
@@ -160,7 +209,10 @@ mod tests {
         b[e + 28] = 1;
         let crc = crc_with_zeroed(&b, 4);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(decode(&b, 0, 8 << 20), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            decode(&b, 0, 8 << 20),
+            Err(Error::Unsupported { .. })
+        ));
         b[e + 28] = 0;
         let crc = crc_with_zeroed(&b, 4);
         b[4..8].copy_from_slice(&crc.to_le_bytes());

@@ -26,7 +26,9 @@ use super::guid::Guid;
 use super::header::{encode_file_identifier, Header, CREATOR, HEADER_OFFSETS};
 use super::metadata::{self, DiskParams};
 use super::region::{self, Region, Regions, REGION_OFFSETS};
-use super::{payload_bat_index, DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIB, MIN_BLOCK_SIZE};
+use super::{
+    payload_bat_index, DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIB, MIN_BLOCK_SIZE,
+};
 use crate::io::WriteAt;
 use crate::{Error, Format, ImageSink, ImageSummary, Result, Subformat, WriteOptions};
 
@@ -75,7 +77,8 @@ impl VhdxWriter {
     /// other than 512 or 4096.
     pub fn new(file: File, opts: &WriteOptions) -> Result<Self> {
         let block_size = opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
-        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
+        {
             return Err(Error::InvalidOption {
                 option: "block_size",
                 detail: format!("{block_size} is not a power of two from 1 MiB to 256 MiB (VHDX)"),
@@ -104,7 +107,7 @@ impl VhdxWriter {
     /// so the disk a user gets is exactly the one described.
     fn plan(&self, size: u64, allocated: &[Range<u64>]) -> Result<Layout> {
         let ls = u64::from(self.logical_sector);
-        if size == 0 || size % ls != 0 || size > MAX_VIRTUAL_SIZE {
+        if size == 0 || !size.is_multiple_of(ls) || size > MAX_VIRTUAL_SIZE {
             return Err(Error::InvalidOption {
                 option: "virtual size",
                 detail: format!("VHDX needs a non-zero multiple of the logical sector size {ls} up to 64 TB, got {size}"),
@@ -120,15 +123,31 @@ impl VhdxWriter {
         };
         let geo = BatGeometry::new(size, self.block_size, self.logical_sector);
         let bat_len = geo.region_length();
-        let bat = Region { offset: BAT_OFFSET, length: u32::try_from(bat_len).map_err(|_| too_big(size))? };
-        let metadata = Region { offset: BAT_OFFSET + bat_len, length: METADATA_LENGTH };
+        let bat = Region {
+            offset: BAT_OFFSET,
+            length: u32::try_from(bat_len).map_err(|_| too_big(size))?,
+        };
+        let metadata = Region {
+            offset: BAT_OFFSET + bat_len,
+            length: METADATA_LENGTH,
+        };
         let runs = if self.fixed {
-            vec![Run { first: 0, count: geo.payload_blocks, stored: 0 }]
+            vec![Run {
+                first: 0,
+                count: geo.payload_blocks,
+                stored: 0,
+            }]
         } else {
             present_runs(allocated, u64::from(self.block_size), geo.payload_blocks)
         };
         let stored_blocks = runs.last().map_or(0, |r| r.stored + r.count);
-        Ok(Layout { params, regions: Regions { bat, metadata }, data_start: metadata.end(), runs, stored_blocks })
+        Ok(Layout {
+            params,
+            regions: Regions { bat, metadata },
+            data_start: metadata.end(),
+            runs,
+            stored_blocks,
+        })
     }
 
     /// File offset of guest offset `offset`, and the bytes left in its block.
@@ -138,12 +157,19 @@ impl VhdxWriter {
         let i = layout.runs.partition_point(|r| r.first + r.count <= block);
         let run = layout.runs.get(i).filter(|r| r.first <= block)?;
         let stored = run.stored + (block - run.first);
-        Some((layout.data_start + stored * bs + offset % bs, bs - offset % bs))
+        Some((
+            layout.data_start + stored * bs + offset % bs,
+            bs - offset % bs,
+        ))
     }
 
     /// Streams the BAT: payload entries FULLY_PRESENT or ZERO, bitmap entries 0.
     fn write_bat(&mut self, layout: &Layout) -> Result<()> {
-        let geo = BatGeometry::new(layout.params.virtual_size, self.block_size, self.logical_sector);
+        let geo = BatGeometry::new(
+            layout.params.virtual_size,
+            self.block_size,
+            self.logical_sector,
+        );
         let bs = u64::from(self.block_size);
         let mut buf = Vec::with_capacity(1 << 20);
         let mut pos = layout.regions.bat.offset;
@@ -153,13 +179,15 @@ impl VhdxWriter {
                 runs.next();
             }
             let e = match runs.peek() {
-                Some(r) if r.first <= i => {
-                    entry(PAYLOAD_BLOCK_FULLY_PRESENT, layout.data_start + (r.stored + i - r.first) * bs)
-                }
+                Some(r) if r.first <= i => entry(
+                    PAYLOAD_BLOCK_FULLY_PRESENT,
+                    layout.data_start + (r.stored + i - r.first) * bs,
+                ),
                 _ => entry(PAYLOAD_BLOCK_ZERO, 0),
             };
             let index = payload_bat_index(i, geo.chunk_ratio);
-            let at = usize::try_from((layout.regions.bat.offset + index * 8) - pos).expect("inside the 1 MiB buffer");
+            let at = usize::try_from((layout.regions.bat.offset + index * 8) - pos)
+                .expect("inside the 1 MiB buffer");
             buf.resize(at, 0); // bitmap entries between payload entries stay 0
             buf.extend_from_slice(&e.to_le_bytes());
             if buf.len() >= 1 << 20 {
@@ -172,26 +200,38 @@ impl VhdxWriter {
     }
 
     fn put(&mut self, buf: &[u8], offset: u64, what: &str) -> Result<()> {
-        self.file.write_all_at(buf, offset).map_err(|e| Error::io(format!("vhdx: writing the {what} at {offset}"), e))
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::io(format!("vhdx: writing the {what} at {offset}"), e))
     }
 }
 
 fn too_big(size: u64) -> Error {
-    Error::InvalidOption { option: "virtual size", detail: format!("{size} needs a BAT larger than 4 GiB") }
+    Error::InvalidOption {
+        option: "virtual size",
+        detail: format!("{size} needs a BAT larger than 4 GiB"),
+    }
 }
 
 /// Merged runs of blocks overlapping `allocated`, numbered in guest order.
 fn present_runs(allocated: &[Range<u64>], bs: u64, payload_blocks: u64) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     for r in allocated.iter().filter(|r| r.start < r.end) {
-        let (first, last) = (r.start / bs, ((r.end - 1) / bs).min(payload_blocks.saturating_sub(1)));
+        let (first, last) = (
+            r.start / bs,
+            ((r.end - 1) / bs).min(payload_blocks.saturating_sub(1)),
+        );
         match runs.last_mut() {
             Some(prev) if prev.first + prev.count >= first => {
                 prev.count = prev.count.max(last + 1 - prev.first);
             }
             _ => {
                 let stored = runs.last().map_or(0, |p| p.stored + p.count);
-                runs.push(Run { first, count: last + 1 - first, stored });
+                runs.push(Run {
+                    first,
+                    count: last + 1 - first,
+                    stored,
+                });
             }
         }
     }
@@ -202,7 +242,12 @@ impl ImageSink for VhdxWriter {
     fn begin(&mut self, size: u64, allocated: &[Range<u64>]) -> Result<()> {
         let layout = self.plan(size, allocated)?;
         self.hasher.update(b"imgbuild-vhdx-content\0");
-        for v in [size, u64::from(self.block_size), u64::from(self.logical_sector), u64::from(self.fixed)] {
+        for v in [
+            size,
+            u64::from(self.block_size),
+            u64::from(self.logical_sector),
+            u64::from(self.fixed),
+        ] {
             self.hasher.update(v.to_le_bytes());
         }
         for r in allocated {
@@ -210,7 +255,9 @@ impl ImageSink for VhdxWriter {
             self.hasher.update(r.end.to_le_bytes());
         }
         let file_len = layout.data_start + layout.stored_blocks * u64::from(self.block_size);
-        self.file.set_len(file_len).map_err(|e| Error::io("vhdx: sizing the file", e))?;
+        self.file
+            .set_len(file_len)
+            .map_err(|e| Error::io("vhdx: sizing the file", e))?;
         self.write_bat(&layout)?;
         self.layout = Some(layout);
         Ok(())
@@ -231,7 +278,9 @@ impl ImageSink for VhdxWriter {
                     std::io::ErrorKind::InvalidInput.into(),
                 ));
             };
-            let n = usize::try_from(room).unwrap_or(usize::MAX).min(data.len() - done);
+            let n = usize::try_from(room)
+                .unwrap_or(usize::MAX)
+                .min(data.len() - done);
             let chunk = &data[done..done + n];
             // The file was sized in begin: zeros need not be written (holes).
             if chunk.iter().any(|&b| b != 0) {
@@ -247,7 +296,9 @@ impl ImageSink for VhdxWriter {
 
     fn finish(mut self: Box<Self>) -> Result<ImageSummary> {
         let mut layout = self.layout.take().ok_or_else(|| not_begun("finish"))?;
-        let seed = self.seed.unwrap_or_else(|| self.hasher.clone().finalize().into());
+        let seed = self
+            .seed
+            .unwrap_or_else(|| self.hasher.clone().finalize().into());
         layout.params.disk_id = Guid::derive(&seed, "vhdx-virtual-disk-id");
         let header = |seq| Header {
             sequence_number: seq,
@@ -266,14 +317,25 @@ impl ImageSink for VhdxWriter {
         let regions = region::encode(&layout.regions);
         self.put(&regions, REGION_OFFSETS[0], "region table 1")?;
         self.put(&regions, REGION_OFFSETS[1], "region table 2")?;
-        self.put(&metadata::encode(&layout.params), layout.regions.metadata.offset, "metadata")?;
+        self.put(
+            &metadata::encode(&layout.params),
+            layout.regions.metadata.offset,
+            "metadata",
+        )?;
         let file_size = layout.data_start + layout.stored_blocks * u64::from(self.block_size);
-        Ok(ImageSummary { format: Format::Vhdx, virtual_size: layout.params.virtual_size, file_size })
+        Ok(ImageSummary {
+            format: Format::Vhdx,
+            virtual_size: layout.params.virtual_size,
+            file_size,
+        })
     }
 }
 
 fn not_begun(what: &str) -> Error {
-    Error::io(format!("vhdx: {what} called before begin"), std::io::ErrorKind::InvalidInput.into())
+    Error::io(
+        format!("vhdx: {what} called before begin"),
+        std::io::ErrorKind::InvalidInput.into(),
+    )
 }
 
 #[cfg(test)]
@@ -283,7 +345,11 @@ mod tests {
     #[test]
     fn runs_merge_ranges_sharing_or_touching_blocks() {
         let mb = 1 << 20;
-        let runs = present_runs(&[0..10, mb - 1..mb + 1, 5 * mb..5 * mb + 1, 6 * mb..7 * mb], mb, 8);
+        let runs = present_runs(
+            &[0..10, mb - 1..mb + 1, 5 * mb..5 * mb + 1, 6 * mb..7 * mb],
+            mb,
+            8,
+        );
         let got: Vec<_> = runs.iter().map(|r| (r.first, r.count, r.stored)).collect();
         assert_eq!(got, vec![(0, 2, 0), (5, 2, 2)]);
     }
@@ -292,13 +358,28 @@ mod tests {
     fn writer_rejects_bad_options() {
         let f = || tempfile_file();
         for bs in [0u32, 512 << 10, 3 << 20, 512 << 20] {
-            let o = WriteOptions { block_size: Some(bs), ..Default::default() };
-            assert!(matches!(VhdxWriter::new(f(), &o), Err(Error::InvalidOption { .. })), "{bs}");
+            let o = WriteOptions {
+                block_size: Some(bs),
+                ..Default::default()
+            };
+            assert!(
+                matches!(VhdxWriter::new(f(), &o), Err(Error::InvalidOption { .. })),
+                "{bs}"
+            );
         }
-        let o = WriteOptions { logical_sector_size: Some(1024), ..Default::default() };
-        assert!(matches!(VhdxWriter::new(f(), &o), Err(Error::InvalidOption { .. })));
+        let o = WriteOptions {
+            logical_sector_size: Some(1024),
+            ..Default::default()
+        };
+        assert!(matches!(
+            VhdxWriter::new(f(), &o),
+            Err(Error::InvalidOption { .. })
+        ));
         let mut w = VhdxWriter::new(f(), &WriteOptions::default()).unwrap();
-        assert!(matches!(w.begin(1000, &[]), Err(Error::InvalidOption { .. })));
+        assert!(matches!(
+            w.begin(1000, &[]),
+            Err(Error::InvalidOption { .. })
+        ));
         assert!(matches!(w.begin(0, &[]), Err(Error::InvalidOption { .. })));
     }
 

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use imgbuild_formats::{write_images, DiskImage, Format, ImageSummary, VirtualDisk, VirtualDiskBuilder, WriteOptions};
+use imgbuild_formats::{
+    write_images, DiskImage, Format, ImageSummary, VirtualDisk, VirtualDiskBuilder, WriteOptions,
+};
 
 /// True when the tool is on PATH. With `CI=true` a missing tool fails the
 /// test; locally it skips with a printed reason.
@@ -28,7 +30,9 @@ pub fn require_tool(tool: &str) -> bool {
 
 /// Runs a command and panics with its output unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}\n{}",
@@ -52,7 +56,13 @@ pub fn write(disk: &VirtualDisk, format: Format, opts: &WriteOptions, path: &Pat
 }
 
 /// Writes `disk` as raw and as `format` into `dir`, returning both paths.
-pub fn write_pair(disk: &VirtualDisk, format: Format, opts: &WriteOptions, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub fn write_pair(
+    disk: &VirtualDisk,
+    format: Format,
+    opts: &WriteOptions,
+    dir: &Path,
+    name: &str,
+) -> (PathBuf, PathBuf) {
     let raw = dir.join(format!("{name}.raw"));
     let img = dir.join(format!("{name}.{}", format.extension()));
     write(disk, Format::Raw, &WriteOptions::default(), &raw);
@@ -89,7 +99,11 @@ pub fn assert_same_bytes(disk: &VirtualDisk, image: &dyn DiskImage) {
     let step = 1u64 << 20;
     let (mut a, mut b) = (vec![0u8; step as usize], vec![0u8; step as usize]);
     let mut interesting: Vec<u64> = Vec::new();
-    for r in disk.allocated().iter().chain(image.allocated().expect("allocated").iter()) {
+    for r in disk
+        .allocated()
+        .iter()
+        .chain(image.allocated().expect("allocated").iter())
+    {
         let mut at = r.start / step * step;
         while at < r.end {
             interesting.push(at);
@@ -111,21 +125,42 @@ pub fn assert_same_bytes(disk: &VirtualDisk, image: &dyn DiskImage) {
 
 /// Opens an image with our reader.
 pub fn open(path: &Path, format: Format) -> Arc<dyn DiskImage> {
-    imgbuild_formats::open(path, Some(format)).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    imgbuild_formats::open(path, Some(format))
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
 /// `qemu-img compare -f raw -F <fmt> raw img`: identical or panic.
 pub fn qemu_compare(raw: &Path, img: &Path, qemu_fmt: &str) {
-    let out = stdout_of(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", qemu_fmt]).arg(raw).arg(img));
-    assert!(out.contains("Images are identical"), "qemu-img compare: {out}");
+    let out = stdout_of(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", qemu_fmt])
+            .arg(raw)
+            .arg(img),
+    );
+    assert!(
+        out.contains("Images are identical"),
+        "qemu-img compare: {out}"
+    );
 }
 
 /// `qemu-img info`'s virtual size (the top-level "virtual size: … (N bytes)").
 pub fn qemu_virtual_size(img: &Path, qemu_fmt: &str) -> u64 {
-    let out = stdout_of(Command::new("qemu-img").args(["info", "-f", qemu_fmt]).arg(img));
-    let line = out.lines().find(|l| l.starts_with("virtual size:")).unwrap_or_else(|| panic!("no virtual size in {out}"));
+    let out = stdout_of(
+        Command::new("qemu-img")
+            .args(["info", "-f", qemu_fmt])
+            .arg(img),
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("virtual size:"))
+        .unwrap_or_else(|| panic!("no virtual size in {out}"));
     let inner = line.rsplit('(').next().unwrap();
-    inner.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("bad line {line}"))
+    inner
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("bad line {line}"))
 }
 
 /// Python with libvhdi's bindings (Debian `python3-libvhdi`), the data
@@ -134,7 +169,11 @@ const PYVHDI: &str = "/usr/bin/python3";
 
 /// True when `pyvhdi` imports; with `CI=true` its absence fails the test.
 pub fn require_pyvhdi() -> bool {
-    let ok = Command::new(PYVHDI).args(["-c", "import pyvhdi"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new(PYVHDI)
+        .args(["-c", "import pyvhdi"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("python3-libvhdi is required in CI (scripts/install-deps.sh installs it)");
@@ -180,7 +219,15 @@ pub fn disk_sha256(disk: &VirtualDisk) -> String {
 /// vhdiinfo's "Media size" in bytes (exit status 0 required).
 pub fn vhdiinfo_media_size(path: &Path) -> u64 {
     let out = stdout_of(Command::new("vhdiinfo").arg(path));
-    let line = out.lines().find(|l| l.contains("Media size")).unwrap_or_else(|| panic!("no media size: {out}"));
+    let line = out
+        .lines()
+        .find(|l| l.contains("Media size"))
+        .unwrap_or_else(|| panic!("no media size: {out}"));
     let inner = line.rsplit('(').next().unwrap();
-    inner.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("bad line {line}"))
+    inner
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("bad line {line}"))
 }
