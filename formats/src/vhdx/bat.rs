@@ -78,12 +78,20 @@ pub fn entry(state: u64, file_offset: u64) -> u64 {
     (file_offset / MIB) << 20 | state
 }
 
-/// What a reader needs from the BAT: each payload block's file offset, or
-/// `None` where the block reads as zeros.
+/// What a reader needs from the BAT: each payload block's file offset, 0
+/// where the block reads as zeros (a present block is never at 0: it lies
+/// past the 1 MiB header section). 8 bytes per block, not 16.
 #[derive(Clone, Debug, Default)]
 pub struct BlockMap {
-    /// File offset of each payload block (None: zeros).
-    pub offsets: Vec<Option<u64>>,
+    /// File offset of each payload block (0: zeros).
+    pub offsets: Vec<u64>,
+}
+
+impl BlockMap {
+    /// File offset of payload block `i`, or None when it reads as zeros.
+    pub fn get(&self, i: usize) -> Option<u64> {
+        self.offsets.get(i).copied().filter(|&o| o != 0)
+    }
 }
 
 /// Reads the BAT at `bat` (bytes `bat.start..bat.end` of `src`, already
@@ -158,7 +166,7 @@ pub fn read(
             | PAYLOAD_BLOCK_UNDEFINED
             | PAYLOAD_BLOCK_ZERO
             | PAYLOAD_BLOCK_UNMAPPED
-            | PAYLOAD_BLOCK_UNMAPPED_V095 => None,
+            | PAYLOAD_BLOCK_UNMAPPED_V095 => 0,
             PAYLOAD_BLOCK_FULLY_PRESENT => {
                 let off = (e >> 20) * MIB;
                 // Bytes of this block inside the virtual size (payload i < payload_blocks).
@@ -172,7 +180,7 @@ pub fn read(
                     return Err(corrupt(entry_at, format!("entry {i}: block at {off} is not inside the file ({file_len} bytes) past 1 MiB")));
                 };
                 used.push(off..end);
-                Some(off)
+                off
             }
             PAYLOAD_BLOCK_PARTIALLY_PRESENT => {
                 return Err(Error::Unsupported {
@@ -194,8 +202,10 @@ pub fn read(
     Ok(BlockMap { offsets })
 }
 
-/// Fails if any two ranges overlap (blocks with blocks, blocks with metadata).
-fn check_disjoint(ranges: &mut [Range<u64>]) -> std::result::Result<(), String> {
+/// Fails if any two non-empty ranges overlap (blocks with blocks, blocks
+/// with metadata). An empty range (a log of length 0) overlaps nothing.
+fn check_disjoint(ranges: &mut Vec<Range<u64>>) -> std::result::Result<(), String> {
+    ranges.retain(|r| r.start < r.end);
     ranges.sort_by_key(|r| (r.start, r.end));
     for w in ranges.windows(2) {
         if w[1].start < w[0].end {
@@ -261,7 +271,7 @@ mod tests {
             8 << 20,
         )
         .unwrap();
-        assert_eq!(m.offsets, vec![Some(5 << 20), None]);
+        assert_eq!((m.get(0), m.get(1), m.get(2)), (Some(5 << 20), None, None));
     }
 
     #[test]

@@ -109,7 +109,9 @@ impl Header {
         })
     }
 
-    /// Checks the fields of the current header (MS-VHDX 2.2.2).
+    /// Checks the fields of the current header (MS-VHDX 2.2.2). The 4016
+    /// reserved bytes are not checked: qemu does not either, and they carry
+    /// no meaning we could misread.
     pub fn validate(&self, offset: u64) -> Result<()> {
         if self.version != 1 {
             return Err(corrupt(

@@ -143,7 +143,7 @@ impl VhdxReader {
     }
 
     fn present_blocks(&self) -> usize {
-        self.blocks.offsets.iter().filter(|o| o.is_some()).count()
+        self.blocks.offsets.iter().filter(|&&o| o != 0).count()
     }
 }
 
@@ -161,7 +161,7 @@ impl ReadAt for VhdxReader {
                 .unwrap_or(usize::MAX)
                 .min(buf.len() - done);
             let dst = &mut buf[done..done + n];
-            match self.blocks.offsets.get(block).copied().flatten() {
+            match self.blocks.get(block) {
                 Some(file_at) => self.src.read_exact_at(dst, file_at + in_block)?,
                 None => dst.fill(0),
             }
@@ -188,7 +188,7 @@ impl DiskImage for VhdxReader {
             .offsets
             .iter()
             .enumerate()
-            .filter(|(_, o)| o.is_some())
+            .filter(|(_, &o)| o != 0)
         {
             let start = i as u64 * bs;
             let end = (start + bs).min(self.params.virtual_size);
