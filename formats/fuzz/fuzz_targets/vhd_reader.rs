@@ -10,7 +10,9 @@ use imgbuild_formats::{DiskImage, ReadAt};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let mut b = rest.to_vec();
     if mode & 1 == 1 && b.len() >= FOOTER_SIZE {
         let at = b.len() - FOOTER_SIZE;
