@@ -12,6 +12,10 @@
 #
 # Usage: scripts/bench-build.sh [--runs N] [--size 3G] [--tar PATH]
 #          [--imgbuild PATH] [--only pipeline,qemu,imgbuild] [--workdir DIR] [--keep]
+# Defaults: 5 runs, 3G, ${IMGBUILD_CACHE:-~/.cache/imgbuild}/debian-bookworm-test.tar
+# (made by scripts/debian-rootfs.sh when missing), imgbuild from $IMGBUILD or
+# ${CARGO_TARGET_DIR:-target}/release/imgbuild. --size 64G shows imgbuild's
+# peak RSS against the < 256 MiB bound; --only imgbuild skips the slow rest.
 # Runs are warm-cache (the page cache is not dropped: that needs root).
 set -euo pipefail
 export LC_ALL=C
@@ -91,7 +95,7 @@ fi
 
 # --- Arguments.
 
-usage() { sed -n '2,16p' "$self" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$self"; }
 runs=5
 size_arg=3G
 tar_path=
