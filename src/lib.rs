@@ -16,5 +16,6 @@ pub mod layout;
 pub mod output;
 pub mod progress;
 pub mod size;
+pub mod source;
 pub mod tree;
 pub mod verify;
