@@ -19,15 +19,23 @@ use support::{require_tool, run_ok, tempdir};
 fn debian_tar() -> Option<PathBuf> {
     let cache = std::env::var_os("IMGBUILD_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/imgbuild"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/imgbuild")
+        });
     let tar = cache.join("debian-bookworm-test.tar");
     if tar.is_file() {
         return Some(tar);
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{} is missing: run scripts/debian-rootfs.sh first", tar.display());
+        panic!(
+            "{} is missing: run scripts/debian-rootfs.sh first",
+            tar.display()
+        );
     }
-    eprintln!("SKIPPED: {} is missing (run scripts/debian-rootfs.sh)", tar.display());
+    eprintln!(
+        "SKIPPED: {} is missing (run scripts/debian-rootfs.sh)",
+        tar.display()
+    );
     None
 }
 
@@ -48,30 +56,65 @@ fn extract() -> Option<Rootfs> {
     let dir = tempdir();
     let root = dir.path().join("root");
     fs::create_dir(&root).expect("mkdir");
-    run_ok(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&root).args(["./lib", "./boot", "./usr/lib/modules"]));
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&root)
+            .args(["./lib", "./boot", "./usr/lib/modules"]),
+    );
     let initrd = fs::read_dir(root.join("boot"))
         .expect("boot dir")
         .map(|e| e.expect("entry").path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("initrd.img-")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("initrd.img-"))
+        })
         .expect("initramfs-tools made /boot/initrd.img-*");
-    let name = initrd.file_name().and_then(|n| n.to_str()).expect("utf-8 name");
+    let name = initrd
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("utf-8 name");
     let version = name.trim_start_matches("initrd.img-").to_string();
-    Some(Rootfs { _dir: dir, root, version, initrd })
+    Some(Rootfs {
+        _dir: dir,
+        root,
+        version,
+        initrd,
+    })
 }
 
 /// A `Tree` of a directory: module files as empty files (only their names
 /// matter to the check), other files with their contents, symlinks as they are.
 fn tree_of(root: &Path) -> Tree {
-    let meta = Meta { mode: 0o755, ..Meta::default() };
+    let meta = Meta {
+        mode: 0o755,
+        ..Meta::default()
+    };
     let mut tree = Tree::new(meta.clone());
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in fs::read_dir(&dir).expect("read_dir") {
             let path = e.expect("entry").path();
-            let rel = path.strip_prefix(root).expect("below root").to_str().expect("utf-8").as_bytes().to_vec();
+            let rel = path
+                .strip_prefix(root)
+                .expect("below root")
+                .to_str()
+                .expect("utf-8")
+                .as_bytes()
+                .to_vec();
             let ft = fs::symlink_metadata(&path).expect("lstat").file_type();
             let kind = if ft.is_symlink() {
-                Kind::Symlink(fs::read_link(&path).expect("readlink").to_str().expect("utf-8").as_bytes().to_vec())
+                Kind::Symlink(
+                    fs::read_link(&path)
+                        .expect("readlink")
+                        .to_str()
+                        .expect("utf-8")
+                        .as_bytes()
+                        .to_vec(),
+                )
             } else if ft.is_dir() {
                 stack.push(path.clone());
                 Kind::Dir(BTreeMap::new())
@@ -80,7 +123,14 @@ fn tree_of(root: &Path) -> Tree {
             } else {
                 Kind::File(FileData::Bytes(fs::read(&path).expect("read").into()))
             };
-            tree.insert(&rel, Inode { meta: meta.clone(), kind }).expect("insert");
+            tree.insert(
+                &rel,
+                Inode {
+                    meta: meta.clone(),
+                    kind,
+                },
+            )
+            .expect("insert");
         }
     }
     tree
@@ -92,21 +142,38 @@ fn bytes(path: &Path) -> FileData {
 
 fn our_names(data: &FileData) -> Vec<String> {
     let listing = cpio::list(data).expect("our reader reads it");
-    listing.entries.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect()
+    listing
+        .entries
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .collect()
 }
 
 fn lines(out: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(out).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// `cpio -t` of an uncompressed archive stream given on stdin.
 fn cpio_t(raw: &Path) -> Vec<String> {
-    let out = run_ok(Command::new("cpio").arg("--quiet").arg("-t").stdin(fs::File::open(raw).expect("open")));
+    let out = run_ok(
+        Command::new("cpio")
+            .arg("--quiet")
+            .arg("-t")
+            .stdin(fs::File::open(raw).expect("open")),
+    );
     lines(&out.stdout)
 }
 
 fn sh(script: &str) {
-    run_ok(Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()));
+    run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null()),
+    );
 }
 
 #[test]
@@ -119,10 +186,22 @@ fn debian_cloud_kernel_passes_every_target() {
         let report = drivers::check(&tree, &r.version, target, Some(&initrd))
             .unwrap_or_else(|e| panic!("stock Debian cloud kernel fails {target}: {e}"));
         assert_eq!(report.kernel_version, r.version);
-        eprintln!("{target}: {:?}", report.modules.iter().map(|m| (&m.name, &m.found)).collect::<Vec<_>>());
+        eprintln!(
+            "{target}: {:?}",
+            report
+                .modules
+                .iter()
+                .map(|m| (&m.name, &m.found))
+                .collect::<Vec<_>>()
+        );
     }
-    let hv = drivers::check(&tree, &r.version, Hypervisor::HyperV, Some(&initrd)).expect("checked above");
-    let storvsc = hv.modules.iter().find(|m| m.name == "hv_storvsc").expect("reported");
+    let hv = drivers::check(&tree, &r.version, Hypervisor::HyperV, Some(&initrd))
+        .expect("checked above");
+    let storvsc = hv
+        .modules
+        .iter()
+        .find(|m| m.name == "hv_storvsc")
+        .expect("reported");
     assert!(storvsc.found.contains(&Found::Initramfs), "{storvsc:?}");
 }
 
@@ -137,9 +216,17 @@ fn debian_initrd_listing_matches_lsinitramfs_and_cpio() {
     assert_eq!(ours, lsinitramfs, "our listing differs from lsinitramfs");
     let dir = tempdir();
     let raw = dir.path().join("raw.cpio");
-    sh(&format!("gzip -dc '{}' > '{}'", r.initrd.display(), raw.display()));
+    sh(&format!(
+        "gzip -dc '{}' > '{}'",
+        r.initrd.display(),
+        raw.display()
+    ));
     assert_eq!(ours, cpio_t(&raw), "our listing differs from cpio -t");
-    assert!(ours.len() > 100, "a real initramfs has hundreds of entries, got {}", ours.len());
+    assert!(
+        ours.len() > 100,
+        "a real initramfs has hundreds of entries, got {}",
+        ours.len()
+    );
 }
 
 /// Builds an uncompressed early-microcode archive with `cpio -o -H newc`
@@ -147,8 +234,16 @@ fn debian_initrd_listing_matches_lsinitramfs_and_cpio() {
 fn microcode_cpio(dir: &Path, out: &Path) {
     let early = dir.join("early");
     fs::create_dir_all(early.join("kernel/x86/microcode")).expect("mkdir");
-    fs::write(early.join("kernel/x86/microcode/GenuineIntel.bin"), [0x55u8; 3000]).expect("write");
-    sh(&format!("cd '{}' && find . | LC_ALL=C sort | cpio --quiet -o -H newc > '{}'", early.display(), out.display()));
+    fs::write(
+        early.join("kernel/x86/microcode/GenuineIntel.bin"),
+        [0x55u8; 3000],
+    )
+    .expect("write");
+    sh(&format!(
+        "cd '{}' && find . | LC_ALL=C sort | cpio --quiet -o -H newc > '{}'",
+        early.display(),
+        out.display()
+    ));
 }
 
 #[test]
@@ -162,7 +257,11 @@ fn recompressed_debian_initrd_with_microcode_prefix_matches_oracles() {
     let dir = tempdir();
     let d = dir.path();
     let (raw, early) = (d.join("raw.cpio"), d.join("early.cpio"));
-    sh(&format!("gzip -dc '{}' > '{}'", r.initrd.display(), raw.display()));
+    sh(&format!(
+        "gzip -dc '{}' > '{}'",
+        r.initrd.display(),
+        raw.display()
+    ));
     microcode_cpio(d, &early);
     let mut want = cpio_t(&early);
     want.extend(cpio_t(&raw));
@@ -182,17 +281,33 @@ fn recompressed_debian_initrd_with_microcode_prefix_matches_oracles() {
             img = img.display()
         ));
         let data = bytes(&img);
-        assert_eq!(our_names(&data), want, "{name}: our listing differs from cpio -t of the parts");
+        assert_eq!(
+            our_names(&data),
+            want,
+            "{name}: our listing differs from cpio -t of the parts"
+        );
         if name != "lz4" && name != "none" {
             // unmkinitramfs cannot read lz4 legacy, and fails ("premature end
             // of archive") on an uncompressed main archive after an early one,
             // which the kernel accepts; cpio -t of the parts is the oracle there.
             let ls = lines(&run_ok(Command::new("lsinitramfs").arg(&img)).stdout);
-            assert_eq!(our_names(&data), ls, "{name}: our listing differs from lsinitramfs");
+            assert_eq!(
+                our_names(&data),
+                ls,
+                "{name}: our listing differs from lsinitramfs"
+            );
         }
         let listing = cpio::list(&data).expect("read");
-        assert_eq!(listing.segments[0].compression, cpio::Compression::None, "{name}: early segment");
-        assert!(listing.segments.len() == 2, "{name}: two segments, got {:?}", listing.segments);
+        assert_eq!(
+            listing.segments[0].compression,
+            cpio::Compression::None,
+            "{name}: early segment"
+        );
+        assert!(
+            listing.segments.len() == 2,
+            "{name}: two segments, got {:?}",
+            listing.segments
+        );
     }
 }
 
@@ -208,7 +323,11 @@ fn initramfs_without_storvsc_fails_for_hyperv_and_passes_for_kvm() {
     }
     let dir = tempdir();
     let d = dir.path();
-    let (unpacked, early, img) = (d.join("unpacked"), d.join("early.cpio"), d.join("initrd.img"));
+    let (unpacked, early, img) = (
+        d.join("unpacked"),
+        d.join("early.cpio"),
+        d.join("initrd.img"),
+    );
     fs::create_dir(&unpacked).expect("mkdir");
     sh(&format!(
         "cd '{u}' && gzip -dc '{i}' | cpio --quiet -id --no-absolute-filenames && \
@@ -224,38 +343,85 @@ fn initramfs_without_storvsc_fails_for_hyperv_and_passes_for_kvm() {
         img = img.display()
     ));
     let oracle = lines(&run_ok(Command::new("lsinitramfs").arg(&img)).stdout);
-    assert!(!oracle.iter().any(|l| l.contains("hv_storvsc")), "rebuilt initramfs still has hv_storvsc");
+    assert!(
+        !oracle.iter().any(|l| l.contains("hv_storvsc")),
+        "rebuilt initramfs still has hv_storvsc"
+    );
     let data = bytes(&img);
-    assert_eq!(our_names(&data), oracle, "our listing differs from lsinitramfs");
+    assert_eq!(
+        our_names(&data),
+        oracle,
+        "our listing differs from lsinitramfs"
+    );
 
     let mut tree = tree_of(&r.root);
     // modules.builtin without hv_storvsc (the cloud kernel builds it as a module).
     let builtin = format!("usr/lib/modules/{}/modules.builtin", r.version);
     let text = fs::read_to_string(r.root.join(&builtin)).expect("modules.builtin");
-    let filtered: String = text.lines().filter(|l| !l.contains("hv_storvsc")).map(|l| format!("{l}\n")).collect();
-    let inode = Inode { meta: Meta { mode: 0o644, ..Meta::default() }, kind: Kind::File(FileData::Bytes(filtered.into_bytes().into())) };
+    let filtered: String = text
+        .lines()
+        .filter(|l| !l.contains("hv_storvsc"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let inode = Inode {
+        meta: Meta {
+            mode: 0o644,
+            ..Meta::default()
+        },
+        kind: Kind::File(FileData::Bytes(filtered.into_bytes().into())),
+    };
     tree.insert(builtin.as_bytes(), inode).expect("replace");
 
-    let err = drivers::check(&tree, &r.version, Hypervisor::HyperV, Some(&data)).expect_err("hv_storvsc is missing");
-    let DriverError::Missing { target, missing, .. } = &err else { panic!("expected Missing, got {err:?}") };
+    let err = drivers::check(&tree, &r.version, Hypervisor::HyperV, Some(&data))
+        .expect_err("hv_storvsc is missing");
+    let DriverError::Missing {
+        target, missing, ..
+    } = &err
+    else {
+        panic!("expected Missing, got {err:?}")
+    };
     assert_eq!(*target, Hypervisor::HyperV);
-    assert_eq!(missing.iter().map(|m| m.names.join("|")).collect::<Vec<_>>(), ["hv_storvsc"]);
+    assert_eq!(
+        missing
+            .iter()
+            .map(|m| m.names.join("|"))
+            .collect::<Vec<_>>(),
+        ["hv_storvsc"]
+    );
     let msg = err.to_string();
-    assert!(msg.contains("hv_storvsc") && msg.contains("target hyperv") && msg.contains(&r.version), "{msg}");
+    assert!(
+        msg.contains("hv_storvsc") && msg.contains("target hyperv") && msg.contains(&r.version),
+        "{msg}"
+    );
     eprintln!("{msg}");
-    drivers::check(&tree, &r.version, Hypervisor::Kvm, Some(&data)).expect("kvm does not need hv_storvsc");
+    drivers::check(&tree, &r.version, Hypervisor::Kvm, Some(&data))
+        .expect("kvm does not need hv_storvsc");
 }
 
 #[test]
 fn write_config_on_the_debian_tree_records_hyperv_modules() {
     let Some(r) = extract() else { return };
     let mut tree = tree_of(&r.root);
-    let changed = drivers::write_config(&mut tree, Hypervisor::HyperV, &Meta::default()).expect("write");
+    let changed =
+        drivers::write_config(&mut tree, Hypervisor::HyperV, &Meta::default()).expect("write");
     // This extract has no /etc, so initramfs-tools' list is created.
-    assert_eq!(changed, ["/etc/initramfs-tools/modules", "/etc/modules-load.d/imgbuild-hyperv.conf"]);
-    let id = tree.lookup(b"etc/modules-load.d/imgbuild-hyperv.conf").expect("written");
-    let Kind::File(data) = &tree.inode(id).kind else { panic!("not a file") };
+    assert_eq!(
+        changed,
+        [
+            "/etc/initramfs-tools/modules",
+            "/etc/modules-load.d/imgbuild-hyperv.conf"
+        ]
+    );
+    let id = tree
+        .lookup(b"etc/modules-load.d/imgbuild-hyperv.conf")
+        .expect("written");
+    let Kind::File(data) = &tree.inode(id).kind else {
+        panic!("not a file")
+    };
     let text = String::from_utf8(data.read_all().expect("bytes")).expect("utf-8");
     // The cloud kernel has no hyperv_drm, so the fbdev alternative is listed.
-    assert!(text.ends_with("hv_netvsc\nhv_utils\nhyperv_keyboard\nhid_hyperv\nhyperv_fb\n"), "{text}");
+    assert!(
+        text.ends_with("hv_netvsc\nhv_utils\nhyperv_keyboard\nhid_hyperv\nhyperv_fb\n"),
+        "{text}"
+    );
 }

@@ -80,7 +80,10 @@ impl Compression {
             (b"BZh", Compression::Bzip2),
             (b"\x89LZO", Compression::Lzo),
         ];
-        table.iter().find(|(m, _)| magic.starts_with(m)).map(|(_, c)| *c)
+        table
+            .iter()
+            .find(|(m, _)| magic.starts_with(m))
+            .map(|(_, c)| *c)
     }
 
     /// Lower-case name as the kernel prints it.
@@ -121,7 +124,11 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.compression {
             Compression::None => write!(f, "initramfs byte {}", self.offset),
-            c => write!(f, "initramfs byte {} ({c} stream), unpacked byte {}", self.segment, self.offset),
+            c => write!(
+                f,
+                "initramfs byte {} ({c} stream), unpacked byte {}",
+                self.segment, self.offset
+            ),
         }
     }
 }
@@ -242,7 +249,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_entries: 1 << 20, max_name_bytes: 64 << 20, max_unpacked: 16 << 30 }
+        Self {
+            max_entries: 1 << 20,
+            max_name_bytes: 64 << 20,
+            max_unpacked: 16 << 30,
+        }
     }
 }
 
@@ -315,39 +326,77 @@ pub fn list_with_limits(data: &FileData, limits: &Limits) -> Result<Initramfs, C
     let mut names = 0usize;
     loop {
         let at = input.pos();
-        let Some(first) = input.peek().map_err(|source| CpioError::Io { offset: at, source })? else {
+        let Some(first) = input
+            .peek()
+            .map_err(|source| CpioError::Io { offset: at, source })?
+        else {
             return Ok(out);
         };
         if first == 0 {
-            input.skip_zeros().map_err(|source| CpioError::Io { offset: at, source })?;
+            input
+                .skip_zeros()
+                .map_err(|source| CpioError::Io { offset: at, source })?;
             continue;
         }
         let first_entry = out.entries.len();
         let compression = if first == b'0' && at % 4 == 0 {
             let mut c = Counted::new(&mut input, at, at, Compression::None, limits);
-            let mut sink = Sink { out: &mut out.entries, names: &mut names, segment: out.segments.len() };
+            let mut sink = Sink {
+                out: &mut out.entries,
+                names: &mut names,
+                segment: out.segments.len(),
+            };
             parse_archive(&mut c, &mut sink)?;
             c.skip_zeros()?;
             Compression::None
         } else {
             let segment = out.segments.len();
-            let mut sink = Sink { out: &mut out.entries, names: &mut names, segment };
+            let mut sink = Sink {
+                out: &mut out.entries,
+                names: &mut names,
+                segment,
+            };
             unpack_compressed(&mut input, at, limits, &mut sink)?
         };
         let len = input.pos() - at;
-        out.segments.push(Segment { offset: at, len, compression, entries: first_entry..out.entries.len() });
+        out.segments.push(Segment {
+            offset: at,
+            len,
+            compression,
+            entries: first_entry..out.entries.len(),
+        });
     }
 }
 
 /// Decompresses the stream at `at` and parses the archives inside it.
-fn unpack_compressed(input: &mut Input<'_>, at: u64, limits: &Limits, sink: &mut Sink<'_>) -> Result<Compression, CpioError> {
-    let magic = input.peek_n(6).map_err(|source| CpioError::Io { offset: at, source })?;
+fn unpack_compressed(
+    input: &mut Input<'_>,
+    at: u64,
+    limits: &Limits,
+    sink: &mut Sink<'_>,
+) -> Result<Compression, CpioError> {
+    let magic = input
+        .peek_n(6)
+        .map_err(|source| CpioError::Io { offset: at, source })?;
     let Some(compression) = Compression::detect(&magic) else {
-        return Err(CpioError::UnknownMagic { offset: at, found: magic });
+        return Err(CpioError::UnknownMagic {
+            offset: at,
+            found: magic,
+        });
     };
-    let loc = Location { segment: at, compression, offset: 0 };
-    let decompress = |source| CpioError::Decompress { at: loc, compression, source };
-    let lzma = |r: Result<liblzma::stream::Stream, liblzma::stream::Error>| r.map_err(|e| decompress(e.into()));
+    let loc = Location {
+        segment: at,
+        compression,
+        offset: 0,
+    };
+    let decompress = |source| CpioError::Decompress {
+        at: loc,
+        compression,
+        source,
+    };
+    let lzma = |r: Result<liblzma::stream::Stream, liblzma::stream::Error>| {
+        r.map_err(|e| decompress(e.into()))
+    };
     let decoder: Box<dyn Read + '_> = match compression {
         Compression::None => unreachable!("detect never returns None"),
         Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(&mut *input)),
@@ -364,10 +413,26 @@ fn unpack_compressed(input: &mut Input<'_>, at: u64, limits: &Limits, sink: &mut
             Box::new(liblzma::bufread::XzDecoder::new_stream(&mut *input, s))
         }
         Compression::Lz4Legacy => Box::new(Lz4Legacy::new(&mut *input)),
-        Compression::Bzip2 => return Err(CpioError::Unsupported { at: loc, feature: "bzip2-compressed initramfs" }),
-        Compression::Lzo => return Err(CpioError::Unsupported { at: loc, feature: "lzo-compressed initramfs" }),
+        Compression::Bzip2 => {
+            return Err(CpioError::Unsupported {
+                at: loc,
+                feature: "bzip2-compressed initramfs",
+            })
+        }
+        Compression::Lzo => {
+            return Err(CpioError::Unsupported {
+                at: loc,
+                feature: "lzo-compressed initramfs",
+            })
+        }
     };
-    let mut c = Counted::new(BufReader::with_capacity(BUF, decoder), at, 0, compression, limits);
+    let mut c = Counted::new(
+        BufReader::with_capacity(BUF, decoder),
+        at,
+        0,
+        compression,
+        limits,
+    );
     loop {
         c.skip_zeros()?;
         if c.peek()?.is_none() {
@@ -381,7 +446,11 @@ fn unpack_compressed(input: &mut Input<'_>, at: u64, limits: &Limits, sink: &mut
     drop(c);
     if input.pos() == at {
         // A decoder that consumed nothing would loop forever on the same bytes.
-        return Err(CpioError::Decompress { at: loc, compression, source: io::Error::other("consumed no input") });
+        return Err(CpioError::Decompress {
+            at: loc,
+            compression,
+            source: io::Error::other("consumed no input"),
+        });
     }
     Ok(compression)
 }
@@ -419,7 +488,12 @@ fn parse_archive<R: BufRead>(c: &mut Counted<'_, R>, sink: &mut Sink<'_>) -> Res
         let crc = match &header[..6] {
             m if m == MAGIC_NEWC => false,
             m if m == MAGIC_CRC => true,
-            m => return Err(CpioError::BadMagic { at, found: String::from_utf8_lossy(m).into_owned() }),
+            m => {
+                return Err(CpioError::BadMagic {
+                    at,
+                    found: String::from_utf8_lossy(m).into_owned(),
+                })
+            }
         };
         let mut f = [0u32; 13];
         for (i, v) in f.iter_mut().enumerate() {
@@ -447,25 +521,45 @@ fn parse_archive<R: BufRead>(c: &mut Counted<'_, R>, sink: &mut Sink<'_>) -> Res
         c.align4(at)?;
         if crc && sum != chksum {
             let name = String::from_utf8_lossy(&name).into_owned();
-            return Err(CpioError::BadChecksum { at, name, expected: chksum, found: sum });
+            return Err(CpioError::BadChecksum {
+                at,
+                name,
+                expected: chksum,
+                found: sum,
+            });
         }
         if name == TRAILER {
             return Ok(());
         }
         if sink.out.len() >= c.limits.max_entries {
-            return Err(CpioError::Limit { at, what: "entries", limit: c.limits.max_entries as u64 });
+            return Err(CpioError::Limit {
+                at,
+                what: "entries",
+                limit: c.limits.max_entries as u64,
+            });
         }
         *sink.names += name.len();
         if *sink.names > c.limits.max_name_bytes {
-            return Err(CpioError::Limit { at, what: "bytes of names", limit: c.limits.max_name_bytes as u64 });
+            return Err(CpioError::Limit {
+                at,
+                what: "bytes of names",
+                limit: c.limits.max_name_bytes as u64,
+            });
         }
-        sink.out.push(CpioEntry { name, mode, size, segment: sink.segment });
+        sink.out.push(CpioEntry {
+            name,
+            mode,
+            size,
+            segment: sink.segment,
+        });
     }
 }
 
 /// Eight ASCII hex digits (either case), as `simple_strtoul(.., 16)` reads them.
 fn hex8(b: &[u8]) -> Option<u32> {
-    b.iter().try_fold(0u32, |acc, &c| Some((acc << 4) | char::from(c).to_digit(16)?))
+    b.iter().try_fold(0u32, |acc, &c| {
+        Some((acc << 4) | char::from(c).to_digit(16)?)
+    })
 }
 
 /// A `BufRead` over a stream that counts what it consumed and maps errors to
@@ -481,18 +575,35 @@ struct Counted<'l, R> {
 
 impl<'l, R: BufRead> Counted<'l, R> {
     fn new(r: R, segment: u64, pos: u64, compression: Compression, limits: &'l Limits) -> Self {
-        Self { r, pos, segment, compression, limits }
+        Self {
+            r,
+            pos,
+            segment,
+            compression,
+            limits,
+        }
     }
 
     fn loc(&self) -> Location {
-        Location { segment: self.segment, compression: self.compression, offset: self.pos }
+        Location {
+            segment: self.segment,
+            compression: self.compression,
+            offset: self.pos,
+        }
     }
 
     fn fill(&mut self) -> Result<&[u8], CpioError> {
         let at = self.loc();
         self.r.fill_buf().map_err(|source| match at.compression {
-            Compression::None => CpioError::Io { offset: at.offset, source },
-            compression => CpioError::Decompress { at, compression, source },
+            Compression::None => CpioError::Io {
+                offset: at.offset,
+                source,
+            },
+            compression => CpioError::Decompress {
+                at,
+                compression,
+                source,
+            },
         })
     }
 
@@ -500,7 +611,11 @@ impl<'l, R: BufRead> Counted<'l, R> {
         self.r.consume(n);
         self.pos += n as u64;
         if self.compression != Compression::None && self.pos > self.limits.max_unpacked {
-            return Err(CpioError::Limit { at: self.loc(), what: "unpacked bytes", limit: self.limits.max_unpacked });
+            return Err(CpioError::Limit {
+                at: self.loc(),
+                what: "unpacked bytes",
+                limit: self.limits.max_unpacked,
+            });
         }
         Ok(())
     }
@@ -509,7 +624,12 @@ impl<'l, R: BufRead> Counted<'l, R> {
         Ok(self.fill()?.first().copied())
     }
 
-    fn read_exact(&mut self, buf: &mut [u8], at: Location, structure: &'static str) -> Result<(), CpioError> {
+    fn read_exact(
+        &mut self,
+        buf: &mut [u8],
+        at: Location,
+        structure: &'static str,
+    ) -> Result<(), CpioError> {
         let mut done = 0;
         while done < buf.len() {
             let avail = self.fill()?;
@@ -530,10 +650,15 @@ impl<'l, R: BufRead> Counted<'l, R> {
         while n > 0 {
             let avail = self.fill()?;
             if avail.is_empty() {
-                return Err(CpioError::Truncated { at, structure: "cpio file data" });
+                return Err(CpioError::Truncated {
+                    at,
+                    structure: "cpio file data",
+                });
             }
             let k = avail.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-            sum = avail[..k].iter().fold(sum, |s, &b| s.wrapping_add(u32::from(b)));
+            sum = avail[..k]
+                .iter()
+                .fold(sum, |s, &b| s.wrapping_add(u32::from(b)));
             self.consume(k)?;
             n -= k as u64;
         }
@@ -543,7 +668,10 @@ impl<'l, R: BufRead> Counted<'l, R> {
     fn align4(&mut self, at: Location) -> Result<(), CpioError> {
         let pad = (4 - self.pos % 4) % 4;
         self.skip(pad, at).map(|_| ()).map_err(|e| match e {
-            CpioError::Truncated { at, .. } => CpioError::Truncated { at, structure: "cpio padding" },
+            CpioError::Truncated { at, .. } => CpioError::Truncated {
+                at,
+                structure: "cpio padding",
+            },
             e => e,
         })
     }
@@ -577,7 +705,13 @@ struct Input<'a> {
 
 impl<'a> Input<'a> {
     fn new(data: &'a FileData) -> Self {
-        Self { data, buf: vec![0; BUF], buf_at: 0, start: 0, end: 0 }
+        Self {
+            data,
+            buf: vec![0; BUF],
+            buf_at: 0,
+            start: 0,
+            end: 0,
+        }
     }
 
     fn pos(&self) -> u64 {
@@ -614,7 +748,11 @@ impl BufRead for Input<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.start == self.end {
             let at = self.pos();
-            let n = self.data.len().saturating_sub(at).min(self.buf.len() as u64);
+            let n = self
+                .data
+                .len()
+                .saturating_sub(at)
+                .min(self.buf.len() as u64);
             let n = usize::try_from(n).map_err(io::Error::other)?;
             self.data.read_at(at, &mut self.buf[..n])?;
             self.buf_at = at;
@@ -654,7 +792,14 @@ struct Lz4Legacy<R> {
 
 impl<R: BufRead> Lz4Legacy<R> {
     fn new(r: R) -> Self {
-        Self { r, started: false, done: false, compressed: Vec::new(), out: Vec::new(), out_pos: 0 }
+        Self {
+            r,
+            started: false,
+            done: false,
+            compressed: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+        }
     }
 
     /// `LZ4_compressBound(8 MiB)`: the largest valid compressed block.
@@ -676,7 +821,10 @@ impl<R: BufRead> Lz4Legacy<R> {
         if !self.started {
             self.started = true;
             if self.word()? != Some(LZ4_LEGACY_MAGIC) {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad lz4 legacy magic"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bad lz4 legacy magic",
+                ));
             }
         }
         loop {
@@ -693,7 +841,10 @@ impl<R: BufRead> Lz4Legacy<R> {
             }
             let len = usize::try_from(len).map_err(io::Error::other)?;
             if len > Self::max_block() {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("lz4 block of {len} bytes")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("lz4 block of {len} bytes"),
+                ));
             }
             self.compressed.resize(len, 0);
             self.r.read_exact(&mut self.compressed)?;

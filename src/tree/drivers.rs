@@ -72,27 +72,63 @@ pub struct Profile {
 }
 
 const fn need(any_of: &'static [&'static str], stage: Stage, what: &'static str) -> ModuleNeed {
-    ModuleNeed { any_of, stage, what }
+    ModuleNeed {
+        any_of,
+        stage,
+        what,
+    }
 }
 
 const KVM_MODULES: &[ModuleNeed] = &[
     need(&["virtio_pci"], Stage::Initramfs, "virtio PCI transport"),
     need(&["virtio_blk"], Stage::Initramfs, "virtio-blk disk"),
-    need(&["virtio_scsi"], Stage::Initramfs, "virtio-scsi disk controller"),
-    need(&["sd_mod"], Stage::Initramfs, "SCSI disk (/dev/sdX behind virtio-scsi)"),
+    need(
+        &["virtio_scsi"],
+        Stage::Initramfs,
+        "virtio-scsi disk controller",
+    ),
+    need(
+        &["sd_mod"],
+        Stage::Initramfs,
+        "SCSI disk (/dev/sdX behind virtio-scsi)",
+    ),
     need(&["virtio_net"], Stage::Installed, "virtio network"),
-    need(&["virtio_console"], Stage::Installed, "virtio console and guest-agent channel"),
+    need(
+        &["virtio_console"],
+        Stage::Installed,
+        "virtio console and guest-agent channel",
+    ),
 ];
 
 const HYPERV_MODULES: &[ModuleNeed] = &[
     need(&["hv_vmbus"], Stage::Initramfs, "Hyper-V VMBus"),
-    need(&["hv_storvsc"], Stage::Initramfs, "Hyper-V synthetic SCSI disk"),
-    need(&["sd_mod"], Stage::Initramfs, "SCSI disk (/dev/sdX behind storvsc)"),
-    need(&["hv_netvsc"], Stage::Installed, "Hyper-V synthetic network"),
-    need(&["hv_utils"], Stage::Installed, "Hyper-V integration services (shutdown, time sync, KVP)"),
+    need(
+        &["hv_storvsc"],
+        Stage::Initramfs,
+        "Hyper-V synthetic SCSI disk",
+    ),
+    need(
+        &["sd_mod"],
+        Stage::Initramfs,
+        "SCSI disk (/dev/sdX behind storvsc)",
+    ),
+    need(
+        &["hv_netvsc"],
+        Stage::Installed,
+        "Hyper-V synthetic network",
+    ),
+    need(
+        &["hv_utils"],
+        Stage::Installed,
+        "Hyper-V integration services (shutdown, time sync, KVP)",
+    ),
     need(&["hyperv_keyboard"], Stage::Installed, "Hyper-V keyboard"),
     need(&["hid_hyperv"], Stage::Installed, "Hyper-V mouse"),
-    need(&["hyperv_drm", "hyperv_fb"], Stage::Installed, "Hyper-V synthetic video"),
+    need(
+        &["hyperv_drm", "hyperv_fb"],
+        Stage::Installed,
+        "Hyper-V synthetic video",
+    ),
 ];
 
 /// Azure provisions through a UDF-formatted virtual DVD ("Prepare Linux for
@@ -111,14 +147,24 @@ const AZURE_MODULES: &[ModuleNeed] = &[
 
 /// `qemu-guest-agent.service` has no [Install] section: udev starts it when
 /// the `org.qemu.guest_agent.0` port appears, so enabling it changes nothing.
-const QEMU_GA: Agent = Agent { package: "qemu-guest-agent", units: &["qemu-guest-agent.service"] };
+const QEMU_GA: Agent = Agent {
+    package: "qemu-guest-agent",
+    units: &["qemu-guest-agent.service"],
+};
 /// Debian's hyperv-daemons ships these three (fcopy was dropped upstream in 6.10+).
 const HYPERV_DAEMONS: Agent = Agent {
     package: "hyperv-daemons",
-    units: &["hv-kvp-daemon.service", "hv-vss-daemon.service", "hv-fcopy-daemon.service"],
+    units: &[
+        "hv-kvp-daemon.service",
+        "hv-vss-daemon.service",
+        "hv-fcopy-daemon.service",
+    ],
 };
 /// Debian's `waagent` package (the Azure Linux Agent).
-const WAAGENT: Agent = Agent { package: "waagent", units: &["walinuxagent.service"] };
+const WAAGENT: Agent = Agent {
+    package: "waagent",
+    units: &["walinuxagent.service"],
+};
 
 impl Hypervisor {
     /// Every hypervisor, in a fixed order.
@@ -141,8 +187,16 @@ impl Hypervisor {
     /// What this hypervisor needs.
     pub fn profile(self) -> Profile {
         match self {
-            Hypervisor::Kvm => Profile { modules: KVM_MODULES, agents: &[QEMU_GA], cmdline: &[] },
-            Hypervisor::HyperV => Profile { modules: HYPERV_MODULES, agents: &[HYPERV_DAEMONS], cmdline: &[] },
+            Hypervisor::Kvm => Profile {
+                modules: KVM_MODULES,
+                agents: &[QEMU_GA],
+                cmdline: &[],
+            },
+            Hypervisor::HyperV => Profile {
+                modules: HYPERV_MODULES,
+                agents: &[HYPERV_DAEMONS],
+                cmdline: &[],
+            },
             // Azure's "Prepare Linux for Azure images": serial console on ttyS0
             // for boot diagnostics, and rootdelay=300 so a slow storage path
             // is waited for (an upper bound in today's initramfs-tools and
@@ -150,7 +204,11 @@ impl Hypervisor {
             Hypervisor::Azure => Profile {
                 modules: AZURE_MODULES,
                 agents: &[WAAGENT, HYPERV_DAEMONS],
-                cmdline: &["console=ttyS0,115200n8", "earlyprintk=ttyS0,115200", "rootdelay=300"],
+                cmdline: &[
+                    "console=ttyS0,115200n8",
+                    "earlyprintk=ttyS0,115200",
+                    "rootdelay=300",
+                ],
             },
         }
     }
@@ -278,15 +336,21 @@ fn missing_message(target: Hypervisor, version: &str, missing: &[MissingModule])
         let names = m.names.join(" or ");
         let place = match m.stage {
             Stage::Initramfs => "neither built in (modules.builtin) nor in the initramfs",
-            Stage::Installed => "neither built in (modules.builtin) nor installed under /lib/modules",
+            Stage::Installed => {
+                "neither built in (modules.builtin) nor installed under /lib/modules"
+            }
         };
         s.push_str(&format!("\n  {names} ({}): {place}", m.what));
         if let Some(by) = &m.required_by {
             s.push_str(&format!(" (needed by {by})"));
         }
     }
-    let root: Vec<&str> =
-        missing.iter().filter(|m| m.stage == Stage::Initramfs).flat_map(|m| m.names.first()).map(String::as_str).collect();
+    let root: Vec<&str> = missing
+        .iter()
+        .filter(|m| m.stage == Stage::Initramfs)
+        .flat_map(|m| m.names.first())
+        .map(String::as_str)
+        .collect();
     if !root.is_empty() {
         let list = root.join(" ");
         s.push_str(&format!(
@@ -309,7 +373,9 @@ fn missing_message(target: Hypervisor, version: &str, missing: &[MissingModule])
 /// or `.ko.gz`, with `-` as `_` (how modprobe and modules.dep names compare).
 pub fn module_name(file: &[u8]) -> Option<String> {
     let base = file.rsplit(|&b| b == b'/').next().unwrap_or(file);
-    let stem = [&b".ko"[..], b".ko.xz", b".ko.zst", b".ko.gz"].iter().find_map(|ext| base.strip_suffix(*ext))?;
+    let stem = [&b".ko"[..], b".ko.xz", b".ko.zst", b".ko.gz"]
+        .iter()
+        .find_map(|ext| base.strip_suffix(*ext))?;
     if stem.is_empty() {
         return None;
     }
@@ -354,23 +420,47 @@ const MAX_DEPTH: usize = 16;
 impl KernelModules {
     /// Reads `/lib/modules/<version>` of the tree.
     pub fn read(tree: &Tree, version: &str) -> Result<Self, DriverError> {
-        if version.is_empty() || version == "." || version == ".." || version.contains(['/', '\0']) {
-            return Err(DriverError::BadVersion { version: version.to_string() });
+        if version.is_empty() || version == "." || version == ".." || version.contains(['/', '\0'])
+        {
+            return Err(DriverError::BadVersion {
+                version: version.to_string(),
+            });
         }
-        let dir = [format!("lib/modules/{version}"), format!("usr/lib/modules/{version}")]
-            .iter()
-            .filter_map(|p| tree.resolve(p.as_bytes(), true).ok())
-            .find(|p| tree.lookup(p).is_some_and(|id| matches!(tree.inode(id).kind, Kind::Dir(_))))
-            .ok_or_else(|| DriverError::NoModules { version: version.to_string() })?;
-        let mut k = KernelModules { version: version.to_string(), ..Default::default() };
+        let dir = [
+            format!("lib/modules/{version}"),
+            format!("usr/lib/modules/{version}"),
+        ]
+        .iter()
+        .filter_map(|p| tree.resolve(p.as_bytes(), true).ok())
+        .find(|p| {
+            tree.lookup(p)
+                .is_some_and(|id| matches!(tree.inode(id).kind, Kind::Dir(_)))
+        })
+        .ok_or_else(|| DriverError::NoModules {
+            version: version.to_string(),
+        })?;
+        let mut k = KernelModules {
+            version: version.to_string(),
+            ..Default::default()
+        };
         if let Some(text) = read_small(tree, &join(&dir, b"modules.builtin"), MAX_INDEX)? {
-            k.builtin = text.split(|&b| b == b'\n').filter_map(module_name).collect();
+            k.builtin = text
+                .split(|&b| b == b'\n')
+                .filter_map(module_name)
+                .collect();
         }
         if let Some(text) = read_small(tree, &join(&dir, b"modules.dep"), MAX_INDEX)? {
             for line in text.split(|&b| b == b'\n') {
-                let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-                let Some(name) = module_name(&line[..colon]) else { continue };
-                let deps = line[colon + 1..].split(|&b| b == b' ').filter_map(module_name).collect();
+                let Some(colon) = line.iter().position(|&b| b == b':') else {
+                    continue;
+                };
+                let Some(name) = module_name(&line[..colon]) else {
+                    continue;
+                };
+                let deps = line[colon + 1..]
+                    .split(|&b| b == b' ')
+                    .filter_map(module_name)
+                    .collect();
                 k.deps.insert(name, deps);
             }
         }
@@ -378,7 +468,11 @@ impl KernelModules {
         let mut stack = vec![(Vec::new(), root, 0usize)];
         while let Some((rel, id, depth)) = stack.pop() {
             for (name, child) in tree.children(id) {
-                let path = if rel.is_empty() { name.to_vec() } else { join(&rel, name) };
+                let path = if rel.is_empty() {
+                    name.to_vec()
+                } else {
+                    join(&rel, name)
+                };
                 match &tree.inode(child).kind {
                     Kind::Dir(_) if depth < MAX_DEPTH => stack.push((path, child, depth + 1)),
                     Kind::File(_) => {
@@ -412,7 +506,10 @@ impl KernelModules {
 /// Module names for `kernel_version` inside an initramfs listing (files under
 /// `lib/modules/<ver>/` or `usr/lib/modules/<ver>/`).
 pub fn initramfs_modules(listing: &Initramfs, kernel_version: &str) -> BTreeSet<String> {
-    let prefixes = [format!("lib/modules/{kernel_version}/"), format!("usr/lib/modules/{kernel_version}/")];
+    let prefixes = [
+        format!("lib/modules/{kernel_version}/"),
+        format!("usr/lib/modules/{kernel_version}/"),
+    ];
     listing
         .entries
         .iter()
@@ -463,7 +560,11 @@ pub fn check_modules(
     let mut modules = Vec::new();
     let mut missing = Vec::new();
     for need in target.profile().modules {
-        let chosen = need.any_of.iter().map(|n| (*n, found(n))).find(|(_, f)| ok(need.stage, f));
+        let chosen = need
+            .any_of
+            .iter()
+            .map(|n| (*n, found(n)))
+            .find(|(_, f)| ok(need.stage, f));
         let Some((name, f)) = chosen else {
             missing.push(MissingModule {
                 names: need.any_of.iter().map(|s| s.to_string()).collect(),
@@ -474,7 +575,12 @@ pub fn check_modules(
             continue;
         };
         let loaded_from_initramfs = need.stage == Stage::Initramfs && !f.contains(&Found::Builtin);
-        modules.push(ModuleReport { name: name.to_string(), stage: need.stage, found: f, required_by: None });
+        modules.push(ModuleReport {
+            name: name.to_string(),
+            stage: need.stage,
+            found: f,
+            required_by: None,
+        });
         if !loaded_from_initramfs {
             continue;
         }
@@ -490,15 +596,28 @@ pub fn check_modules(
             }
             if !modules.iter().any(|m: &ModuleReport| m.name == dep) {
                 let required_by = Some(name.to_string());
-                modules.push(ModuleReport { name: dep, stage: Stage::Initramfs, found: f, required_by });
+                modules.push(ModuleReport {
+                    name: dep,
+                    stage: Stage::Initramfs,
+                    found: f,
+                    required_by,
+                });
             }
         }
     }
     if !missing.is_empty() {
         missing.dedup_by(|a, b| a.names == b.names);
-        return Err(DriverError::Missing { target, kernel_version: kernel.version.clone(), missing });
+        return Err(DriverError::Missing {
+            target,
+            kernel_version: kernel.version.clone(),
+            missing,
+        });
     }
-    Ok(DriverReport { target, kernel_version: kernel.version.clone(), modules })
+    Ok(DriverReport {
+        target,
+        kernel_version: kernel.version.clone(),
+        modules,
+    })
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -509,7 +628,11 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// The contents of a regular file of the tree (through symlinks), if any.
-pub(crate) fn read_small(tree: &Tree, path: &[u8], limit: u64) -> Result<Option<Vec<u8>>, DriverError> {
+pub(crate) fn read_small(
+    tree: &Tree,
+    path: &[u8],
+    limit: u64,
+) -> Result<Option<Vec<u8>>, DriverError> {
     let show = || format!("/{}", String::from_utf8_lossy(path));
     let Some(id) = tree.resolve(path, true).ok().and_then(|p| tree.lookup(&p)) else {
         return Ok(None);
@@ -518,18 +641,34 @@ pub(crate) fn read_small(tree: &Tree, path: &[u8], limit: u64) -> Result<Option<
         return Ok(None);
     };
     if data.len() > limit {
-        return Err(DriverError::TooLarge { path: show(), len: data.len(), limit });
+        return Err(DriverError::TooLarge {
+            path: show(),
+            len: data.len(),
+            limit,
+        });
     }
-    data.read_all().map(Some).map_err(|source| DriverError::Read { path: show(), source })
+    data.read_all()
+        .map(Some)
+        .map_err(|source| DriverError::Read {
+            path: show(),
+            source,
+        })
 }
 
 /// Puts `content` at `path` (through symlinks), keeping an existing file's
 /// metadata; a new file gets `meta` with mode 0644. Returns whether it changed.
-pub(crate) fn write_file(tree: &mut Tree, path: &[u8], content: &[u8], meta: &Meta) -> Result<bool, DriverError> {
+pub(crate) fn write_file(
+    tree: &mut Tree,
+    path: &[u8],
+    content: &[u8],
+    meta: &Meta,
+) -> Result<bool, DriverError> {
     let path = tree.resolve(path, true)?;
     if let Some(id) = tree.lookup(&path) {
         if !matches!(tree.inode(id).kind, Kind::File(_)) {
-            return Err(DriverError::NotAFile { path: format!("/{}", String::from_utf8_lossy(&path)) });
+            return Err(DriverError::NotAFile {
+                path: format!("/{}", String::from_utf8_lossy(&path)),
+            });
         }
         if read_small(tree, &path, MAX_INDEX)?.as_deref() == Some(content) {
             return Ok(false);
@@ -537,8 +676,17 @@ pub(crate) fn write_file(tree: &mut Tree, path: &[u8], content: &[u8], meta: &Me
         tree.inode_mut(id).kind = Kind::File(FileData::Bytes(content.into()));
         return Ok(true);
     }
-    let meta = Meta { mode: 0o644, ..meta.clone() };
-    tree.insert(&path, Inode { meta, kind: Kind::File(FileData::Bytes(content.into())) })?;
+    let meta = Meta {
+        mode: 0o644,
+        ..meta.clone()
+    };
+    tree.insert(
+        &path,
+        Inode {
+            meta,
+            kind: Kind::File(FileData::Bytes(content.into())),
+        },
+    )?;
     Ok(true)
 }
 

@@ -94,7 +94,10 @@ pub struct Install {
 impl Install {
     /// True when there is nothing to enable (a "static" unit).
     pub fn is_empty(&self) -> bool {
-        self.wanted_by.is_empty() && self.required_by.is_empty() && self.alias.is_empty() && self.also.is_empty()
+        self.wanted_by.is_empty()
+            && self.required_by.is_empty()
+            && self.alias.is_empty()
+            && self.also.is_empty()
     }
 }
 
@@ -113,7 +116,9 @@ pub fn parse_install(text: &str) -> Install {
             in_install = line == "[Install]";
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else { continue };
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
         if !in_install {
             continue;
         }
@@ -147,7 +152,9 @@ pub struct UnitFile {
 
 fn check_name(name: &str) -> Result<(), SystemdError> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%', '\0']) {
-        return Err(SystemdError::BadName { name: name.to_string() });
+        return Err(SystemdError::BadName {
+            name: name.to_string(),
+        });
     }
     Ok(())
 }
@@ -162,33 +169,57 @@ fn template_of(name: &str) -> Option<String> {
 /// Finds the unit file for `unit` (or its template) on the search path.
 pub fn find_unit(tree: &Tree, unit: &str) -> Result<Option<UnitFile>, SystemdError> {
     check_name(unit)?;
-    let names: Vec<String> = std::iter::once(unit.to_string()).chain(template_of(unit)).collect();
+    let names: Vec<String> = std::iter::once(unit.to_string())
+        .chain(template_of(unit))
+        .collect();
     for name in &names {
         for dir in UNIT_DIRS {
             let path = format!("{dir}/{name}");
-            let Some(id) = tree.resolve(path.as_bytes(), true).ok().and_then(|p| tree.lookup(&p)) else {
+            let Some(id) = tree
+                .resolve(path.as_bytes(), true)
+                .ok()
+                .and_then(|p| tree.lookup(&p))
+            else {
                 continue;
             };
-            let Kind::File(data) = &tree.inode(id).kind else { continue };
+            let Kind::File(data) = &tree.inode(id).kind else {
+                continue;
+            };
             let shown = format!("/{path}");
             if data.len() > MAX_UNIT_FILE {
-                let source = std::io::Error::other(format!("{} bytes is not a unit file", data.len()));
-                return Err(SystemdError::Read { path: shown, source });
+                let source =
+                    std::io::Error::other(format!("{} bytes is not a unit file", data.len()));
+                return Err(SystemdError::Read {
+                    path: shown,
+                    source,
+                });
             }
-            let bytes = data.read_all().map_err(|source| SystemdError::Read { path: shown.clone(), source })?;
+            let bytes = data.read_all().map_err(|source| SystemdError::Read {
+                path: shown.clone(),
+                source,
+            })?;
             let install = parse_install(&String::from_utf8_lossy(&bytes));
-            return Ok(Some(UnitFile { path: shown, install }));
+            return Ok(Some(UnitFile {
+                path: shown,
+                install,
+            }));
         }
     }
     Ok(None)
 }
 
 /// The links `enable` makes for `unit`: (link path relative to the root, target).
-fn links_for(tree: &Tree, unit: &str, seen: &mut BTreeSet<String>) -> Result<Vec<(String, String)>, SystemdError> {
+fn links_for(
+    tree: &Tree,
+    unit: &str,
+    seen: &mut BTreeSet<String>,
+) -> Result<Vec<(String, String)>, SystemdError> {
     if !seen.insert(unit.to_string()) {
         return Ok(Vec::new());
     }
-    let file = find_unit(tree, unit)?.ok_or_else(|| SystemdError::NotFound { unit: unit.to_string() })?;
+    let file = find_unit(tree, unit)?.ok_or_else(|| SystemdError::NotFound {
+        unit: unit.to_string(),
+    })?;
     let i = &file.install;
     // Enabling a bare template enables its DefaultInstance, if any.
     let instance = match (unit.contains("@."), &i.default_instance) {
@@ -226,7 +257,9 @@ fn masked(tree: &Tree, unit: &str) -> bool {
 /// one already enabled.
 pub fn enable_unit(tree: &mut Tree, unit: &str, meta: &Meta) -> Result<Vec<String>, SystemdError> {
     if masked(tree, unit) {
-        return Err(SystemdError::Masked { unit: unit.to_string() });
+        return Err(SystemdError::Masked {
+            unit: unit.to_string(),
+        });
     }
     let mut changed = Vec::new();
     for (link, target) in links_for(tree, unit, &mut BTreeSet::new())? {
@@ -248,10 +281,19 @@ fn symlink(tree: &mut Tree, link: &str, target: &str, meta: &Meta) -> Result<boo
                 path: format!("/{link}"),
                 existing: format!("a link to {}", String::from_utf8_lossy(t)),
             }),
-            _ => Err(SystemdError::Exists { path: format!("/{link}"), existing: "not a symlink".to_string() }),
+            _ => Err(SystemdError::Exists {
+                path: format!("/{link}"),
+                existing: "not a symlink".to_string(),
+            }),
         };
     }
-    let inode = Inode { meta: Meta { mode: 0o777, ..meta.clone() }, kind: Kind::Symlink(target.as_bytes().to_vec()) };
+    let inode = Inode {
+        meta: Meta {
+            mode: 0o777,
+            ..meta.clone()
+        },
+        kind: Kind::Symlink(target.as_bytes().to_vec()),
+    };
     tree.insert(link.as_bytes(), inode)?;
     Ok(true)
 }
@@ -261,7 +303,10 @@ fn symlink(tree: &mut Tree, link: &str, target: &str, meta: &Meta) -> Result<boo
 pub fn disable_unit(tree: &mut Tree, unit: &str) -> Result<Vec<String>, SystemdError> {
     check_name(unit)?;
     let mut candidates: BTreeSet<String> = match find_unit(tree, unit)? {
-        Some(_) => links_for(tree, unit, &mut BTreeSet::new())?.into_iter().map(|(l, _)| l).collect(),
+        Some(_) => links_for(tree, unit, &mut BTreeSet::new())?
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect(),
         None => BTreeSet::new(),
     };
     if let Some(etc) = tree.lookup(ETC.as_bytes()) {
@@ -276,7 +321,9 @@ pub fn disable_unit(tree: &mut Tree, unit: &str) -> Result<Vec<String>, SystemdE
     }
     let mut removed = Vec::new();
     for link in candidates {
-        let is_link = tree.lookup(link.as_bytes()).is_some_and(|id| matches!(tree.inode(id).kind, Kind::Symlink(_)));
+        let is_link = tree
+            .lookup(link.as_bytes())
+            .is_some_and(|id| matches!(tree.inode(id).kind, Kind::Symlink(_)));
         if is_link {
             tree.remove(link.as_bytes())?;
             removed.push(format!("/{link}"));
@@ -294,7 +341,12 @@ pub fn mask_unit(tree: &mut Tree, unit: &str, meta: &Meta) -> Result<Vec<String>
         match &tree.inode(id).kind {
             Kind::Symlink(t) if t == b"/dev/null" => return Ok(Vec::new()),
             Kind::Symlink(_) => tree.remove(link.as_bytes())?,
-            _ => return Err(SystemdError::Exists { path: format!("/{link}"), existing: "a unit file".to_string() }),
+            _ => {
+                return Err(SystemdError::Exists {
+                    path: format!("/{link}"),
+                    existing: "a unit file".to_string(),
+                })
+            }
         }
     }
     symlink(tree, &link, "/dev/null", meta)?;

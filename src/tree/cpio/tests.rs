@@ -41,7 +41,11 @@ fn trailer() -> Vec<u8> {
 fn archive(names: &[&str]) -> Vec<u8> {
     let mut out = Vec::new();
     for n in names {
-        out.extend(if n.ends_with('/') { dir(n.trim_end_matches('/')) } else { file(n, n.as_bytes()) });
+        out.extend(if n.ends_with('/') {
+            dir(n.trim_end_matches('/'))
+        } else {
+            file(n, n.as_bytes())
+        });
     }
     out.extend(trailer());
     out
@@ -52,7 +56,10 @@ fn ls(bytes: &[u8]) -> Result<Initramfs, CpioError> {
 }
 
 fn names(i: &Initramfs) -> Vec<String> {
-    i.entries.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect()
+    i.entries
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .collect()
 }
 
 fn gzip(b: &[u8]) -> Vec<u8> {
@@ -77,13 +84,27 @@ fn early_microcode_prefix_then_padding_then_gzip() {
     let mut img = archive(&["kernel/", "kernel/x86/microcode/GenuineIntel.bin"]);
     img.extend([0u8; 512]);
     let main_at = img.len() as u64;
-    img.extend(gzip(&archive(&["./init", "usr/lib/modules/6.1/kernel/hv_storvsc.ko"])));
+    img.extend(gzip(&archive(&[
+        "./init",
+        "usr/lib/modules/6.1/kernel/hv_storvsc.ko",
+    ])));
     let i = ls(&img).expect("valid initramfs");
-    assert_eq!(names(&i), ["kernel", "kernel/x86/microcode/GenuineIntel.bin", "./init", "usr/lib/modules/6.1/kernel/hv_storvsc.ko"]);
-    assert_eq!(i.segments.iter().map(|s| (s.offset, s.compression)).collect::<Vec<_>>(), [
-        (0, Compression::None),
-        (main_at, Compression::Gzip)
-    ]);
+    assert_eq!(
+        names(&i),
+        [
+            "kernel",
+            "kernel/x86/microcode/GenuineIntel.bin",
+            "./init",
+            "usr/lib/modules/6.1/kernel/hv_storvsc.ko"
+        ]
+    );
+    assert_eq!(
+        i.segments
+            .iter()
+            .map(|s| (s.offset, s.compression))
+            .collect::<Vec<_>>(),
+        [(0, Compression::None), (main_at, Compression::Gzip)]
+    );
     assert_eq!(i.entries[2].path(), b"init");
     assert_eq!(i.segments[1].entries, 2..4);
 }
@@ -117,7 +138,15 @@ fn zstd_xz_lzma_and_lz4_legacy_segments() {
     let i = ls(&img).expect("valid");
     assert_eq!(names(&i), ["z", "x", "l", "4"]);
     let kinds: Vec<_> = i.segments.iter().map(|s| s.compression).collect();
-    assert_eq!(kinds, [Compression::Zstd, Compression::Xz, Compression::Lzma, Compression::Lz4Legacy]);
+    assert_eq!(
+        kinds,
+        [
+            Compression::Zstd,
+            Compression::Xz,
+            Compression::Lzma,
+            Compression::Lz4Legacy
+        ]
+    );
 }
 
 #[test]
@@ -129,7 +158,12 @@ fn crc_format_checksum_is_verified() {
     let mut bad = entry(MAGIC_CRC, "f", 0o100644, data, 0x103);
     bad.extend(trailer());
     match ls(&bad) {
-        Err(CpioError::BadChecksum { expected: 0x103, found: 0x102, at, .. }) => assert_eq!(at.offset, 0),
+        Err(CpioError::BadChecksum {
+            expected: 0x103,
+            found: 0x102,
+            at,
+            ..
+        }) => assert_eq!(at.offset, 0),
         other => panic!("expected BadChecksum, got {other:?}"),
     }
 }
@@ -141,7 +175,9 @@ fn rejects_bad_magic_inside_archive_with_offset() {
     img.extend(b"070707");
     img.extend([b'0'; 104]);
     match ls(&img) {
-        Err(CpioError::BadMagic { at: loc, found }) => assert_eq!((loc.offset, found.as_str()), (at, "070707")),
+        Err(CpioError::BadMagic { at: loc, found }) => {
+            assert_eq!((loc.offset, found.as_str()), (at, "070707"))
+        }
         other => panic!("expected BadMagic, got {other:?}"),
     }
 }
@@ -151,7 +187,10 @@ fn rejects_non_hex_field() {
     let mut img = file("a", b"x");
     img[6 + 8 * 6] = b'g'; // c_filesize
     match ls(&img) {
-        Err(CpioError::BadField { field: "c_filesize", .. }) => {}
+        Err(CpioError::BadField {
+            field: "c_filesize",
+            ..
+        }) => {}
         other => panic!("expected BadField, got {other:?}"),
     }
 }
@@ -168,7 +207,10 @@ fn rejects_name_longer_than_path_max() {
 #[test]
 fn rejects_archive_without_trailer_as_truncated() {
     match ls(&file("a", b"data")) {
-        Err(CpioError::Truncated { structure: "a cpio header", .. }) => {}
+        Err(CpioError::Truncated {
+            structure: "a cpio header",
+            ..
+        }) => {}
         other => panic!("expected Truncated, got {other:?}"),
     }
 }
@@ -178,7 +220,10 @@ fn rejects_file_data_past_the_end() {
     let mut img = file("a", &[7u8; 100]);
     img.truncate(150);
     match ls(&img) {
-        Err(CpioError::Truncated { structure: "cpio file data", at }) => assert_eq!(at.offset, 0),
+        Err(CpioError::Truncated {
+            structure: "cpio file data",
+            at,
+        }) => assert_eq!(at.offset, 0),
         other => panic!("expected Truncated, got {other:?}"),
     }
 }
@@ -189,7 +234,9 @@ fn rejects_unknown_magic_with_offset() {
     let at = img.len() as u64;
     img.extend(b"PK\x03\x04");
     match ls(&img) {
-        Err(CpioError::UnknownMagic { offset, found }) => assert_eq!((offset, found), (at, b"PK\x03\x04".to_vec())),
+        Err(CpioError::UnknownMagic { offset, found }) => {
+            assert_eq!((offset, found), (at, b"PK\x03\x04".to_vec()))
+        }
         other => panic!("expected UnknownMagic, got {other:?}"),
     }
 }
@@ -241,7 +288,11 @@ fn corrupt_gzip_is_a_decompress_error_at_its_segment() {
     g.truncate(n - 12);
     img.extend(g);
     match ls(&img) {
-        Err(CpioError::Decompress { at: loc, compression: Compression::Gzip, .. }) => assert_eq!(loc.segment, at),
+        Err(CpioError::Decompress {
+            at: loc,
+            compression: Compression::Gzip,
+            ..
+        }) => assert_eq!(loc.segment, at),
         Err(CpioError::Truncated { at: loc, .. }) => assert_eq!(loc.segment, at),
         other => panic!("expected a gzip error, got {other:?}"),
     }
@@ -250,9 +301,16 @@ fn corrupt_gzip_is_a_decompress_error_at_its_segment() {
 #[test]
 fn entry_limit_is_enforced() {
     let img = archive(&["a", "b", "c"]);
-    let limits = Limits { max_entries: 2, ..Limits::default() };
+    let limits = Limits {
+        max_entries: 2,
+        ..Limits::default()
+    };
     match list_with_limits(&FileData::Bytes(img.into()), &limits) {
-        Err(CpioError::Limit { what: "entries", limit: 2, .. }) => {}
+        Err(CpioError::Limit {
+            what: "entries",
+            limit: 2,
+            ..
+        }) => {}
         other => panic!("expected Limit, got {other:?}"),
     }
 }
@@ -260,9 +318,16 @@ fn entry_limit_is_enforced() {
 #[test]
 fn unpacked_limit_is_enforced() {
     let img = gzip(&archive(&["a", "b", "c"]));
-    let limits = Limits { max_unpacked: 200, ..Limits::default() };
+    let limits = Limits {
+        max_unpacked: 200,
+        ..Limits::default()
+    };
     match list_with_limits(&FileData::Bytes(img.into()), &limits) {
-        Err(CpioError::Limit { what: "unpacked bytes", limit: 200, .. }) => {}
+        Err(CpioError::Limit {
+            what: "unpacked bytes",
+            limit: 200,
+            ..
+        }) => {}
         other => panic!("expected Limit, got {other:?}"),
     }
 }
@@ -271,11 +336,54 @@ fn unpacked_limit_is_enforced() {
 fn lz4_block_longer_than_bound_is_refused() {
     let mut img = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
     img.extend(u32::MAX.to_le_bytes());
-    assert!(matches!(ls(&img), Err(CpioError::Decompress { compression: Compression::Lz4Legacy, .. })));
+    assert!(matches!(
+        ls(&img),
+        Err(CpioError::Decompress {
+            compression: Compression::Lz4Legacy,
+            ..
+        })
+    ));
 }
 
 #[test]
 fn empty_and_all_zero_inputs_list_nothing() {
     assert_eq!(ls(b"").expect("empty"), Initramfs::default());
     assert_eq!(ls(&[0u8; 4096]).expect("zeros"), Initramfs::default());
+}
+
+/// Every truncation and every single-bit flip of a small multi-segment image
+/// (early cpio, padding, gzip, zstd, crc entry) lists or fails with a typed
+/// error, never panics: a deterministic slice of what the `cpio_reader` fuzz
+/// target explores.
+#[test]
+fn truncations_and_bit_flips_never_panic() {
+    let mut img = archive(&["kernel/", "kernel/x86/microcode/AuthenticAMD.bin"]);
+    img.extend([0u8; 8]);
+    img.extend(gzip(&archive(&["init", "usr/lib/modules/6.1/a.ko"])));
+    img.extend(zstd::encode_all(&archive(&["b"])[..], 1).expect("zstd"));
+    while img.len() % 4 != 0 {
+        img.push(0); // an uncompressed archive starts 4-byte aligned
+    }
+    let mut crc = entry(MAGIC_CRC, "c", 0o100644, b"abc", 0x126);
+    crc.extend(trailer());
+    img.extend(crc);
+    assert_eq!(
+        names(&ls(&img).expect("the unmodified image is valid")).len(),
+        6
+    );
+    let limits = Limits {
+        max_entries: 64,
+        max_name_bytes: 4096,
+        max_unpacked: 1 << 20,
+    };
+    for len in 0..img.len() {
+        let _ = list_with_limits(&FileData::Bytes(img[..len].into()), &limits);
+    }
+    for i in 0..img.len() {
+        for bit in 0..8 {
+            let mut m = img.clone();
+            m[i] ^= 1 << bit;
+            let _ = list_with_limits(&FileData::Bytes(m.into()), &limits);
+        }
+    }
 }

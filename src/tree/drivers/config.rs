@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 
 use super::super::systemd;
 use super::super::{Kind, Meta, Tree};
-use super::{kernel_versions, read_small, write_file, DriverError, Hypervisor, KernelModules, Stage};
+use super::{
+    kernel_versions, read_small, write_file, DriverError, Hypervisor, KernelModules, Stage,
+};
 
 const INITRAMFS_TOOLS_DIR: &[u8] = b"etc/initramfs-tools";
 const INITRAMFS_TOOLS_MODULES: &[u8] = b"etc/initramfs-tools/modules";
@@ -36,15 +38,26 @@ fn is_dir(tree: &Tree, path: &[u8]) -> bool {
 /// exists. The modules-load.d list names only modules some installed kernel
 /// ships as a file (a built-in or absent one would make
 /// systemd-modules-load.service fail), the first present of alternatives.
-pub fn write_config(tree: &mut Tree, target: Hypervisor, meta: &Meta) -> Result<Vec<String>, DriverError> {
+pub fn write_config(
+    tree: &mut Tree,
+    target: Hypervisor,
+    meta: &Meta,
+) -> Result<Vec<String>, DriverError> {
     let profile = target.profile();
-    let root: Vec<&str> =
-        profile.modules.iter().filter(|n| n.stage == Stage::Initramfs).flat_map(|n| n.any_of.iter().copied()).collect();
+    let root: Vec<&str> = profile
+        .modules
+        .iter()
+        .filter(|n| n.stage == Stage::Initramfs)
+        .flat_map(|n| n.any_of.iter().copied())
+        .collect();
     let mut changed = Vec::new();
     let dracut = is_dir(tree, DRACUT_DIR);
     if is_dir(tree, INITRAMFS_TOOLS_DIR) || !dracut {
         if append_initramfs_tools(tree, target, &root, meta)? {
-            changed.push(format!("/{}", String::from_utf8_lossy(INITRAMFS_TOOLS_MODULES)));
+            changed.push(format!(
+                "/{}",
+                String::from_utf8_lossy(INITRAMFS_TOOLS_MODULES)
+            ));
         }
     }
     if dracut {
@@ -60,7 +73,8 @@ pub fn write_config(tree: &mut Tree, target: Hypervisor, meta: &Meta) -> Result<
     let load = modules_to_load(tree, target)?;
     if !load.is_empty() {
         let path = format!("etc/modules-load.d/imgbuild-{target}.conf");
-        let mut text = format!("# Written by imgbuild: modules the {target} target uses once booted.\n");
+        let mut text =
+            format!("# Written by imgbuild: modules the {target} target uses once booted.\n");
         for m in &load {
             text.push_str(m);
             text.push('\n');
@@ -84,7 +98,12 @@ pub fn write_config(tree: &mut Tree, target: Hypervisor, meta: &Meta) -> Result<
 /// Appends the modules `/etc/initramfs-tools/modules` does not list yet
 /// (initramfs-tools(7): one module per line, `#` comments). Returns whether
 /// the file changed.
-fn append_initramfs_tools(tree: &mut Tree, target: Hypervisor, root: &[&str], meta: &Meta) -> Result<bool, DriverError> {
+fn append_initramfs_tools(
+    tree: &mut Tree,
+    target: Hypervisor,
+    root: &[&str],
+    meta: &Meta,
+) -> Result<bool, DriverError> {
     let old = read_small(tree, INITRAMFS_TOOLS_MODULES, MAX_CONFIG)?.unwrap_or_default();
     let old = String::from_utf8_lossy(&old).into_owned();
     let listed: BTreeSet<String> = old
@@ -94,7 +113,11 @@ fn append_initramfs_tools(tree: &mut Tree, target: Hypervisor, root: &[&str], me
         .filter_map(|l| l.split_whitespace().next())
         .map(|m| m.replace('-', "_"))
         .collect();
-    let add: Vec<&str> = root.iter().copied().filter(|m| !listed.contains(*m)).collect();
+    let add: Vec<&str> = root
+        .iter()
+        .copied()
+        .filter(|m| !listed.contains(*m))
+        .collect();
     if add.is_empty() {
         return Ok(false);
     }
@@ -102,7 +125,9 @@ fn append_initramfs_tools(tree: &mut Tree, target: Hypervisor, root: &[&str], me
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&format!("# Added by imgbuild: modules the {target} target needs to reach its root filesystem.\n"));
+    text.push_str(&format!(
+        "# Added by imgbuild: modules the {target} target needs to reach its root filesystem.\n"
+    ));
     for m in add {
         text.push_str(m);
         text.push('\n');
@@ -113,14 +138,23 @@ fn append_initramfs_tools(tree: &mut Tree, target: Hypervisor, root: &[&str], me
 /// The `Stage::Installed` modules some installed kernel has as a file; with no
 /// kernel in the tree at all, every first alternative.
 fn modules_to_load(tree: &Tree, target: Hypervisor) -> Result<Vec<String>, DriverError> {
-    let kernels =
-        kernel_versions(tree).iter().map(|v| KernelModules::read(tree, v)).collect::<Result<Vec<_>, _>>()?;
+    let kernels = kernel_versions(tree)
+        .iter()
+        .map(|v| KernelModules::read(tree, v))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
-    for need in target.profile().modules.iter().filter(|n| n.stage == Stage::Installed) {
+    for need in target
+        .profile()
+        .modules
+        .iter()
+        .filter(|n| n.stage == Stage::Installed)
+    {
         let pick = if kernels.is_empty() {
             need.any_of.first()
         } else {
-            need.any_of.iter().find(|m| kernels.iter().any(|k| k.installed.contains_key(**m)))
+            need.any_of
+                .iter()
+                .find(|m| kernels.iter().any(|k| k.installed.contains_key(**m)))
         };
         out.extend(pick.map(|m| m.to_string()));
     }
