@@ -339,7 +339,7 @@ pub fn list_with_limits(data: &FileData, limits: &Limits) -> Result<Initramfs, C
             continue;
         }
         let first_entry = out.entries.len();
-        let compression = if first == b'0' && at % 4 == 0 {
+        let compression = if first == b'0' && at.is_multiple_of(4) {
             let mut c = Counted::new(&mut input, at, at, Compression::None, limits);
             let mut sink = Sink {
                 out: &mut out.entries,
@@ -438,7 +438,7 @@ fn unpack_compressed(
         if c.peek()?.is_none() {
             break;
         }
-        if c.pos % 4 != 0 {
+        if !c.pos.is_multiple_of(4) {
             return Err(CpioError::BrokenPadding { at: c.loc() });
         }
         parse_archive(&mut c, sink)?;

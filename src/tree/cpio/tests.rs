@@ -15,11 +15,11 @@ fn entry(magic: &[u8; 6], name: &str, mode: u32, data: &[u8], chksum: u32) -> Ve
     }
     out.extend_from_slice(name.as_bytes());
     out.push(0);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out.extend_from_slice(data);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out
@@ -361,7 +361,7 @@ fn truncations_and_bit_flips_never_panic() {
     img.extend([0u8; 8]);
     img.extend(gzip(&archive(&["init", "usr/lib/modules/6.1/a.ko"])));
     img.extend(zstd::encode_all(&archive(&["b"])[..], 1).expect("zstd"));
-    while img.len() % 4 != 0 {
+    while !img.len().is_multiple_of(4) {
         img.push(0); // an uncompressed archive starts 4-byte aligned
     }
     let mut crc = entry(MAGIC_CRC, "c", 0o100644, b"abc", 0x126);

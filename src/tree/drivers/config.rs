@@ -52,13 +52,13 @@ pub fn write_config(
         .collect();
     let mut changed = Vec::new();
     let dracut = is_dir(tree, DRACUT_DIR);
-    if is_dir(tree, INITRAMFS_TOOLS_DIR) || !dracut {
-        if append_initramfs_tools(tree, target, &root, meta)? {
-            changed.push(format!(
-                "/{}",
-                String::from_utf8_lossy(INITRAMFS_TOOLS_MODULES)
-            ));
-        }
+    if (is_dir(tree, INITRAMFS_TOOLS_DIR) || !dracut)
+        && append_initramfs_tools(tree, target, &root, meta)?
+    {
+        changed.push(format!(
+            "/{}",
+            String::from_utf8_lossy(INITRAMFS_TOOLS_MODULES)
+        ));
     }
     if dracut {
         let path = format!("etc/dracut.conf.d/imgbuild-{target}.conf");
