@@ -457,7 +457,9 @@ pub fn check_modules(
         }
     }
     if !missing.is_empty() {
-        missing.dedup_by(|a, b| a.names == b.names);
+        // A dependency shared by two root modules is reported once.
+        let mut seen = BTreeSet::new();
+        missing.retain(|m| seen.insert(m.names.clone()));
         return Err(DriverError::Missing {
             target,
             kernel_version: kernel.version.clone(),

@@ -432,3 +432,33 @@ fn write_config_refuses_a_directory_where_a_file_goes() {
         Err(DriverError::NotAFile { .. })
     ));
 }
+
+#[test]
+fn dependency_shared_by_two_root_modules_is_reported_once() {
+    let mut t = tree();
+    let m = format!("usr/lib/modules/{VER}");
+    put(&mut t, &format!("{m}/modules.builtin"), "");
+    put(
+        &mut t,
+        &format!("{m}/modules.dep"),
+        "kernel/drivers/hv/hv_vmbus.ko.xz:\n\
+         kernel/drivers/scsi/hv_storvsc.ko.xz: kernel/drivers/scsi/scsi_mod.ko.xz kernel/drivers/hv/hv_vmbus.ko.xz\n\
+         kernel/drivers/scsi/sd_mod.ko.xz: kernel/drivers/scsi/scsi_mod.ko.xz\n",
+    );
+    let k = KernelModules::read(&t, VER).expect("modules dir");
+    let err = check_modules(
+        &k,
+        &set(&["hv_vmbus", "hv_storvsc", "sd_mod"]),
+        Hypervisor::HyperV,
+    )
+    .expect_err("scsi_mod");
+    let DriverError::Missing { missing, .. } = &err else {
+        panic!("expected Missing, got {err:?}")
+    };
+    let root: Vec<_> = missing
+        .iter()
+        .filter(|m| m.stage == Stage::Initramfs)
+        .map(|m| m.names.join("|"))
+        .collect();
+    assert_eq!(root, ["scsi_mod"]);
+}
