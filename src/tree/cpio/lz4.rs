@@ -16,7 +16,9 @@ pub(super) struct Lz4Legacy<R> {
     started: bool,
     done: bool,
     compressed: Vec<u8>,
+    /// Unpacked block buffer, allocated once (8 MiB) and reused.
     out: Vec<u8>,
+    out_len: usize,
     out_pos: usize,
 }
 
@@ -28,6 +30,7 @@ impl<R: BufRead> Lz4Legacy<R> {
             done: false,
             compressed: Vec::new(),
             out: Vec::new(),
+            out_len: 0,
             out_pos: 0,
         }
     }
@@ -78,10 +81,12 @@ impl<R: BufRead> Lz4Legacy<R> {
             }
             self.compressed.resize(len, 0);
             self.r.read_exact(&mut self.compressed)?;
-            self.out.resize(LZ4_CHUNK, 0);
+            if self.out.len() < LZ4_CHUNK {
+                self.out.resize(LZ4_CHUNK, 0);
+            }
             let n = lz4_flex::block::decompress_into(&self.compressed, &mut self.out)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            self.out.truncate(n);
+            self.out_len = n;
             self.out_pos = 0;
             return Ok(());
         }
@@ -90,13 +95,13 @@ impl<R: BufRead> Lz4Legacy<R> {
 
 impl<R: BufRead> Read for Lz4Legacy<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.out_pos == self.out.len() {
+        while self.out_pos == self.out_len {
             if self.done {
                 return Ok(0);
             }
             self.next_block()?;
         }
-        let n = (self.out.len() - self.out_pos).min(buf.len());
+        let n = (self.out_len - self.out_pos).min(buf.len());
         buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
         self.out_pos += n;
         Ok(n)
