@@ -19,5 +19,7 @@ apt-get install -y -qq ovmf mmdebstrap libarchive13 libvhdi-utils libqcow-utils 
   systemd passwd util-linux file >/dev/null
 # libvhdi's Python bindings: the data oracle for 4096-byte-sector VHDX (formats/tests/vhdx_oracle.rs)
 apt-get install -y -qq python3-libvhdi >/dev/null
+# tree::drivers tests: lsinitramfs (oracle) and lz4 -l (lz4 legacy initramfs writer)
+apt-get install -y -qq initramfs-tools-core lz4 >/dev/null
 qemu-img --version | head -1
 mke2fs -V 2>&1 | head -1

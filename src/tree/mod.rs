@@ -19,6 +19,9 @@ use imgbuild_formats::ReadAt;
 
 pub mod boot;
 pub mod config;
+pub mod cpio;
+pub mod drivers;
+pub mod systemd;
 
 /// Index of an inode in a [`Tree`].
 pub type InodeId = usize;
