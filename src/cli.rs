@@ -9,15 +9,89 @@ use imgbuild::output::AtomicFile;
 use imgbuild_formats::{Compression, Format, Subformat, WriteOptions};
 
 /// Declarative guest-image builder: one recipe, qcow2 for KVM and VHDX for Hyper-V.
+///
+/// `imgbuild RECIPE` is `imgbuild build RECIPE`.
 #[derive(Parser, Debug)]
-#[command(name = "imgbuild", version, about)]
+#[command(name = "imgbuild", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    build: Option<BuildArgs>,
+}
+
+#[derive(clap::Args, Debug)]
+struct BuildArgs {
+    /// The recipe (TOML).
+    recipe: PathBuf,
+    /// Output directory.
+    #[arg(long, short = 'o', default_value = "out")]
+    output: PathBuf,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Print one JSON result (outputs, sizes, sha256, timings) on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Cache directory for bootstrapped trees (default: $IMGBUILD_CACHE or ~/.cache/imgbuild).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// The recipe (TOML).
+    recipe: PathBuf,
+    /// Only load and resolve the recipe; do not read the OS source.
+    #[arg(long)]
+    recipe_only: bool,
+    /// Cache directory for bootstrapped trees.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct MakeFsArgs {
+    /// Filesystem type.
+    #[arg(long = "type", short = 't', value_enum)]
+    fs_type: FsType,
+    /// Filesystem size (e.g. 2GiB, 512M).
+    #[arg(long, short = 's', value_parser = parse_size_u64)]
+    size: u64,
+    /// Volume label.
+    #[arg(long)]
+    label: Option<String>,
+    /// Seed for the UUIDs (any text; default: the tar's path and size).
+    #[arg(long)]
+    seed: Option<String>,
+    /// Filesystem UUID (ext4) as xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx.
+    #[arg(long)]
+    uuid: Option<String>,
+    /// Timestamps of created metadata (default: SOURCE_DATE_EPOCH, else 1700000000).
+    #[arg(long)]
+    epoch: Option<i64>,
+    /// Source tarball (plain, gzip, zstd or xz).
+    source: PathBuf,
+    /// Output (.img/.raw, .qcow2, .vhdx, .vhd).
+    output: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FsType {
+    Ext4,
+    Vfat,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build a recipe's images (same as `imgbuild RECIPE`).
+    Build(BuildArgs),
+    /// Validate a recipe fully (types, files, digests, drivers, that the content fits) without writing.
+    Check(CheckArgs),
+    /// Print the recipe's JSON Schema (for Taplo / Even Better TOML).
+    Schema,
+    /// Make one filesystem image from a tarball (ext4 or FAT32).
+    MakeFs(MakeFsArgs),
     /// Convert a disk image between raw, qcow2, VHDX and VHD.
     Convert(ConvertArgs),
     /// Show an image's format, sizes, header facts, partitions and data map.
@@ -110,6 +184,10 @@ enum SubformatArg {
     Fixed,
 }
 
+fn parse_size_u64(s: &str) -> Result<u64, String> {
+    imgbuild::size::parse_size(s).map_err(|e| e.to_string())
+}
+
 /// Parses `65536`, `64K`, `64KiB`, `1M`, `1MiB`.
 fn parse_size_u32(s: &str) -> Result<u32, String> {
     let n = imgbuild::size::parse_size(s).map_err(|e| e.to_string())?;
@@ -129,14 +207,29 @@ pub fn run() -> ExitCode {
         }
     };
     imgbuild::output::install_signal_cleanup();
-    let result = match cli.command {
-        Command::Convert(a) => convert(a),
-        Command::Inspect(a) => inspect(a),
-        Command::Verify(a) => verify(a),
+    let result = match (cli.command, cli.build) {
+        (Some(Command::Build(a)), _) | (None, Some(a)) => build(a),
+        (Some(Command::Check(a)), _) => check(a),
+        (Some(Command::Schema), _) => schema(),
+        (Some(Command::MakeFs(a)), _) => make_fs(a),
+        (None, None) => {
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            return ExitCode::from(2);
+        }
+        (Some(c), _) => match c {
+            Command::Convert(a) => convert(a),
+            Command::Inspect(a) => inspect(a),
+            Command::Verify(a) => verify(a),
+            _ => unreachable!("handled above"),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(RecipeErrors(text)) = e.downcast_ref::<RecipeErrors>() {
+                eprint!("{text}");
+                return ExitCode::from(2);
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
@@ -219,5 +312,101 @@ fn verify(a: VerifyArgs) -> Result<()> {
         );
     }
     println!("{n} outputs match {}", imgbuild::verify::SUMS);
+    Ok(())
+}
+
+/// Recipe diagnostics, already rendered (exit code 2).
+#[derive(Debug)]
+struct RecipeErrors(String);
+
+impl std::fmt::Display for RecipeErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RecipeErrors {}
+
+fn load_plan(recipe: &Path) -> Result<imgbuild::plan::Plan> {
+    imgbuild::recipe::check(recipe).map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)).into())
+}
+
+fn build_options(output: PathBuf, cache_dir: Option<PathBuf>, quiet: bool) -> imgbuild::build::BuildOptions {
+    imgbuild::build::BuildOptions {
+        out_dir: output,
+        cache_dir: cache_dir.unwrap_or_else(imgbuild::build::default_cache_dir),
+        temp_dir: None,
+        progress: imgbuild::progress::Progress::new(imgbuild::progress::Mode::detect(quiet)),
+    }
+}
+
+fn build(a: BuildArgs) -> Result<()> {
+    let plan = load_plan(&a.recipe)?;
+    let opts = build_options(a.output, a.cache_dir, a.quiet || a.json);
+    let report = imgbuild::build::build(&plan, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !a.quiet {
+        for o in &report.outputs {
+            println!("{}  {}  {}", o.sha256, opts.out_dir.join(&o.file).display(), imgbuild::size::human(o.file_size));
+        }
+    }
+    Ok(())
+}
+
+fn check(a: CheckArgs) -> Result<()> {
+    let plan = load_plan(&a.recipe)?;
+    if !a.recipe_only {
+        let opts = build_options(PathBuf::from("."), a.cache_dir, false);
+        let prepared = imgbuild::build::prepare(&plan, &opts)?;
+        println!(
+            "{}: ok (kernel {}, {} target(s), root filesystem data {})",
+            a.recipe.display(),
+            prepared.kernel_version,
+            plan.targets.len(),
+            imgbuild::size::human(prepared.root_min_size)
+        );
+    } else {
+        println!("{}: ok ({} target(s))", a.recipe.display(), plan.targets.len());
+    }
+    Ok(())
+}
+
+fn schema() -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(&imgbuild::recipe::schema())?);
+    Ok(())
+}
+
+fn make_fs(a: MakeFsArgs) -> Result<()> {
+    let format = format_from_extension(&a.output)?;
+    let epoch = match a.epoch {
+        Some(e) => e,
+        None => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+            Err(_) => 1_700_000_000,
+        },
+    };
+    let seed_text = a.seed.clone().unwrap_or_else(|| {
+        let len = std::fs::metadata(&a.source).map(|m| m.len()).unwrap_or(0);
+        format!("{}:{len}", a.source.display())
+    });
+    let seed = imgbuild::ids::Seed::from_bytes(seed_text.as_bytes());
+    let disk = imgbuild::build::make_fs(&imgbuild::build::MakeFs {
+        ext4: matches!(a.fs_type, FsType::Ext4),
+        size: a.size,
+        label: a.label,
+        uuid: match a.uuid.as_deref() {
+            Some(u) => Some(imgbuild::ids::parse_uuid(u).with_context(|| format!("--uuid {u:?} is not a UUID"))?),
+            None => None,
+        },
+        seed,
+        epoch,
+        source: a.source.clone(),
+    })?;
+    let out = AtomicFile::create(&a.output)?;
+    let opts = WriteOptions { seed: Some(seed.derive("image")), ..WriteOptions::default() };
+    let sink = format.sink(out.file()?, &opts).with_context(|| format!("cannot write {}", a.output.display()))?;
+    imgbuild_formats::write_images(&disk, vec![sink]).with_context(|| format!("cannot write {}", a.output.display()))?;
+    out.commit()?;
     Ok(())
 }

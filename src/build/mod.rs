@@ -1,3 +1,410 @@
-//! The build pipeline: a resolved plan in, images out.
+//! The build pipeline: a resolved [`Plan`] in, images, `SHA256SUMS` and
+//! `manifest.json` out. Read it top to bottom:
+//!
+//! ```text
+//! prepare:  read_os ─► configure ─► check_drivers ─► write_driver_config ─► layout ─► fstab ─► hygiene
+//!           ─► ext4 (root) ─► per distinct cmdline: esp_tree ─► fat ─► assemble ─► VirtualDisk
+//! build:    prepare ─► write every target of a disk in one pass ─► SHA256SUMS ─► manifest.json ─► rename all
+//! ```
+//! Everything that can fail on the recipe's content (drivers, the content not
+//! fitting the disk) fails in `prepare`, before any output file exists.
 
+pub mod manifest;
 pub mod outputs;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use imgbuild_formats::VirtualDisk;
+
+use crate::fs::{ext4, fat};
+use crate::layout::{self, LayoutPlan};
+use crate::plan::{NetworkPlan, OsPlan, Plan, TargetPlan};
+use crate::progress::Progress;
+use crate::recipe::Hypervisor as RecipeHypervisor;
+use crate::size::human;
+use crate::source;
+use crate::tree::{boot, config, drivers, systemd, Meta, Timestamp, Tree};
+use outputs::{OutputInfo, OutputSpec, Pending};
+
+/// Where and how to build.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Output directory (created if missing).
+    pub out_dir: PathBuf,
+    /// Cache for bootstrapped trees.
+    pub cache_dir: PathBuf,
+    /// Where compressed tars are unpacked (default: the system temp dir).
+    pub temp_dir: Option<PathBuf>,
+    /// Progress reporting.
+    pub progress: Progress,
+}
+
+/// One disk to write and the targets that share it.
+pub struct Disk {
+    /// The assembled disk.
+    pub disk: VirtualDisk,
+    /// Targets written from it.
+    pub targets: Vec<TargetPlan>,
+}
+
+/// Everything checked and assembled, nothing written yet.
+pub struct Prepared {
+    /// Disks, one per distinct content.
+    pub disks: Vec<Disk>,
+    /// The partition layout.
+    pub layout: LayoutPlan,
+    /// Kernel version booted.
+    pub kernel_version: String,
+    /// Installed packages (dpkg), sorted.
+    pub packages: Vec<(String, String)>,
+    /// Bytes of file data in the root filesystem.
+    pub root_min_size: u64,
+    /// Seconds per stage.
+    pub timings: BTreeMap<String, f64>,
+}
+
+/// What a build wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct BuildReport {
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// The images.
+    pub outputs: Vec<OutputInfo>,
+    /// Seconds per stage.
+    pub timings: BTreeMap<String, f64>,
+}
+
+struct Timer<'a> {
+    timings: &'a mut BTreeMap<String, f64>,
+    start: Instant,
+}
+
+impl Timer<'_> {
+    fn lap(&mut self, stage: &str) {
+        let now = Instant::now();
+        *self.timings.entry(stage.to_string()).or_default() += (now - self.start).as_secs_f64();
+        self.start = now;
+    }
+}
+
+/// Runs every check and assembles the disks without writing any output.
+pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
+    let mut timings = BTreeMap::new();
+    let mut t = Timer { timings: &mut timings, start: Instant::now() };
+    let epoch = i64::try_from(plan.epoch).context("epoch out of range")?;
+
+    let step = opts.progress.step("reading the OS tree");
+    let mut tree = read_os(plan, opts, epoch)?;
+    drop(step);
+    t.lap("read_os");
+
+    let step = opts.progress.step("configuring the tree");
+    configure(&mut tree, plan, epoch)?;
+    let info = boot_info(&tree, plan, epoch)?;
+    check_drivers(&tree, plan, &info)?;
+    write_driver_config(&mut tree, plan, epoch)?;
+    let layout = layout::uefi_plan(plan.size, plan.layout.esp_size, &plan.seed)?;
+    let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
+    config::write_fstab(
+        &mut tree,
+        &[config::FstabEntry::root_ext4(&root_part.guid), config::FstabEntry::esp(&esp_part.guid)],
+        epoch,
+    )?;
+    config::clean_for_golden_image(&mut tree, &config::Hygiene::default(), epoch)?;
+    let packages = config::installed_packages(&tree).unwrap_or_default();
+    drop(step);
+    t.lap("configure");
+
+    let step = opts.progress.step("laying out the root filesystem");
+    let mut ext4_opts = ext4::Ext4Options::new(
+        root_part.size,
+        plan.seed.uuid("ext4.uuid"),
+        plan.seed.uuid("ext4.hash_seed"),
+        epoch,
+    );
+    ext4_opts.label = plan.layout.root_label.clone();
+    let root = match ext4::write(&tree, &ext4_opts) {
+        Ok(r) => r,
+        Err(ext4::Ext4Error::TooSmall { needed, .. }) => {
+            let disk = layout::ALIGN + plan.layout.esp_size + needed.next_multiple_of(layout::ALIGN) + layout::ALIGN;
+            bail!(
+                "the OS tree does not fit: the root filesystem needs {} but the disk leaves it {}; \
+                 set [image] size to at least {} ({} bytes)",
+                human(needed),
+                human(root_part.size),
+                human(disk.next_multiple_of(1 << 20)),
+                disk
+            );
+        }
+        Err(e) => return Err(e).context("cannot lay out the root filesystem"),
+    };
+    drop(step);
+    t.lap("ext4");
+
+    let step = opts.progress.step("assembling the disks");
+    let disks = assemble_disks(&tree, plan, &layout, &root, epoch)?;
+    drop(step);
+    t.lap("esp_and_gpt");
+    Ok(Prepared {
+        disks,
+        layout,
+        kernel_version: info.kernel_version,
+        packages,
+        root_min_size: root.data_len(),
+        timings,
+    })
+}
+
+/// Builds the plan into `opts.out_dir`: all outputs or none.
+pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
+    let mut prepared = prepare(plan, opts)?;
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("cannot create the output directory {}", opts.out_dir.display()))?;
+    let start = Instant::now();
+    let mut pending = Pending::default();
+    for d in &prepared.disks {
+        let specs: Vec<OutputSpec> = d
+            .targets
+            .iter()
+            .map(|t| OutputSpec {
+                target: t.name.clone(),
+                file_name: t.output.clone(),
+                format: t.format,
+                options: t.write_options(&plan.seed),
+            })
+            .collect();
+        pending.write(&opts.out_dir, &d.disk, &specs, &opts.progress)?;
+    }
+    prepared.timings.insert("write_outputs".into(), start.elapsed().as_secs_f64());
+    let images = pending.images();
+    let sums: Vec<(String, String)> = images.iter().map(|o| (o.sha256.clone(), o.file.clone())).collect();
+    pending.text(&opts.out_dir, crate::verify::SUMS, &crate::verify::write_sums(&sums))?;
+    let manifest = manifest::Manifest::new(plan, &prepared, &images);
+    pending.text(&opts.out_dir, manifest::FILE, &manifest.to_json()?)?;
+    pending.commit()?;
+    Ok(BuildReport { out_dir: opts.out_dir.clone(), outputs: images, timings: prepared.timings })
+}
+
+fn dir_meta(epoch: i64) -> Meta {
+    Meta { mode: 0o755, mtime: Timestamp::from_secs(epoch), ..Meta::default() }
+}
+
+fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
+    let mut tree = Tree::new(dir_meta(epoch));
+    let tar_opts = |_: ()| source::tar::TarOptions {
+        temp_dir: opts.temp_dir.clone(),
+        owners: source::tar::Owners::Numeric,
+        clamp_mtime: Some(epoch),
+    };
+    match &plan.os {
+        OsPlan::Tar { path, written, .. } => {
+            source::tar::read_tar(path, &mut tree, &tar_opts(()))
+                .with_context(|| format!("cannot read the OS tarball {written}"))?;
+        }
+        OsPlan::Dir { path, written, keep_owner } => {
+            let o = source::dir::DirOptions { keep_owner: *keep_owner, clamp_mtime: Some(epoch), xattrs: true };
+            source::dir::read_dir(path, &mut tree, &o)
+                .with_context(|| format!("cannot read the OS directory {written}"))?;
+        }
+        OsPlan::Mmdebstrap { suite, variant, mirror, packages, components } => {
+            let spec = source::mmdebstrap::DebootstrapSpec {
+                suite: suite.clone(),
+                variant: serde_json::to_value(variant)?.as_str().unwrap_or("minbase").to_string(),
+                mirror: mirror.clone(),
+                components: components.clone(),
+                packages: packages.clone(),
+                epoch: Some(epoch),
+            };
+            let tar = source::mmdebstrap::bootstrap(&spec, &opts.cache_dir)
+                .with_context(|| format!("cannot bootstrap Debian {suite} with mmdebstrap"))?;
+            source::tar::read_tar(&tar, &mut tree, &tar_opts(()))
+                .with_context(|| format!("cannot read the bootstrapped tree {}", tar.display()))?;
+        }
+    }
+    Ok(tree)
+}
+
+fn configure(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
+    let c = &plan.config;
+    if let Some(h) = &c.hostname {
+        config::set_hostname(tree, h, epoch)?;
+    }
+    if let Some(tz) = &c.timezone {
+        config::set_timezone(tree, tz, epoch)?;
+    }
+    if let Some(l) = &c.locale {
+        config::set_locale(tree, l, epoch)?;
+    }
+    let users: Vec<_> = c.users.iter().map(|u| u.to_spec()).collect();
+    config::add_users(tree, &users, epoch)?;
+    let files = c
+        .files
+        .iter()
+        .map(|f| f.to_spec(&plan.inputs).with_context(|| format!("cannot read the content of {}", f.path)))
+        .collect::<Result<Vec<_>>>()?;
+    config::apply_files(tree, &files, epoch)?;
+    if c.network == NetworkPlan::Dhcp {
+        config::configure_dhcp(tree, epoch)?;
+    }
+    let meta = Meta { mode: 0o644, mtime: Timestamp::from_secs(epoch), ..Meta::default() };
+    for unit in &c.services.enable {
+        systemd::enable_unit(tree, unit, &meta).with_context(|| format!("cannot enable {unit}"))?;
+    }
+    for unit in &c.services.disable {
+        systemd::disable_unit(tree, unit).with_context(|| format!("cannot disable {unit}"))?;
+    }
+    for unit in &c.services.mask {
+        systemd::mask_unit(tree, unit, &meta).with_context(|| format!("cannot mask {unit}"))?;
+    }
+    if let Some(ci) = &c.cloud_init {
+        config::write_nocloud(tree, &ci.to_nocloud(&plan.inputs)?, epoch)?;
+    }
+    Ok(())
+}
+
+fn hypervisor(h: RecipeHypervisor) -> drivers::Hypervisor {
+    match h {
+        RecipeHypervisor::Kvm => drivers::Hypervisor::Kvm,
+        RecipeHypervisor::Hyperv => drivers::Hypervisor::HyperV,
+        RecipeHypervisor::Azure => drivers::Hypervisor::Azure,
+    }
+}
+
+fn boot_options(plan: &Plan, layout_root_guid: &str, cmdline: &str, epoch: i64) -> boot::BootOptions {
+    boot::BootOptions {
+        entry_id: plan.name.clone(),
+        title: plan.name.clone(),
+        root_partuuid: layout_root_guid.to_string(),
+        cmdline: cmdline.to_string(),
+        extra_cmdline: String::new(),
+        timeout: 0,
+        epoch,
+        host_systemd_boot: Some(PathBuf::from(boot::SYSTEMD_BOOT)),
+    }
+}
+
+fn boot_info(tree: &Tree, plan: &Plan, epoch: i64) -> Result<boot::BootInfo> {
+    let (_, info) = boot::esp_tree(tree, &boot_options(plan, "00000000-0000-0000-0000-000000000000", "", epoch))
+        .context("cannot find what to boot")?;
+    Ok(info)
+}
+
+fn check_drivers(tree: &Tree, plan: &Plan, info: &boot::BootInfo) -> Result<()> {
+    let initrd = match &info.initrd {
+        Some(p) => match tree.lookup(p.as_bytes()).map(|id| &tree.inode(id).kind) {
+            Some(crate::tree::Kind::File(data)) => Some(data.clone()),
+            _ => None,
+        },
+        None => None,
+    };
+    for t in &plan.targets {
+        drivers::check(tree, &info.kernel_version, hypervisor(t.hypervisor), initrd.as_ref())
+            .with_context(|| format!("target {:?} cannot boot kernel {}", t.name, info.kernel_version))?;
+    }
+    Ok(())
+}
+
+fn write_driver_config(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
+    let meta = Meta { mode: 0o644, mtime: Timestamp::from_secs(epoch), ..Meta::default() };
+    let mut seen = Vec::new();
+    for t in &plan.targets {
+        let h = hypervisor(t.hypervisor);
+        if !seen.contains(&h) {
+            seen.push(h);
+            drivers::write_config(tree, h, &meta)?;
+        }
+    }
+    Ok(())
+}
+
+/// One disk per distinct kernel command line: targets that boot the same
+/// way share one disk, assembled once and written in one pass.
+fn assemble_disks(tree: &Tree, plan: &Plan, layout: &LayoutPlan, root: &VirtualDisk, epoch: i64) -> Result<Vec<Disk>> {
+    let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
+    let mut by_cmdline: BTreeMap<&str, Vec<TargetPlan>> = BTreeMap::new();
+    for t in &plan.targets {
+        by_cmdline.entry(t.cmdline.as_str()).or_default().push(t.clone());
+    }
+    let mut disks = Vec::new();
+    for (cmdline, targets) in by_cmdline {
+        let (esp, _) = boot::esp_tree(tree, &boot_options(plan, &root_part.guid, cmdline, epoch))
+            .context("cannot build the EFI system partition")?;
+        let fat_opts = fat::FatOptions {
+            size: esp_part.size,
+            volume_id: plan.seed.u32("esp.volume_id"),
+            label: plan.layout.esp_label.clone(),
+            epoch,
+            hidden_sectors: u32::try_from(esp_part.start / 512).context("ESP start out of range")?,
+        };
+        let esp = fat::write(&esp, &fat_opts).context("cannot lay out the EFI system partition")?;
+        let disk = layout::assemble(layout, &[&esp, root])?;
+        disks.push(Disk { disk, targets });
+    }
+    Ok(disks)
+}
+
+/// The cache directory: `$IMGBUILD_CACHE`, else `$XDG_CACHE_HOME/imgbuild`,
+/// else `~/.cache/imgbuild`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("IMGBUILD_CACHE") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Path::new(&d).join("imgbuild");
+    }
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".cache/imgbuild"), |h| Path::new(&h).join(".cache/imgbuild"))
+}
+
+/// What `imgbuild make-fs` makes.
+#[derive(Clone, Debug)]
+pub struct MakeFs {
+    /// ext4 (else FAT32).
+    pub ext4: bool,
+    /// Filesystem size in bytes.
+    pub size: u64,
+    /// Volume label.
+    pub label: Option<String>,
+    /// UUID (ext4), else derived from the seed.
+    pub uuid: Option<[u8; 16]>,
+    /// Seed for ids.
+    pub seed: crate::ids::Seed,
+    /// Timestamps of created metadata.
+    pub epoch: i64,
+    /// Source tarball.
+    pub source: PathBuf,
+}
+
+/// One filesystem from a tarball, as a disk of exactly `size` bytes.
+pub fn make_fs(m: &MakeFs) -> Result<VirtualDisk> {
+    let mut tree = Tree::new(dir_meta(m.epoch));
+    let opts = source::tar::TarOptions { temp_dir: None, owners: source::tar::Owners::Numeric, clamp_mtime: None };
+    source::tar::read_tar(&m.source, &mut tree, &opts).with_context(|| format!("cannot read {}", m.source.display()))?;
+    if m.ext4 {
+        let uuid = m.uuid.unwrap_or_else(|| m.seed.uuid("ext4.uuid"));
+        let mut o = ext4::Ext4Options::new(m.size, uuid, m.seed.uuid("ext4.hash_seed"), m.epoch);
+        if let Some(l) = &m.label {
+            o.label = l.clone();
+        }
+        ext4::write(&tree, &o).map_err(|e| match e {
+            ext4::Ext4Error::TooSmall { needed, size } => anyhow::anyhow!(
+                "{} does not fit in {}: the filesystem needs at least {} ({needed} bytes); raise --size",
+                m.source.display(),
+                human(size),
+                human(needed)
+            ),
+            e => anyhow::Error::new(e).context("cannot lay out the ext4 filesystem"),
+        })
+    } else {
+        let o = fat::FatOptions {
+            size: m.size,
+            volume_id: m.seed.u32("fat.volume_id"),
+            label: m.label.clone().unwrap_or_else(|| fat::DEFAULT_LABEL.to_string()),
+            epoch: m.epoch,
+            hidden_sectors: 0,
+        };
+        fat::write(&tree, &o).context("cannot lay out the FAT filesystem")
+    }
+}

@@ -1,0 +1,69 @@
+//! `manifest.json`: what was built from what. Deterministic: no times, no
+//! host paths, sorted keys and lists.
+
+use serde::Serialize;
+
+use super::outputs::OutputInfo;
+use super::Prepared;
+use crate::layout::LayoutPlan;
+use crate::plan::{Input, Plan};
+
+/// File name of the manifest.
+pub const FILE: &str = "manifest.json";
+
+/// The manifest's content.
+#[derive(Debug, Serialize)]
+pub struct Manifest<'a> {
+    /// Manifest format version.
+    pub version: u32,
+    /// Image name.
+    pub name: &'a str,
+    /// SHA-256 of the recipe file.
+    pub recipe_sha256: &'a str,
+    /// Epoch used for every timestamp.
+    pub epoch: u64,
+    /// The build seed (hex).
+    pub seed: String,
+    /// Every input with its digest.
+    pub inputs: &'a [Input],
+    /// Partition layout with GUIDs.
+    pub layout: &'a LayoutPlan,
+    /// The kernel booted.
+    pub kernel_version: &'a str,
+    /// Installed packages (dpkg status), sorted by name.
+    pub packages: Vec<Package<'a>>,
+    /// The images.
+    pub outputs: &'a [OutputInfo],
+}
+
+/// One installed package.
+#[derive(Debug, Serialize)]
+pub struct Package<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Version.
+    pub version: &'a str,
+}
+
+impl<'a> Manifest<'a> {
+    /// The manifest of a build.
+    pub fn new(plan: &'a Plan, prepared: &'a Prepared, outputs: &'a [OutputInfo]) -> Self {
+        Manifest {
+            version: 1,
+            name: &plan.name,
+            recipe_sha256: &plan.recipe_sha256,
+            epoch: plan.epoch,
+            seed: crate::plan::hex(&plan.seed.0),
+            inputs: &plan.inputs,
+            layout: &prepared.layout,
+            kernel_version: &prepared.kernel_version,
+            packages: prepared.packages.iter().map(|(n, v)| Package { name: n, version: v }).collect(),
+            outputs,
+        }
+    }
+
+    /// Pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        Ok(serde_json::to_string_pretty(self)? + "\n")
+    }
+}
