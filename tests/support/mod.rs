@@ -58,3 +58,20 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn p(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// The cached Debian bookworm rootfs tarball made by `scripts/debian-rootfs.sh`.
+/// Missing: fails with `CI=true`, else `None` with a printed reason.
+pub fn debian_tar() -> Option<PathBuf> {
+    let cache = std::env::var_os("IMGBUILD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/imgbuild"));
+    let tar = cache.join("debian-bookworm-test.tar");
+    if tar.exists() {
+        return Some(tar);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{} is missing: CI runs scripts/debian-rootfs.sh first", tar.display());
+    }
+    eprintln!("SKIPPED: {} is missing (run scripts/debian-rootfs.sh)", tar.display());
+    None
+}
