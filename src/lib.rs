@@ -18,5 +18,6 @@ pub mod plan;
 pub mod progress;
 pub mod recipe;
 pub mod size;
+pub mod source;
 pub mod tree;
 pub mod verify;

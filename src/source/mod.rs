@@ -1,0 +1,90 @@
+//! OS sources: they fill a [`Tree`](crate::tree::Tree) from a tar archive
+//! (plain, gzip, zstd or xz), a host directory, or a fresh `mmdebstrap` run.
+//!
+//! ```text
+//! rootfs.tar[.gz|.zst|.xz] ─decompress (once, to an unlinked temp file)─┐
+//!                                                                       ├─ tar::read_tar ─► Tree
+//! mmdebstrap::bootstrap ─► cached rootfs-<sha256>.tar ──────────────────┘
+//! host directory ─ dir::read_dir ─► Tree
+//! ```
+//! File contents are never copied into memory: every regular file becomes a
+//! [`FileData::Source`](crate::tree::FileData) pointing at a byte range of the
+//! (decompressed) tar or at the host file.
+
+pub mod decompress;
+pub mod dir;
+pub mod mmdebstrap;
+pub mod tar;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use decompress::Compression;
+pub use dir::{read_dir, DirOptions, DirStats};
+pub use mmdebstrap::{bootstrap, default_mirror, DebootstrapSpec};
+pub use tar::{read_tar, Owners, TarOptions, TarProblem, TarStats};
+
+/// What went wrong reading an OS source. Every variant names the file and,
+/// for tar archives, the entry (index, byte offset of its header, path).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// Opening, reading or decompressing a source file failed.
+    #[error("{path}: cannot {action}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done (`open`, `decompress zstd`, …).
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is compressed with a method we do not read.
+    #[error("{path}: {method} compression is not supported (use gzip, zstd or xz)")]
+    UnsupportedCompression {
+        /// The file.
+        path: PathBuf,
+        /// What its magic bytes say.
+        method: &'static str,
+    },
+    /// A tar entry is malformed, unsupported or hostile.
+    #[error("{tar}: entry #{index} {entry:?} (header at byte {offset})")]
+    Tar {
+        /// The tar file as given (not the decompressed temp file).
+        tar: PathBuf,
+        /// 0-based index of the entry (extended headers count with their entry).
+        index: u64,
+        /// Byte offset of the entry's first header in the uncompressed tar.
+        offset: u64,
+        /// The entry's path as far as it is known (`?` before it is).
+        entry: String,
+        /// What is wrong.
+        #[source]
+        problem: TarProblem,
+    },
+    /// A host directory entry could not be read or placed in the tree.
+    #[error("{path}: cannot {action}")]
+    Dir {
+        /// The host path.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No mirror given and none found in the apt sources.
+    #[error("no Debian mirror given and none found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list")]
+    NoMirror,
+    /// An external tool failed.
+    #[error("{tool} failed ({status}): {stderr_tail}")]
+    Tool {
+        /// The program.
+        tool: &'static str,
+        /// Its exit status.
+        status: String,
+        /// The last lines of its standard error.
+        stderr_tail: String,
+    },
+}

@@ -1,0 +1,163 @@
+//! POSIX ACL text (as GNU tar `--acls`, star and bsdtar store it in
+//! `SCHILY.acl.access` / `SCHILY.acl.default`) to the kernel's xattr value
+//! for `system.posix_acl_access` / `system.posix_acl_default`
+//! (linux/include/uapi/linux/posix_acl_xattr.h: a little-endian u32 version 2,
+//! then `{ u16 tag, u16 perm, u32 id }` per entry, sorted by tag then id).
+
+use super::TarProblem;
+
+const POSIX_ACL_XATTR_VERSION: u32 = 2;
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_GROUP: u16 = 0x08;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const ACL_UNDEFINED_ID: u32 = u32::MAX;
+/// Enough for any real ACL; bounds the work on hostile text.
+const MAX_ENTRIES: usize = 4096;
+
+/// Converts ACL text (entries separated by `,` or newlines, `#` comments
+/// ignored; `tag:qualifier:perms[:id]`, tags `user|u`, `group|g`, `mask|m`,
+/// `other|o`) to the kernel xattr value. Returns `None` for an access ACL
+/// that only repeats the mode (three base entries), which the kernel does not
+/// store either.
+pub fn text_to_xattr(key: &'static str, text: &[u8], is_default: bool) -> Result<Option<Vec<u8>>, TarProblem> {
+    let bad = |reason: String| TarProblem::BadAcl { key, reason };
+    let text = std::str::from_utf8(text).map_err(|_| bad("not UTF-8".into()))?;
+    let mut entries: Vec<(u16, u32, u16)> = Vec::new();
+    for raw in text.split([',', '\n']) {
+        let entry = raw.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        if entries.len() == MAX_ENTRIES {
+            return Err(bad(format!("more than {MAX_ENTRIES} entries")));
+        }
+        entries.push(parse_entry(entry).map_err(|r| bad(format!("entry {entry:?}: {r}")))?);
+    }
+    entries.sort_unstable();
+    check(&entries).map_err(bad)?;
+    if entries.is_empty() || (!is_default && entries.len() == 3) {
+        return Ok(None);
+    }
+    let mut out = POSIX_ACL_XATTR_VERSION.to_le_bytes().to_vec();
+    for (tag, id, perm) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    Ok(Some(out))
+}
+
+/// One entry as (tag, id, perm).
+fn parse_entry(entry: &str) -> Result<(u16, u32, u16), String> {
+    let f: Vec<&str> = entry.split(':').collect();
+    let (tag, qualifier, perms, extra_id) = match f.as_slice() {
+        [t, p] => (*t, "", *p, None),
+        [t, q, p] => (*t, *q, *p, None),
+        [t, q, p, id] => (*t, *q, *p, Some(*id)),
+        _ => return Err("expected tag:qualifier:perms".into()),
+    };
+    let perm = parse_perms(perms)?;
+    let (obj_tag, named_tag) = match tag {
+        "user" | "u" => (ACL_USER_OBJ, Some(ACL_USER)),
+        "group" | "g" => (ACL_GROUP_OBJ, Some(ACL_GROUP)),
+        "mask" | "m" => (ACL_MASK, None),
+        "other" | "o" => (ACL_OTHER, None),
+        t => return Err(format!("unknown tag {t:?}")),
+    };
+    if qualifier.is_empty() {
+        return Ok((obj_tag, ACL_UNDEFINED_ID, perm));
+    }
+    let named = named_tag.ok_or_else(|| format!("{tag} takes no qualifier"))?;
+    // star and bsdtar append the numeric id after a name; GNU tar writes the
+    // name alone unless --numeric-owner, which we cannot map without a passwd.
+    let id_text = match extra_id {
+        Some(id) => id,
+        None => qualifier,
+    };
+    let id = id_text.parse::<u32>().map_err(|_| {
+        format!("qualifier {qualifier:?} is a name without a numeric id (create the tar with --numeric-owner)")
+    })?;
+    if id == ACL_UNDEFINED_ID {
+        return Err("id 4294967295 is reserved".into());
+    }
+    Ok((named, id, perm))
+}
+
+fn parse_perms(p: &str) -> Result<u16, String> {
+    let mut bits = 0;
+    for c in p.chars() {
+        bits |= match c {
+            'r' => 4,
+            'w' => 2,
+            'x' => 1,
+            '-' => 0,
+            c => return Err(format!("unknown permission {c:?}")),
+        };
+    }
+    Ok(bits)
+}
+
+/// posix_acl_valid: one of each base entry, a mask when named entries
+/// exist, no duplicate named ids (entries are sorted).
+fn check(entries: &[(u16, u32, u16)]) -> Result<(), String> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let count = |t: u16| entries.iter().filter(|e| e.0 == t).count();
+    for (t, name) in [(ACL_USER_OBJ, "user::"), (ACL_GROUP_OBJ, "group::"), (ACL_OTHER, "other::")] {
+        if count(t) != 1 {
+            return Err(format!("needs exactly one {name} entry"));
+        }
+    }
+    if count(ACL_MASK) > 1 || (count(ACL_MASK) == 0 && (count(ACL_USER) > 0 || count(ACL_GROUP) > 0)) {
+        return Err("needs one mask:: entry with named entries".into());
+    }
+    if entries.windows(2).any(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1) {
+        return Err("duplicate entry".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GNU tar 1.34's text for `setfacl -m u:1234:rx,g:4321:r` on a 0644 file,
+    /// and the xattr the kernel returned for it (both read on this machine).
+    #[test]
+    fn gnu_tar_text_matches_kernel_xattr() {
+        let text = b"user::rw-\nuser:1234:r-x\ngroup::r--\ngroup:4321:r--\nmask::r-x\nother::r--\n";
+        let mut want = vec![2, 0, 0, 0];
+        for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 5, 1234), (4, 4, u32::MAX), (8, 4, 4321), (0x10, 5, u32::MAX), (0x20, 4, u32::MAX)] {
+            want.extend_from_slice(&tag.to_le_bytes());
+            want.extend_from_slice(&perm.to_le_bytes());
+            want.extend_from_slice(&id.to_le_bytes());
+        }
+        assert_eq!(text_to_xattr("SCHILY.acl.access", text, false).unwrap(), Some(want));
+    }
+
+    #[test]
+    fn star_style_names_with_ids_and_commas() {
+        let a = text_to_xattr("k", b"user::rwx,user:bob:r-x:1000,group::r-x,mask::r-x,other::---", false).unwrap();
+        let b = text_to_xattr("k", b"u::rwx,u:1000:r-x,g::r-x,m::r-x,o::---", false).unwrap();
+        assert_eq!(a, b);
+        assert!(a.is_some());
+    }
+
+    #[test]
+    fn minimal_access_acl_is_folded_into_the_mode() {
+        assert_eq!(text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", false).unwrap(), None);
+        assert!(text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", true).unwrap().is_some());
+    }
+
+    #[test]
+    fn rejects_names_without_ids_missing_mask_and_junk() {
+        assert!(text_to_xattr("k", b"user::rwx,user:bob:r-x,group::r-x,mask::r-x,other::---", false).is_err());
+        assert!(text_to_xattr("k", b"user::rwx,user:7:r-x,group::r-x,other::---", false).is_err());
+        assert!(text_to_xattr("k", b"user::rwz,group::r-x,other::---", false).is_err());
+        assert!(text_to_xattr("k", b"user::rwx,group::r-x", false).is_err());
+    }
+}

@@ -1,0 +1,384 @@
+//! Tar archives → [`Tree`]. We parse the format ourselves instead of using
+//! the `tar` crate: that crate applies pax `path`/`linkpath`/`size` but not
+//! pax `uid`/`gid`/`mtime` (fractions, negative times) nor ACL text, cannot
+//! read negative base-256 times, reports problems as untyped `io::Error`s
+//! without the entry's offset, and treats a size running past the end of the
+//! file as an ordinary end of archive when seeking. The format is small
+//! (ustar header, GNU `L`/`K`, pax `x`/`g`); owning it lets every number be
+//! checked and every error name the tar, the entry index, its header offset
+//! and its path. It is fuzzed (`fuzz/fuzz_targets/tar_reader.rs`).
+//!
+//! File data is never copied: a regular file becomes
+//! [`FileData::Source`] over the (decompressed) tar at its data offset.
+
+mod acl;
+mod header;
+mod pax;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use imgbuild_formats::io::SizedFile;
+use imgbuild_formats::ReadAt;
+
+use self::header::{cstr, Header, BLOCK};
+use self::pax::Extended;
+use super::decompress::{open_decompressed, Compression};
+use super::SourceError;
+use crate::tree::{FileData, Inode, Kind, Meta, Timestamp, Tree, TreeError};
+
+/// Upper bound for one pax or GNU long-name header's data held in memory
+/// (Linux xattr values are at most 64 KiB, paths 4 KiB).
+const MAX_EXTENDED: u64 = 16 << 20;
+
+/// How to map the owners recorded in the tar.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Owners {
+    /// Keep the numeric uid/gid from the tar (names are ignored).
+    #[default]
+    Numeric,
+    /// Make everything owned by root:root.
+    Root,
+}
+
+/// Options for [`read_tar`].
+#[derive(Clone, Debug, Default)]
+pub struct TarOptions {
+    /// Where compressed tars are decompressed (an unlinked file); default
+    /// `std::env::temp_dir()`.
+    pub temp_dir: Option<PathBuf>,
+    /// Owner mapping.
+    pub owners: Owners,
+    /// SOURCE_DATE_EPOCH semantics: times after this are set to it.
+    pub clamp_mtime: Option<i64>,
+}
+
+/// What [`read_tar`] put into the tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TarStats {
+    /// The compression detected from the magic bytes.
+    pub compression: Option<Compression>,
+    /// Entries read (extended headers not counted).
+    pub entries: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Hard links.
+    pub hard_links: u64,
+    /// Character and block devices.
+    pub devices: u64,
+    /// FIFOs.
+    pub fifos: u64,
+    /// Sum of regular file sizes.
+    pub file_bytes: u64,
+    /// Size of the uncompressed tar.
+    pub tar_bytes: u64,
+}
+
+/// What is wrong with one tar entry (wrapped in [`SourceError::Tar`], which
+/// names the file and the entry).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TarProblem {
+    /// Reading the archive failed.
+    #[error("cannot read the archive")]
+    Io(#[source] io::Error),
+    /// The header checksum does not match.
+    #[error("header checksum field says {expected}, the header sums to {found}")]
+    BadChecksum {
+        /// From the checksum field.
+        expected: i64,
+        /// Computed.
+        found: i64,
+    },
+    /// A numeric field is not a number.
+    #[error("field {field} holds {raw:?}, not a number")]
+    BadNumber {
+        /// Field name.
+        field: &'static str,
+        /// Its bytes, escaped.
+        raw: String,
+    },
+    /// A number does not fit where it goes.
+    #[error("field {field} value {value} is out of range")]
+    OutOfRange {
+        /// Field name.
+        field: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// The file ends inside a header block.
+    #[error("header truncated: {available} of 512 bytes before the end of the file")]
+    TruncatedHeader {
+        /// Bytes left in the file.
+        available: u64,
+    },
+    /// The entry's data runs past the end of the file.
+    #[error("size {size} from data offset {data_offset} runs past the end of the file ({file_len} bytes)")]
+    SizePastEnd {
+        /// The entry's size.
+        size: u64,
+        /// Where its data starts.
+        data_offset: u64,
+        /// The (uncompressed) file length.
+        file_len: u64,
+    },
+    /// An extended header is larger than we hold in memory.
+    #[error("{kind} header of {size} bytes exceeds the {limit}-byte limit")]
+    ExtendedTooLarge {
+        /// `pax` or `GNU long name`.
+        kind: &'static str,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A pax record is malformed.
+    #[error("malformed pax extended header: {reason}")]
+    BadPax {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An ACL text record cannot be converted.
+    #[error("bad ACL in {key}: {reason}")]
+    BadAcl {
+        /// The pax keyword.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Extended headers at the end with no entry after them.
+    #[error("extended header is not followed by an entry")]
+    DanglingExtended,
+    /// A valid entry we do not support.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What it is.
+        what: String,
+    },
+    /// A symlink without a target.
+    #[error("symbolic link with an empty target")]
+    EmptySymlink,
+    /// The tree refused the entry (`..`, a parent that is a file, a hard
+    /// link to a missing path or a directory).
+    #[error("cannot place the entry in the tree")]
+    Tree(#[source] TreeError),
+}
+
+/// Reads the tar at `path` (plain, gzip, zstd or xz, detected by magic bytes)
+/// into `tree`. Later entries for a path replace earlier ones; missing parents
+/// are created; hard links share the target's inode and leave its metadata
+/// alone.
+pub fn read_tar(path: &Path, tree: &mut Tree, opts: &TarOptions) -> Result<TarStats, SourceError> {
+    let (file, compression) = open_decompressed(path, opts.temp_dir.as_deref())?;
+    let source = Arc::new(file);
+    let stats = TarStats { compression: Some(compression), tar_bytes: source.len(), ..TarStats::default() };
+    let mut r = Reader { source, opts, tree, stats, index: 0, offset: 0, name: b"?".to_vec() };
+    match r.run() {
+        Ok(()) => Ok(r.stats),
+        Err(problem) => Err(SourceError::Tar {
+            tar: path.to_owned(),
+            index: r.index,
+            offset: r.offset,
+            entry: String::from_utf8_lossy(&r.name).into_owned(),
+            problem,
+        }),
+    }
+}
+
+struct Reader<'a> {
+    source: Arc<SizedFile>,
+    opts: &'a TarOptions,
+    tree: &'a mut Tree,
+    stats: TarStats,
+    /// Index, first header offset and path of the entry being read (for errors).
+    index: u64,
+    offset: u64,
+    name: Vec<u8>,
+}
+
+impl Reader<'_> {
+    fn run(&mut self) -> Result<(), TarProblem> {
+        let len = self.source.len();
+        let mut ext = Extended::default();
+        let mut pos = 0u64;
+        while pos < len {
+            if !ext.seen {
+                self.offset = pos;
+                self.name = b"?".to_vec();
+            }
+            let available = len - pos;
+            if available < BLOCK {
+                return Err(TarProblem::TruncatedHeader { available });
+            }
+            let mut raw = [0u8; BLOCK as usize];
+            self.source.read_exact_at(&mut raw, pos).map_err(TarProblem::Io)?;
+            if Header::is_zero_block(&raw) {
+                break;
+            }
+            self.name = cstr(&raw[..100]).to_vec();
+            let h = Header::parse(raw)?;
+            let is_extension = matches!(h.typeflag(), b'x' | b'X' | b'g' | b'L' | b'K');
+            let header_size = h.size()?;
+            let size = match ext.size {
+                Some(s) if !is_extension => s,
+                _ => u64::try_from(header_size)
+                    .map_err(|_| TarProblem::OutOfRange { field: "size", value: header_size.to_string() })?,
+            };
+            let data = pos + BLOCK;
+            let past_end = TarProblem::SizePastEnd { size, data_offset: data, file_len: len };
+            match data.checked_add(size) {
+                Some(end) if end <= len => {}
+                _ => return Err(past_end),
+            }
+            match h.typeflag() {
+                b'x' | b'X' => {
+                    let d = self.read_extended("pax", data, size)?;
+                    ext.apply_records(&d)?;
+                }
+                b'g' => {} // pax global headers: ignored.
+                b'L' => {
+                    ext.seen = true;
+                    ext.long_name = Some(cstr(&self.read_extended("GNU long name", data, size)?).to_vec());
+                }
+                b'K' => {
+                    ext.seen = true;
+                    ext.long_link = Some(cstr(&self.read_extended("GNU long link", data, size)?).to_vec());
+                }
+                _ => {
+                    self.entry(&h, &ext, data, size)?;
+                    ext = Extended::default();
+                    self.index += 1;
+                }
+            }
+            // Data is padded to whole blocks; a last entry without padding ends the file.
+            pos = size.div_ceil(BLOCK).checked_mul(BLOCK).and_then(|s| data.checked_add(s)).unwrap_or(u64::MAX);
+        }
+        if ext.seen {
+            return Err(TarProblem::DanglingExtended);
+        }
+        Ok(())
+    }
+
+    fn read_extended(&self, kind: &'static str, at: u64, size: u64) -> Result<Vec<u8>, TarProblem> {
+        if size > MAX_EXTENDED {
+            return Err(TarProblem::ExtendedTooLarge { kind, size, limit: MAX_EXTENDED });
+        }
+        let n = usize::try_from(size).map_err(|_| TarProblem::OutOfRange { field: "size", value: size.to_string() })?;
+        let mut buf = vec![0u8; n];
+        self.source.read_exact_at(&mut buf, at).map_err(TarProblem::Io)?;
+        Ok(buf)
+    }
+
+    /// Places one (non-extension) entry in the tree.
+    fn entry(&mut self, h: &Header, ext: &Extended, data: u64, size: u64) -> Result<(), TarProblem> {
+        let path = ext.path.clone().or_else(|| ext.long_name.clone()).unwrap_or_else(|| h.path());
+        self.name.clone_from(&path);
+        let link = || ext.linkpath.clone().or_else(|| ext.long_link.clone()).unwrap_or_else(|| h.linkname());
+        let typeflag = h.typeflag();
+        if ext.sparse || typeflag == b'S' {
+            return Err(TarProblem::Unsupported { what: "GNU sparse file (re-create the tar without --sparse)".into() });
+        }
+        let kind = match typeflag {
+            // V7 tars mark directories by a trailing slash on a regular entry.
+            0 if path.ends_with(b"/") => Kind::Dir(BTreeMap::new()),
+            b'0' | 0 | b'7' => {
+                self.stats.files += 1;
+                self.stats.file_bytes = self.stats.file_bytes.saturating_add(size);
+                Kind::File(FileData::Source { source: self.source.clone(), offset: data, len: size })
+            }
+            b'1' => {
+                // The link entry's own mode/owner/time are ignored: the
+                // target's inode keeps its metadata (mke2fs -d overwrites it).
+                self.tree.link(&path, &link()).map_err(TarProblem::Tree)?;
+                self.stats.entries += 1;
+                self.stats.hard_links += 1;
+                return Ok(());
+            }
+            b'2' => {
+                let target = link();
+                if target.is_empty() {
+                    return Err(TarProblem::EmptySymlink);
+                }
+                self.stats.symlinks += 1;
+                Kind::Symlink(target)
+            }
+            b'3' | b'4' => {
+                self.stats.devices += 1;
+                let major = to_u32("devmajor", h.devmajor()?)?;
+                let minor = to_u32("devminor", h.devminor()?)?;
+                if typeflag == b'3' {
+                    Kind::CharDev { major, minor }
+                } else {
+                    Kind::BlockDev { major, minor }
+                }
+            }
+            // 'D' is a GNU incremental dumpdir: a directory plus a listing we skip.
+            b'5' | b'D' => Kind::Dir(BTreeMap::new()),
+            b'6' => {
+                self.stats.fifos += 1;
+                Kind::Fifo
+            }
+            b'V' => return Ok(()), // GNU volume label: not a file.
+            t => {
+                let what = format!("entry type {:?} (only files, directories, links, devices and FIFOs)", char::from(t));
+                return Err(TarProblem::Unsupported { what });
+            }
+        };
+        if matches!(kind, Kind::Dir(_)) {
+            self.stats.dirs += 1;
+        }
+        let meta = self.meta(h, ext)?;
+        self.tree.insert(&path, Inode { meta, kind }).map_err(TarProblem::Tree)?;
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    fn meta(&self, h: &Header, ext: &Extended) -> Result<Meta, TarProblem> {
+        let (uid, gid) = match self.opts.owners {
+            Owners::Root => (0, 0),
+            Owners::Numeric => (id("uid", ext.uid, h.uid())?, id("gid", ext.gid, h.gid())?),
+        };
+        let mut mtime = match ext.mtime {
+            Some(t) => t,
+            None => Timestamp::from_secs(h.mtime()?),
+        };
+        if let Some(epoch) = self.opts.clamp_mtime {
+            if mtime > Timestamp::from_secs(epoch) {
+                mtime = Timestamp::from_secs(epoch);
+            }
+        }
+        let mut xattrs = ext.xattrs.clone();
+        for (key, text, name, is_default) in [
+            ("SCHILY.acl.access", &ext.acl_access, &b"system.posix_acl_access"[..], false),
+            ("SCHILY.acl.default", &ext.acl_default, &b"system.posix_acl_default"[..], true),
+        ] {
+            // A raw SCHILY.xattr.system.posix_acl_* (GNU tar --xattrs, mmdebstrap) wins over the text.
+            if let (Some(text), false) = (text, xattrs.contains_key(name)) {
+                if let Some(value) = acl::text_to_xattr(key, text, is_default)? {
+                    xattrs.insert(name.to_vec(), value);
+                }
+            }
+        }
+        Ok(Meta { mode: h.mode()?, uid, gid, mtime, xattrs })
+    }
+}
+
+fn id(field: &'static str, pax: Option<u64>, header: Result<i64, TarProblem>) -> Result<u32, TarProblem> {
+    match pax {
+        Some(v) => u32::try_from(v).map_err(|_| TarProblem::OutOfRange { field, value: v.to_string() }),
+        None => to_u32(field, header?),
+    }
+}
+
+fn to_u32(field: &'static str, v: i64) -> Result<u32, TarProblem> {
+    u32::try_from(v).map_err(|_| TarProblem::OutOfRange { field, value: v.to_string() })
+}
+
+#[cfg(test)]
+mod tests;
