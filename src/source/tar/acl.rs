@@ -17,12 +17,25 @@ const ACL_UNDEFINED_ID: u32 = u32::MAX;
 /// Enough for any real ACL; bounds the work on hostile text.
 const MAX_ENTRIES: usize = 4096;
 
+/// Maps a user (`true`) or group (`false`) name to its id.
+pub type Resolve<'a> = &'a dyn Fn(bool, &str) -> Option<u32>;
+
+/// True when some entry names a user or group without a numeric id, so the
+/// text can only be converted once the image's user database is known.
+pub fn needs_names(text: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(text) else { return false };
+    text.split([',', '\n']).any(|raw| {
+        let f: Vec<&str> = raw.split('#').next().unwrap_or("").trim().split(':').collect();
+        f.len() == 3 && !f[1].is_empty() && f[1].parse::<u32>().is_err()
+    })
+}
+
 /// Converts ACL text (entries separated by `,` or newlines, `#` comments
 /// ignored; `tag:qualifier:perms[:id]`, tags `user|u`, `group|g`, `mask|m`,
 /// `other|o`) to the kernel xattr value. Returns `None` for an access ACL
 /// that only repeats the mode (three base entries), which the kernel does not
-/// store either.
-pub fn text_to_xattr(key: &'static str, text: &[u8], is_default: bool) -> Result<Option<Vec<u8>>, TarProblem> {
+/// store either. Names without a numeric id go through `resolve`.
+pub fn text_to_xattr(key: &'static str, text: &[u8], is_default: bool, resolve: Resolve) -> Result<Option<Vec<u8>>, TarProblem> {
     let bad = |reason: String| TarProblem::BadAcl { key, reason };
     let text = std::str::from_utf8(text).map_err(|_| bad("not UTF-8".into()))?;
     let mut entries: Vec<(u16, u32, u16)> = Vec::new();
@@ -34,7 +47,7 @@ pub fn text_to_xattr(key: &'static str, text: &[u8], is_default: bool) -> Result
         if entries.len() == MAX_ENTRIES {
             return Err(bad(format!("more than {MAX_ENTRIES} entries")));
         }
-        entries.push(parse_entry(entry).map_err(|r| bad(format!("entry {entry:?}: {r}")))?);
+        entries.push(parse_entry(entry, resolve).map_err(|r| bad(format!("entry {entry:?}: {r}")))?);
     }
     entries.sort_unstable();
     check(&entries).map_err(bad)?;
@@ -51,7 +64,7 @@ pub fn text_to_xattr(key: &'static str, text: &[u8], is_default: bool) -> Result
 }
 
 /// One entry as (tag, id, perm).
-fn parse_entry(entry: &str) -> Result<(u16, u32, u16), String> {
+fn parse_entry(entry: &str, resolve: Resolve) -> Result<(u16, u32, u16), String> {
     let f: Vec<&str> = entry.split(':').collect();
     let (tag, qualifier, perms, extra_id) = match f.as_slice() {
         [t, p] => (*t, "", *p, None),
@@ -72,14 +85,16 @@ fn parse_entry(entry: &str) -> Result<(u16, u32, u16), String> {
     }
     let named = named_tag.ok_or_else(|| format!("{tag} takes no qualifier"))?;
     // star and bsdtar append the numeric id after a name; GNU tar writes the
-    // name alone unless --numeric-owner, which we cannot map without a passwd.
-    let id_text = match extra_id {
-        Some(id) => id,
-        None => qualifier,
+    // name alone (even with --numeric-owner), resolved in the image's
+    // /etc/passwd and /etc/group as an extraction inside the image would.
+    let id = match (extra_id, qualifier.parse::<u32>()) {
+        (Some(id), _) => id.parse::<u32>().map_err(|_| format!("id {id:?} is not a number"))?,
+        (None, Ok(id)) => id,
+        (None, Err(_)) => {
+            let db = if named == ACL_USER { "/etc/passwd" } else { "/etc/group" };
+            resolve(named == ACL_USER, qualifier).ok_or_else(|| format!("{qualifier:?} is not in the image's {db}"))?
+        }
     };
-    let id = id_text.parse::<u32>().map_err(|_| {
-        format!("qualifier {qualifier:?} is a name without a numeric id (create the tar with --numeric-owner)")
-    })?;
     if id == ACL_UNDEFINED_ID {
         return Err("id 4294967295 is reserved".into());
     }
@@ -125,6 +140,10 @@ fn check(entries: &[(u16, u32, u16)]) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn none(_: bool, _: &str) -> Option<u32> {
+        None
+    }
+
     /// GNU tar 1.34's text for `setfacl -m u:1234:rx,g:4321:r` on a 0644 file,
     /// and the xattr the kernel returned for it (both read on this machine).
     #[test]
@@ -136,28 +155,43 @@ mod tests {
             want.extend_from_slice(&perm.to_le_bytes());
             want.extend_from_slice(&id.to_le_bytes());
         }
-        assert_eq!(text_to_xattr("SCHILY.acl.access", text, false).unwrap(), Some(want));
+        assert_eq!(text_to_xattr("SCHILY.acl.access", text, false, &none).unwrap(), Some(want));
     }
 
     #[test]
     fn star_style_names_with_ids_and_commas() {
-        let a = text_to_xattr("k", b"user::rwx,user:bob:r-x:1000,group::r-x,mask::r-x,other::---", false).unwrap();
-        let b = text_to_xattr("k", b"u::rwx,u:1000:r-x,g::r-x,m::r-x,o::---", false).unwrap();
+        let a = text_to_xattr("k", b"user::rwx,user:bob:r-x:1000,group::r-x,mask::r-x,other::---", false, &none).unwrap();
+        let b = text_to_xattr("k", b"u::rwx,u:1000:r-x,g::r-x,m::r-x,o::---", false, &none).unwrap();
         assert_eq!(a, b);
         assert!(a.is_some());
     }
 
     #[test]
     fn minimal_access_acl_is_folded_into_the_mode() {
-        assert_eq!(text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", false).unwrap(), None);
-        assert!(text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", true).unwrap().is_some());
+        assert_eq!(text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", false, &none).unwrap(), None);
+        assert!(text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", true, &none).unwrap().is_some());
+    }
+
+    #[test]
+    fn names_are_resolved_and_detected() {
+        let text = b"user::rwx\nuser:bob:r-x\ngroup::r-x\ngroup:tty:r--\nmask::r-x\nother::---\n";
+        assert!(needs_names(text));
+        assert!(!needs_names(b"user::rwx,user:bob:r-x:1000,user:17:r--"));
+        let resolve = |user: bool, name: &str| match (user, name) {
+            (true, "bob") => Some(1000),
+            (false, "tty") => Some(5),
+            _ => None,
+        };
+        let by_name = text_to_xattr("k", text, false, &resolve).unwrap();
+        let by_id = text_to_xattr("k", b"u::rwx,u:1000:r-x,g::r-x,g:5:r--,m::r-x,o::---", false, &none).unwrap();
+        assert_eq!(by_name, by_id);
     }
 
     #[test]
     fn rejects_names_without_ids_missing_mask_and_junk() {
-        assert!(text_to_xattr("k", b"user::rwx,user:bob:r-x,group::r-x,mask::r-x,other::---", false).is_err());
-        assert!(text_to_xattr("k", b"user::rwx,user:7:r-x,group::r-x,other::---", false).is_err());
-        assert!(text_to_xattr("k", b"user::rwz,group::r-x,other::---", false).is_err());
-        assert!(text_to_xattr("k", b"user::rwx,group::r-x", false).is_err());
+        assert!(text_to_xattr("k", b"user::rwx,user:bob:r-x,group::r-x,mask::r-x,other::---", false, &none).is_err());
+        assert!(text_to_xattr("k", b"user::rwx,user:7:r-x,group::r-x,other::---", false, &none).is_err());
+        assert!(text_to_xattr("k", b"user::rwz,group::r-x,other::---", false, &none).is_err());
+        assert!(text_to_xattr("k", b"user::rwx,group::r-x", false, &none).is_err());
     }
 }

@@ -27,7 +27,7 @@ use self::header::{cstr, Header, BLOCK};
 use self::pax::Extended;
 use super::decompress::{open_decompressed, Compression};
 use super::SourceError;
-use crate::tree::{FileData, Inode, Kind, Meta, Timestamp, Tree, TreeError};
+use crate::tree::{FileData, Inode, InodeId, Kind, Meta, Timestamp, Tree, TreeError};
 
 /// Upper bound for one pax or GNU long-name header's data held in memory
 /// (Linux xattr values are at most 64 KiB, paths 4 KiB).
@@ -178,8 +178,8 @@ pub fn read_tar(path: &Path, tree: &mut Tree, opts: &TarOptions) -> Result<TarSt
     let (file, compression) = open_decompressed(path, opts.temp_dir.as_deref())?;
     let source = Arc::new(file);
     let stats = TarStats { compression: Some(compression), tar_bytes: source.len(), ..TarStats::default() };
-    let mut r = Reader { source, opts, tree, stats, index: 0, offset: 0, name: b"?".to_vec() };
-    match r.run() {
+    let mut r = Reader { source, opts, tree, stats, index: 0, offset: 0, name: b"?".to_vec(), pending_acls: Vec::new() };
+    match r.run().and_then(|()| r.resolve_pending_acls()) {
         Ok(()) => Ok(r.stats),
         Err(problem) => Err(SourceError::Tar {
             tar: path.to_owned(),
@@ -200,6 +200,8 @@ struct Reader<'a> {
     index: u64,
     offset: u64,
     name: Vec<u8>,
+    /// ACL texts that name users or groups.
+    pending_acls: Vec<PendingAcl>,
 }
 
 impl Reader<'_> {
@@ -295,7 +297,10 @@ impl Reader<'_> {
             b'1' => {
                 // The link entry's own mode/owner/time are ignored: the
                 // target's inode keeps its metadata (mke2fs -d overwrites it).
-                self.tree.link(&path, &link()).map_err(TarProblem::Tree)?;
+                let target = link();
+                // Name a `..` target as such (a plain lookup would say "not found").
+                crate::tree::components(&target).map_err(TarProblem::Tree)?;
+                self.tree.link(&path, &target).map_err(TarProblem::Tree)?;
                 self.stats.entries += 1;
                 self.stats.hard_links += 1;
                 return Ok(());
@@ -334,8 +339,52 @@ impl Reader<'_> {
             self.stats.dirs += 1;
         }
         let meta = self.meta(h, ext)?;
-        self.tree.insert(&path, Inode { meta, kind }).map_err(TarProblem::Tree)?;
+        let id = self.tree.insert(&path, Inode { meta, kind }).map_err(TarProblem::Tree)?;
+        self.acls(id, ext)?;
         self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// Turns `SCHILY.acl.*` text into `system.posix_acl_*` xattrs, now or,
+    /// when it names users or groups, after the whole tree (and its
+    /// /etc/passwd and /etc/group) is read.
+    fn acls(&mut self, id: InodeId, ext: &Extended) -> Result<(), TarProblem> {
+        for (key, text, is_default) in [("SCHILY.acl.access", &ext.acl_access, false), ("SCHILY.acl.default", &ext.acl_default, true)] {
+            let Some(text) = text else { continue };
+            let acl = PendingAcl { id, key, text: text.clone(), is_default, index: self.index, offset: self.offset, name: self.name.clone() };
+            // A raw SCHILY.xattr.system.posix_acl_* (GNU tar --xattrs, mmdebstrap) wins over the text.
+            if self.tree.inode(id).meta.xattrs.contains_key(acl.xattr_name()) {
+                continue;
+            }
+            if acl::needs_names(text) {
+                self.pending_acls.push(acl);
+            } else {
+                self.apply_acl(&acl, &|_, _| None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_acl(&mut self, acl: &PendingAcl, resolve: acl::Resolve) -> Result<(), TarProblem> {
+        if let Some(value) = acl::text_to_xattr(acl.key, &acl.text, acl.is_default, resolve)? {
+            self.tree.inode_mut(acl.id).meta.xattrs.insert(acl.xattr_name().to_vec(), value);
+        }
+        Ok(())
+    }
+
+    /// Converts the ACLs that name users or groups, with the tree's own
+    /// user database.
+    fn resolve_pending_acls(&mut self) -> Result<(), TarProblem> {
+        if self.pending_acls.is_empty() {
+            return Ok(());
+        }
+        let users = id_map(self.tree, b"etc/passwd");
+        let groups = id_map(self.tree, b"etc/group");
+        let resolve = |user: bool, name: &str| if user { users.get(name) } else { groups.get(name) }.copied();
+        for acl in std::mem::take(&mut self.pending_acls) {
+            (self.index, self.offset, self.name) = (acl.index, acl.offset, acl.name.clone());
+            self.apply_acl(&acl, &resolve)?;
+        }
         Ok(())
     }
 
@@ -353,20 +402,55 @@ impl Reader<'_> {
                 mtime = Timestamp::from_secs(epoch);
             }
         }
-        let mut xattrs = ext.xattrs.clone();
-        for (key, text, name, is_default) in [
-            ("SCHILY.acl.access", &ext.acl_access, &b"system.posix_acl_access"[..], false),
-            ("SCHILY.acl.default", &ext.acl_default, &b"system.posix_acl_default"[..], true),
-        ] {
-            // A raw SCHILY.xattr.system.posix_acl_* (GNU tar --xattrs, mmdebstrap) wins over the text.
-            if let (Some(text), false) = (text, xattrs.contains_key(name)) {
-                if let Some(value) = acl::text_to_xattr(key, text, is_default)? {
-                    xattrs.insert(name.to_vec(), value);
-                }
-            }
-        }
-        Ok(Meta { mode: h.mode()?, uid, gid, mtime, xattrs })
+        Ok(Meta { mode: h.mode()?, uid, gid, mtime, xattrs: ext.xattrs.clone() })
     }
+}
+
+/// An ACL in text form waiting for the user database.
+struct PendingAcl {
+    id: InodeId,
+    key: &'static str,
+    text: Vec<u8>,
+    is_default: bool,
+    index: u64,
+    offset: u64,
+    name: Vec<u8>,
+}
+
+impl PendingAcl {
+    fn xattr_name(&self) -> &'static [u8] {
+        if self.is_default {
+            b"system.posix_acl_default"
+        } else {
+            b"system.posix_acl_access"
+        }
+    }
+}
+
+/// Largest /etc/passwd or /etc/group we read for ACL names.
+const MAX_ID_DB: u64 = 16 << 20;
+
+/// `name -> id` from a passwd/group-format file in the tree (third field);
+/// empty when missing, too large or unreadable.
+fn id_map(tree: &Tree, path: &[u8]) -> BTreeMap<String, u32> {
+    let data = tree
+        .resolve(path, true)
+        .ok()
+        .and_then(|p| tree.lookup(&p))
+        .and_then(|id| match &tree.inode(id).kind {
+            Kind::File(d) if d.len() <= MAX_ID_DB => d.read_all().ok(),
+            _ => None,
+        })
+        .unwrap_or_default();
+    String::from_utf8_lossy(&data)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?.parse().ok()?;
+            Some((name.to_owned(), id))
+        })
+        .collect()
 }
 
 fn id(field: &'static str, pax: Option<u64>, header: Result<i64, TarProblem>) -> Result<u32, TarProblem> {
@@ -380,5 +464,3 @@ fn to_u32(field: &'static str, v: i64) -> Result<u32, TarProblem> {
     u32::try_from(v).map_err(|_| TarProblem::OutOfRange { field, value: v.to_string() })
 }
 
-#[cfg(test)]
-mod tests;
