@@ -20,7 +20,10 @@ use support::{require_tool, run_ok, tempdir};
 use tarbuild::{Hdr, TarBuf};
 
 fn new_tree() -> Tree {
-    Tree::new(Meta { mode: 0o755, ..Meta::default() })
+    Tree::new(Meta {
+        mode: 0o755,
+        ..Meta::default()
+    })
 }
 
 fn read(path: &Path) -> Result<(Tree, TarStats), SourceError> {
@@ -30,7 +33,9 @@ fn read(path: &Path) -> Result<(Tree, TarStats), SourceError> {
 }
 
 fn support_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
 }
 
 /// Python's listing of `tar`, one JSON value per member in archive order.
@@ -41,12 +46,21 @@ fn python_listing(tar: &Path, hash: bool) -> Vec<Value> {
         cmd.arg("--hash");
     }
     let out = run_ok(&mut cmd);
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn make_tricky(dir: &Path, fmt: &str) -> PathBuf {
     let out = dir.join(format!("tricky-{fmt}.tar"));
-    run_ok(Command::new("python3").arg(support_script("make_tricky_tar.py")).arg(&out).arg(fmt));
+    run_ok(
+        Command::new("python3")
+            .arg(support_script("make_tricky_tar.py"))
+            .arg(&out)
+            .arg(fmt),
+    );
     out
 }
 
@@ -76,7 +90,10 @@ fn assert_tree_matches(tree: &Tree, listing: &[Value]) {
         let path = e["path"].as_str().unwrap().to_owned();
         if e["type"] == "hardlink" {
             let target = e["link"].as_str().unwrap();
-            let mut t = expected.get(target).unwrap_or_else(|| panic!("{path}: link target {target} not listed")).clone();
+            let mut t = expected
+                .get(target)
+                .unwrap_or_else(|| panic!("{path}: link target {target} not listed"))
+                .clone();
             t["hardlink_of"] = Value::String(target.to_owned());
             expected.insert(path, t);
         } else {
@@ -84,39 +101,69 @@ fn assert_tree_matches(tree: &Tree, listing: &[Value]) {
         }
     }
     for (path, e) in &expected {
-        let id = tree.lookup(path.as_bytes()).unwrap_or_else(|| panic!("{path}: missing from the tree"));
+        let id = tree
+            .lookup(path.as_bytes())
+            .unwrap_or_else(|| panic!("{path}: missing from the tree"));
         if let Some(target) = e["hardlink_of"].as_str() {
-            assert_eq!(Some(id), tree.lookup(target.as_bytes()), "{path}: not the same inode as {target}");
+            assert_eq!(
+                Some(id),
+                tree.lookup(target.as_bytes()),
+                "{path}: not the same inode as {target}"
+            );
         }
         let inode = tree.inode(id);
         let m = &inode.meta;
-        assert_eq!(u64::from(m.mode), e["mode"].as_u64().unwrap(), "{path}: mode");
+        assert_eq!(
+            u64::from(m.mode),
+            e["mode"].as_u64().unwrap(),
+            "{path}: mode"
+        );
         assert_eq!(u64::from(m.uid), e["uid"].as_u64().unwrap(), "{path}: uid");
         assert_eq!(u64::from(m.gid), e["gid"].as_u64().unwrap(), "{path}: gid");
-        let want_time = Timestamp { secs: e["secs"].as_i64().unwrap(), nsec: e["nsec"].as_u64().unwrap() as u32 };
+        let want_time = Timestamp {
+            secs: e["secs"].as_i64().unwrap(),
+            nsec: e["nsec"].as_u64().unwrap() as u32,
+        };
         assert_eq!(m.mtime, want_time, "{path}: mtime");
         for (name, value) in e["xattrs"].as_object().unwrap() {
-            let got = m.xattrs.get(name.as_bytes()).unwrap_or_else(|| panic!("{path}: xattr {name} missing"));
+            let got = m
+                .xattrs
+                .get(name.as_bytes())
+                .unwrap_or_else(|| panic!("{path}: xattr {name} missing"));
             assert_eq!(&hex(got), value.as_str().unwrap(), "{path}: xattr {name}");
         }
         for name in m.xattrs.keys() {
             let name = String::from_utf8_lossy(name);
             let from_text = (name == "system.posix_acl_access" && !e["acl_access"].is_null())
                 || (name == "system.posix_acl_default" && !e["acl_default"].is_null());
-            assert!(e["xattrs"].get(name.as_ref()).is_some() || from_text, "{path}: unexpected xattr {name}");
+            assert!(
+                e["xattrs"].get(name.as_ref()).is_some() || from_text,
+                "{path}: unexpected xattr {name}"
+            );
         }
         match (e["type"].as_str().unwrap(), &inode.kind) {
             ("dir", Kind::Dir(_)) => {}
             ("file", Kind::File(data)) => {
                 assert_eq!(data.len(), e["size"].as_u64().unwrap(), "{path}: size");
-                assert!(matches!(data, FileData::Source { .. }), "{path}: data must reference the tar");
+                assert!(
+                    matches!(data, FileData::Source { .. }),
+                    "{path}: data must reference the tar"
+                );
                 if let Some(h) = e["sha256"].as_str() {
                     assert_eq!(sha256_hex(data), h, "{path}: content");
                 }
             }
-            ("symlink", Kind::Symlink(t)) => assert_eq!(t.as_slice(), e["link"].as_str().unwrap().as_bytes(), "{path}: target"),
+            ("symlink", Kind::Symlink(t)) => assert_eq!(
+                t.as_slice(),
+                e["link"].as_str().unwrap().as_bytes(),
+                "{path}: target"
+            ),
             ("chr", Kind::CharDev { major, minor }) | ("blk", Kind::BlockDev { major, minor }) => {
-                assert_eq!((u64::from(*major), u64::from(*minor)), (e["major"].as_u64().unwrap(), e["minor"].as_u64().unwrap()), "{path}: dev");
+                assert_eq!(
+                    (u64::from(*major), u64::from(*minor)),
+                    (e["major"].as_u64().unwrap(), e["minor"].as_u64().unwrap()),
+                    "{path}: dev"
+                );
             }
             ("fifo", Kind::Fifo) => {}
             (t, k) => panic!("{path}: listed as {t}, tree has {k:?}"),
@@ -133,7 +180,10 @@ fn assert_tree_matches(tree: &Tree, listing: &[Value]) {
     }
     for (p, _) in tree.walk() {
         let p = String::from_utf8(p).unwrap();
-        assert!(expected.contains_key(&p) || parents.contains(&p), "{p}: in the tree but not in the tar");
+        assert!(
+            expected.contains_key(&p) || parents.contains(&p),
+            "{p}: in the tree but not in the tar"
+        );
     }
 }
 
@@ -174,11 +224,32 @@ fn tricky_tar_details() {
     let meta = |p: &str| tree.inode(tree.lookup(p.as_bytes()).unwrap()).meta.clone();
     // The hard link entry said 0644, uid 1234, mtime 1: the target keeps 04755/0/1700000000.
     let suid = meta("usr/bin/suidlink");
-    assert_eq!((suid.mode, suid.uid, suid.mtime.secs), (0o4755, 0, 1_700_000_000));
-    assert_eq!(tree.lookup(b"usr/bin/suidlink"), tree.lookup(b"usr/bin/suidprog"));
-    assert_eq!(tree.link_counts()[tree.lookup(b"usr/bin/suidprog").unwrap()], 2);
-    assert_eq!(meta("time/old").mtime, Timestamp { secs: -86401, nsec: 500_000_000 });
-    assert_eq!(meta("time/future").mtime, Timestamp { secs: 4_102_444_800, nsec: 250_000_000 });
+    assert_eq!(
+        (suid.mode, suid.uid, suid.mtime.secs),
+        (0o4755, 0, 1_700_000_000)
+    );
+    assert_eq!(
+        tree.lookup(b"usr/bin/suidlink"),
+        tree.lookup(b"usr/bin/suidprog")
+    );
+    assert_eq!(
+        tree.link_counts()[tree.lookup(b"usr/bin/suidprog").unwrap()],
+        2
+    );
+    assert_eq!(
+        meta("time/old").mtime,
+        Timestamp {
+            secs: -86401,
+            nsec: 500_000_000
+        }
+    );
+    assert_eq!(
+        meta("time/future").mtime,
+        Timestamp {
+            secs: 4_102_444_800,
+            nsec: 250_000_000
+        }
+    );
     let ids = meta("home/big-ids");
     assert_eq!((ids.uid, ids.gid), (70000, 4_000_000_000));
     let dup = tree.inode(tree.lookup(b"etc/dup").unwrap());
@@ -191,8 +262,16 @@ fn tricky_tar_details() {
     assert_eq!(meta("missing/parents").mode, 0o755);
     // SCHILY.acl.default text became the kernel xattr (user_obj, group_obj, group 4, mask, other).
     let journal = meta("var/log/journal");
-    let acl = journal.xattrs.get(&b"system.posix_acl_default"[..]).unwrap();
-    assert_eq!(hex(acl), "02000000".to_owned() + "01000700ffffffff04000500ffffffff0800050004000000" + "10000500ffffffff20000500ffffffff");
+    let acl = journal
+        .xattrs
+        .get(&b"system.posix_acl_default"[..])
+        .unwrap();
+    assert_eq!(
+        hex(acl),
+        "02000000".to_owned()
+            + "01000700ffffffff04000500ffffffff0800050004000000"
+            + "10000500ffffffff20000500ffffffff"
+    );
     let big = tree.inode(tree.lookup(b"big/forty-mb").unwrap());
     match &big.kind {
         Kind::File(d @ FileData::Source { offset, .. }) => {
@@ -211,26 +290,44 @@ fn tricky_tar_details() {
 /// magic bytes) gives the same tree as the plain tar.
 #[test]
 fn gzip_zstd_xz_give_the_same_tree() {
-    if !require_tool("python3") || !require_tool("gzip") || !require_tool("zstd") || !require_tool("xz") {
+    if !require_tool("python3")
+        || !require_tool("gzip")
+        || !require_tool("zstd")
+        || !require_tool("xz")
+    {
         return;
     }
     let dir = tempdir();
     let tar = make_tricky(dir.path(), "pax");
     let listing = python_listing(&tar, false);
     let (plain, _) = read(&tar).unwrap();
-    for (tool, args) in [("gzip", &["-c", "-1"][..]), ("zstd", &["-c", "-q", "-1"][..]), ("xz", &["-c", "-0", "-T1"][..])] {
+    for (tool, args) in [
+        ("gzip", &["-c", "-1"][..]),
+        ("zstd", &["-c", "-q", "-1"][..]),
+        ("xz", &["-c", "-0", "-T1"][..]),
+    ] {
         let out = dir.path().join(format!("tricky-{tool}.bin"));
         let data = run_ok(Command::new(tool).args(args).arg(&tar)).stdout;
         std::fs::write(&out, data).unwrap();
-        let opts = TarOptions { temp_dir: Some(dir.path().to_owned()), ..TarOptions::default() };
+        let opts = TarOptions {
+            temp_dir: Some(dir.path().to_owned()),
+            ..TarOptions::default()
+        };
         let mut tree = new_tree();
         let stats = read_tar(&out, &mut tree, &opts).unwrap_or_else(|e| panic!("{tool}: {e:?}"));
         assert_eq!(stats.entries, listing.len() as u64, "{tool}");
         assert_tree_matches(&tree, &listing);
-        assert_eq!(fingerprint(&tree), fingerprint(&plain), "{tool}: tree differs from the plain tar's");
+        assert_eq!(
+            fingerprint(&tree),
+            fingerprint(&plain),
+            "{tool}: tree differs from the plain tar's"
+        );
     }
     // The temp files are unlinked: nothing but our inputs is left in the directory.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 4, "{names:?}");
 }
 
@@ -266,27 +363,84 @@ fn gnu_tar_acls_match_kernel_xattrs() {
     // with --numeric-owner): root (uid 0) and the group of gid 5 become
     // names, which we resolve with the image's own /etc/passwd and /etc/group.
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    let group5 = String::from_utf8(run_ok(Command::new("sh").args(["-c", "getent group 5 | cut -d: -f1"])).stdout).unwrap();
+    let group5 = String::from_utf8(
+        run_ok(Command::new("sh").args(["-c", "getent group 5 | cut -d: -f1"])).stdout,
+    )
+    .unwrap();
     let group5 = group5.trim();
-    assert!(!group5.is_empty(), "this test needs a host group with gid 5");
+    assert!(
+        !group5.is_empty(),
+        "this test needs a host group with gid 5"
+    );
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(root.join("etc/group"), format!("root:x:0:\n{group5}:x:5:\n")).unwrap();
-    run_ok(Command::new("setfacl").args(["-m", "u:1234:rx,g:4321:r,u:70000:rw,u:0:r"]).arg(root.join("d/f")));
-    run_ok(Command::new("setfacl").args(["-d", "-m", "u:1234:rwx,g:5:rx"]).arg(root.join("d")));
+    std::fs::write(
+        root.join("etc/group"),
+        format!("root:x:0:\n{group5}:x:5:\n"),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("setfacl")
+            .args(["-m", "u:1234:rx,g:4321:r,u:70000:rw,u:0:r"])
+            .arg(root.join("d/f")),
+    );
+    run_ok(
+        Command::new("setfacl")
+            .args(["-d", "-m", "u:1234:rwx,g:5:rx"])
+            .arg(root.join("d")),
+    );
     let kernel = |p: &str, name: &str| {
-        let code = format!("import os; print(os.getxattr({:?}, {name:?}).hex())", root.join(p).display().to_string());
-        String::from_utf8(run_ok(Command::new("python3").arg("-c").arg(code)).stdout).unwrap().trim().to_owned()
+        let code = format!(
+            "import os; print(os.getxattr({:?}, {name:?}).hex())",
+            root.join(p).display().to_string()
+        );
+        String::from_utf8(run_ok(Command::new("python3").arg("-c").arg(code)).stdout)
+            .unwrap()
+            .trim()
+            .to_owned()
     };
     let want_access = kernel("d/f", "system.posix_acl_access");
     let want_default = kernel("d", "system.posix_acl_default");
-    for (name, extra) in [("text-only", &["--acls"][..]), ("with-xattrs", &["--acls", "--xattrs", "--xattrs-include=*"][..])] {
+    for (name, extra) in [
+        ("text-only", &["--acls"][..]),
+        (
+            "with-xattrs",
+            &["--acls", "--xattrs", "--xattrs-include=*"][..],
+        ),
+    ] {
         let tar = dir.path().join(format!("{name}.tar"));
-        run_ok(Command::new("tar").args(extra).arg("--numeric-owner").arg("-cf").arg(&tar).arg("-C").arg(&root).arg("."));
+        run_ok(
+            Command::new("tar")
+                .args(extra)
+                .arg("--numeric-owner")
+                .arg("-cf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(&root)
+                .arg("."),
+        );
         let (tree, _) = read(&tar).unwrap();
-        let x = |p: &str, n: &str| tree.inode(tree.lookup(p.as_bytes()).unwrap()).meta.xattrs.get(n.as_bytes()).map(|v| hex(v));
-        assert_eq!(x("d/f", "system.posix_acl_access"), Some(want_access.clone()), "{name}: access ACL");
-        assert_eq!(x("d", "system.posix_acl_default"), Some(want_default.clone()), "{name}: default ACL");
-        assert_eq!(x("d", "system.posix_acl_access"), None, "{name}: a minimal access ACL is the mode");
+        let x = |p: &str, n: &str| {
+            tree.inode(tree.lookup(p.as_bytes()).unwrap())
+                .meta
+                .xattrs
+                .get(n.as_bytes())
+                .map(|v| hex(v))
+        };
+        assert_eq!(
+            x("d/f", "system.posix_acl_access"),
+            Some(want_access.clone()),
+            "{name}: access ACL"
+        );
+        assert_eq!(
+            x("d", "system.posix_acl_default"),
+            Some(want_default.clone()),
+            "{name}: default ACL"
+        );
+        assert_eq!(
+            x("d", "system.posix_acl_access"),
+            None,
+            "{name}: a minimal access ACL is the mode"
+        );
         assert_tree_matches(&tree, &python_listing(&tar, true));
     }
 }
@@ -295,11 +449,21 @@ fn expect_problem(tar: &[u8], check: impl Fn(u64, &str, &TarProblem) -> bool) ->
     let dir = tempdir();
     let path = dir.path().join("hostile.tar");
     std::fs::write(&path, tar).unwrap();
-    let err = read(&path).map(|_| ()).expect_err("hostile tar must be refused");
+    let err = read(&path)
+        .map(|_| ())
+        .expect_err("hostile tar must be refused");
     let text = err.to_string();
-    assert!(text.contains("hostile.tar"), "error does not name the tar: {text}");
+    assert!(
+        text.contains("hostile.tar"),
+        "error does not name the tar: {text}"
+    );
     match &err {
-        SourceError::Tar { index, entry, problem, .. } => {
+        SourceError::Tar {
+            index,
+            entry,
+            problem,
+            ..
+        } => {
             assert!(check(*index, entry, problem), "unexpected error: {err:?}");
         }
         e => panic!("expected a tar entry error, got {e:?}"),
@@ -309,80 +473,176 @@ fn expect_problem(tar: &[u8], check: impl Fn(u64, &str, &TarProblem) -> bool) ->
 
 #[test]
 fn dotdot_entry_is_refused_naming_it() {
-    let tar = TarBuf::default().entry(&Hdr::file("ok", 2), b"ok").entry(&Hdr::file("a/../../evil", 1), b"x").finish();
-    let text = expect_problem(&tar, |i, e, p| i == 1 && e == "a/../../evil" && matches!(p, TarProblem::Tree(TreeError::DotDot { .. })));
-    assert!(text.contains("a/../../evil") && text.contains("#1") && text.contains("byte 1024"), "{text}");
+    let tar = TarBuf::default()
+        .entry(&Hdr::file("ok", 2), b"ok")
+        .entry(&Hdr::file("a/../../evil", 1), b"x")
+        .finish();
+    let text = expect_problem(&tar, |i, e, p| {
+        i == 1 && e == "a/../../evil" && matches!(p, TarProblem::Tree(TreeError::DotDot { .. }))
+    });
+    assert!(
+        text.contains("a/../../evil") && text.contains("#1") && text.contains("byte 1024"),
+        "{text}"
+    );
 }
 
 #[test]
 fn hard_link_outside_or_missing_is_refused() {
-    let tar = TarBuf::default().entry(&Hdr::typed("l", b'1', "../etc/shadow"), b"").finish();
-    expect_problem(&tar, |_, e, p| e == "l" && matches!(p, TarProblem::Tree(TreeError::DotDot { .. })));
-    let tar = TarBuf::default().entry(&Hdr::typed("l", b'1', "nowhere"), b"").finish();
-    expect_problem(&tar, |_, e, p| e == "l" && matches!(p, TarProblem::Tree(TreeError::NotFound { .. })));
+    let tar = TarBuf::default()
+        .entry(&Hdr::typed("l", b'1', "../etc/shadow"), b"")
+        .finish();
+    expect_problem(&tar, |_, e, p| {
+        e == "l" && matches!(p, TarProblem::Tree(TreeError::DotDot { .. }))
+    });
+    let tar = TarBuf::default()
+        .entry(&Hdr::typed("l", b'1', "nowhere"), b"")
+        .finish();
+    expect_problem(&tar, |_, e, p| {
+        e == "l" && matches!(p, TarProblem::Tree(TreeError::NotFound { .. }))
+    });
 }
 
 #[test]
 fn absolute_paths_are_confined() {
     let dir = tempdir();
     let path = dir.path().join("abs.tar");
-    let tar = TarBuf::default().entry(&Hdr::file("/etc/passwd", 5), b"root\n").entry(&Hdr::typed("//x/./y", b'5', ""), b"").finish();
+    let tar = TarBuf::default()
+        .entry(&Hdr::file("/etc/passwd", 5), b"root\n")
+        .entry(&Hdr::typed("//x/./y", b'5', ""), b"")
+        .finish();
     std::fs::write(&path, tar).unwrap();
     let (tree, _) = read(&path).unwrap();
     assert!(tree.lookup(b"etc/passwd").is_some());
-    assert!(matches!(tree.inode(tree.lookup(b"x/y").unwrap()).kind, Kind::Dir(_)));
+    assert!(matches!(
+        tree.inode(tree.lookup(b"x/y").unwrap()).kind,
+        Kind::Dir(_)
+    ));
 }
 
 #[test]
 fn size_past_end_of_file_is_refused_without_allocating() {
-    let tar = TarBuf::default().entry(&Hdr::file("huge", 0o77777777777), b"tiny").finish();
-    expect_problem(&tar, |i, e, p| i == 0 && e == "huge" && matches!(p, TarProblem::SizePastEnd { size: 0o77777777777, .. }));
+    let tar = TarBuf::default()
+        .entry(&Hdr::file("huge", 0o77777777777), b"tiny")
+        .finish();
+    expect_problem(&tar, |i, e, p| {
+        i == 0
+            && e == "huge"
+            && matches!(
+                p,
+                TarProblem::SizePastEnd {
+                    size: 0o77777777777,
+                    ..
+                }
+            )
+    });
     // A pax size past the end, and an enormous pax header.
-    let tar = TarBuf::default().pax(&[("size", b"999999999999")]).entry(&Hdr::file("paxhuge", 1), b"x").finish();
-    expect_problem(&tar, |_, e, p| e == "paxhuge" && matches!(p, TarProblem::SizePastEnd { size: 999_999_999_999, .. }));
+    let tar = TarBuf::default()
+        .pax(&[("size", b"999999999999")])
+        .entry(&Hdr::file("paxhuge", 1), b"x")
+        .finish();
+    expect_problem(&tar, |_, e, p| {
+        e == "paxhuge"
+            && matches!(
+                p,
+                TarProblem::SizePastEnd {
+                    size: 999_999_999_999,
+                    ..
+                }
+            )
+    });
 }
 
 #[test]
 fn truncated_header_is_refused() {
-    let mut tar = TarBuf::default().entry(&Hdr::file("first", 3), b"abc").0.clone();
+    let mut tar = TarBuf::default()
+        .entry(&Hdr::file("first", 3), b"abc")
+        .0
+        .clone();
     tar.extend_from_slice(&Hdr::file("second", 0).encode()[..300]);
-    expect_problem(&tar, |i, _, p| i == 1 && matches!(p, TarProblem::TruncatedHeader { available: 300 }));
+    expect_problem(&tar, |i, _, p| {
+        i == 1 && matches!(p, TarProblem::TruncatedHeader { available: 300 })
+    });
 }
 
 #[test]
 fn garbage_and_bad_checksums_are_refused() {
     let garbage: Vec<u8> = (0..2048u32).map(|i| (i * 7 + 13) as u8).collect();
-    expect_problem(&garbage, |i, _, p| i == 0 && matches!(p, TarProblem::BadNumber { .. } | TarProblem::BadChecksum { .. }));
+    expect_problem(&garbage, |i, _, p| {
+        i == 0
+            && matches!(
+                p,
+                TarProblem::BadNumber { .. } | TarProblem::BadChecksum { .. }
+            )
+    });
     let mut h = Hdr::file("flipped", 0).encode();
     h[0] = b'F';
     let mut tar = h.to_vec();
     tar.extend_from_slice(&[0; 1024]);
-    expect_problem(&tar, |_, e, p| e == "Flipped" && matches!(p, TarProblem::BadChecksum { .. }));
+    expect_problem(&tar, |_, e, p| {
+        e == "Flipped" && matches!(p, TarProblem::BadChecksum { .. })
+    });
 }
 
 #[test]
 fn bad_pax_records_and_dangling_headers_are_refused() {
     let mut t = TarBuf::default();
     let body = b"99 path=x\n";
-    t.entry(&Hdr { typeflag: b'x', ..Hdr::file("PaxHeader", body.len() as u64) }, body).entry(&Hdr::file("f", 0), b"");
-    expect_problem(&t.finish(), |_, _, p| matches!(p, TarProblem::BadPax { .. }));
-    let tar = TarBuf::default().entry(&Hdr::file("f", 0), b"").pax(&[("path", b"g")]).finish();
-    expect_problem(&tar, |i, _, p| i == 1 && matches!(p, TarProblem::DanglingExtended));
-    let tar = TarBuf::default().pax(&[("uid", b"99999999999")]).entry(&Hdr::file("bigid", 0), b"").finish();
-    expect_problem(&tar, |_, e, p| e == "bigid" && matches!(p, TarProblem::OutOfRange { field: "uid", .. }));
+    t.entry(
+        &Hdr {
+            typeflag: b'x',
+            ..Hdr::file("PaxHeader", body.len() as u64)
+        },
+        body,
+    )
+    .entry(&Hdr::file("f", 0), b"");
+    expect_problem(&t.finish(), |_, _, p| {
+        matches!(p, TarProblem::BadPax { .. })
+    });
+    let tar = TarBuf::default()
+        .entry(&Hdr::file("f", 0), b"")
+        .pax(&[("path", b"g")])
+        .finish();
+    expect_problem(&tar, |i, _, p| {
+        i == 1 && matches!(p, TarProblem::DanglingExtended)
+    });
+    let tar = TarBuf::default()
+        .pax(&[("uid", b"99999999999")])
+        .entry(&Hdr::file("bigid", 0), b"")
+        .finish();
+    expect_problem(&tar, |_, e, p| {
+        e == "bigid" && matches!(p, TarProblem::OutOfRange { field: "uid", .. })
+    });
 }
 
 #[test]
 fn unsupported_entries_are_named() {
-    let tar = TarBuf::default().entry(&Hdr::typed("sparse", b'S', ""), b"").finish();
-    let text = expect_problem(&tar, |_, e, p| e == "sparse" && matches!(p, TarProblem::Unsupported { .. }));
+    let tar = TarBuf::default()
+        .entry(&Hdr::typed("sparse", b'S', ""), b"")
+        .finish();
+    let text = expect_problem(&tar, |_, e, p| {
+        e == "sparse" && matches!(p, TarProblem::Unsupported { .. })
+    });
     assert!(text.contains("sparse"), "{text}");
-    let tar = TarBuf::default().pax(&[("GNU.sparse.major", b"1")]).entry(&Hdr::file("paxsparse", 0), b"").finish();
-    expect_problem(&tar, |_, e, p| e == "paxsparse" && matches!(p, TarProblem::Unsupported { .. }));
-    let tar = TarBuf::default().entry(&Hdr::typed("weird", b'Z', ""), b"").finish();
-    expect_problem(&tar, |_, e, p| e == "weird" && matches!(p, TarProblem::Unsupported { .. }));
-    let tar = TarBuf::default().entry(&Hdr::file("f", 0), b"").entry(&Hdr::file("f/child", 0), b"").finish();
-    expect_problem(&tar, |_, e, p| e == "f/child" && matches!(p, TarProblem::Tree(TreeError::NotADirectory { .. })));
+    let tar = TarBuf::default()
+        .pax(&[("GNU.sparse.major", b"1")])
+        .entry(&Hdr::file("paxsparse", 0), b"")
+        .finish();
+    expect_problem(&tar, |_, e, p| {
+        e == "paxsparse" && matches!(p, TarProblem::Unsupported { .. })
+    });
+    let tar = TarBuf::default()
+        .entry(&Hdr::typed("weird", b'Z', ""), b"")
+        .finish();
+    expect_problem(&tar, |_, e, p| {
+        e == "weird" && matches!(p, TarProblem::Unsupported { .. })
+    });
+    let tar = TarBuf::default()
+        .entry(&Hdr::file("f", 0), b"")
+        .entry(&Hdr::file("f/child", 0), b"")
+        .finish();
+    expect_problem(&tar, |_, e, p| {
+        e == "f/child" && matches!(p, TarProblem::Tree(TreeError::NotADirectory { .. }))
+    });
 }
 
 #[test]
@@ -391,11 +651,33 @@ fn pax_global_headers_are_ignored_and_root_owner_mapping_works() {
     let path = dir.path().join("g.tar");
     let mut t = TarBuf::default();
     let body = b"16 path=ignored\n";
-    t.entry(&Hdr { typeflag: b'g', ..Hdr::file("global", body.len() as u64) }, body);
-    t.entry(&Hdr { uid: 1000, gid: 1000, ..Hdr::file("mine", 0) }, b"");
+    t.entry(
+        &Hdr {
+            typeflag: b'g',
+            ..Hdr::file("global", body.len() as u64)
+        },
+        body,
+    );
+    t.entry(
+        &Hdr {
+            uid: 1000,
+            gid: 1000,
+            ..Hdr::file("mine", 0)
+        },
+        b"",
+    );
     std::fs::write(&path, t.finish()).unwrap();
     let mut tree = new_tree();
-    let stats = read_tar(&path, &mut tree, &TarOptions { owners: Owners::Root, clamp_mtime: Some(1_000), ..TarOptions::default() }).unwrap();
+    let stats = read_tar(
+        &path,
+        &mut tree,
+        &TarOptions {
+            owners: Owners::Root,
+            clamp_mtime: Some(1_000),
+            ..TarOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(stats.entries, 1);
     let m = &tree.inode(tree.lookup(b"mine").unwrap()).meta;
     assert_eq!((m.uid, m.gid, m.mtime), (0, 0, Timestamp::from_secs(1_000)));
@@ -405,7 +687,9 @@ fn pax_global_headers_are_ignored_and_root_owner_mapping_works() {
 fn debian_tar() -> Option<PathBuf> {
     let cache = std::env::var_os("IMGBUILD_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/imgbuild"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/imgbuild")
+        });
     let tar = cache.join("debian-bookworm-test.tar");
     if tar.is_file() {
         return Some(tar);
@@ -413,7 +697,10 @@ fn debian_tar() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{} is missing: run scripts/debian-rootfs.sh", tar.display());
     }
-    eprintln!("SKIPPED: {} is missing (run scripts/debian-rootfs.sh)", tar.display());
+    eprintln!(
+        "SKIPPED: {} is missing (run scripts/debian-rootfs.sh)",
+        tar.display()
+    );
     None
 }
 
@@ -426,7 +713,12 @@ fn debian_rootfs_matches_python_listing() {
     }
     let t0 = std::time::Instant::now();
     let (tree, stats) = read(&tar).unwrap();
-    eprintln!("read {} entries ({} bytes of files) in {:?}", stats.entries, stats.file_bytes, t0.elapsed());
+    eprintln!(
+        "read {} entries ({} bytes of files) in {:?}",
+        stats.entries,
+        stats.file_bytes,
+        t0.elapsed()
+    );
     assert!((10_000..15_000).contains(&stats.entries), "{stats:?}");
     let listing = python_listing(&tar, true);
     assert_eq!(stats.entries, listing.len() as u64);
@@ -435,7 +727,10 @@ fn debian_rootfs_matches_python_listing() {
     assert_eq!(passwd.mode & 0o4000, 0o4000, "passwd is set-uid");
     let journal = &tree.inode(tree.lookup(b"var/log/journal").unwrap()).meta;
     for name in ["system.posix_acl_access", "system.posix_acl_default"] {
-        let v = journal.xattrs.get(name.as_bytes()).unwrap_or_else(|| panic!("/var/log/journal lacks {name}"));
+        let v = journal
+            .xattrs
+            .get(name.as_bytes())
+            .unwrap_or_else(|| panic!("/var/log/journal lacks {name}"));
         assert_eq!(&v[..4], &[2, 0, 0, 0], "{name}: posix_acl_xattr version 2");
     }
 }

@@ -54,19 +54,34 @@ pub fn detect(head: &[u8]) -> Result<Compression, &'static str> {
 /// temporary file in `temp_dir` (default: `std::env::temp_dir()`) and returns
 /// that instead. The returned file's offsets are those of the uncompressed
 /// stream.
-pub fn open_decompressed(path: &Path, temp_dir: Option<&Path>) -> Result<(SizedFile, Compression), SourceError> {
-    let io_err = |action: &'static str| move |source: io::Error| SourceError::Io { path: path.to_owned(), action, source };
+pub fn open_decompressed(
+    path: &Path,
+    temp_dir: Option<&Path>,
+) -> Result<(SizedFile, Compression), SourceError> {
+    let io_err = |action: &'static str| {
+        move |source: io::Error| SourceError::Io {
+            path: path.to_owned(),
+            action,
+            source,
+        }
+    };
     let mut file = File::open(path).map_err(io_err("open"))?;
     let mut head = [0u8; 6];
     let n = read_up_to(&mut file, &mut head).map_err(io_err("read"))?;
-    let method = detect(&head[..n]).map_err(|method| SourceError::UnsupportedCompression { path: path.to_owned(), method })?;
+    let method = detect(&head[..n]).map_err(|method| SourceError::UnsupportedCompression {
+        path: path.to_owned(),
+        method,
+    })?;
     if method == Compression::None {
         return Ok((SizedFile::new(file).map_err(io_err("stat"))?, method));
     }
     let file = File::open(path).map_err(io_err("open"))?;
     let dir: PathBuf = temp_dir.map_or_else(std::env::temp_dir, Path::to_owned);
-    let tmp = tempfile::tempfile_in(&dir)
-        .map_err(|source| SourceError::Io { path: dir.clone(), action: "create a temporary file in", source })?;
+    let tmp = tempfile::tempfile_in(&dir).map_err(|source| SourceError::Io {
+        path: dir.clone(),
+        action: "create a temporary file in",
+        source,
+    })?;
     let input = BufReader::with_capacity(1 << 20, file);
     let mut out = BufWriter::with_capacity(1 << 20, tmp);
     let action = match method {
@@ -77,13 +92,21 @@ pub fn open_decompressed(path: &Path, temp_dir: Option<&Path>) -> Result<(SizedF
     };
     let copied = match method {
         Compression::Gzip => io::copy(&mut flate2::bufread::MultiGzDecoder::new(input), &mut out),
-        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(input).and_then(|mut d| io::copy(&mut d, &mut out)),
-        Compression::Xz => io::copy(&mut liblzma::bufread::XzDecoder::new_multi_decoder(input), &mut out),
+        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(input)
+            .and_then(|mut d| io::copy(&mut d, &mut out)),
+        Compression::Xz => io::copy(
+            &mut liblzma::bufread::XzDecoder::new_multi_decoder(input),
+            &mut out,
+        ),
         Compression::None => unreachable!("handled above"),
     };
     copied.map_err(io_err(action))?;
     out.flush().map_err(io_err(action))?;
-    let tmp = out.into_inner().map_err(|e| SourceError::Io { path: path.to_owned(), action, source: e.into_error() })?;
+    let tmp = out.into_inner().map_err(|e| SourceError::Io {
+        path: path.to_owned(),
+        action,
+        source: e.into_error(),
+    })?;
     Ok((SizedFile::new(tmp).map_err(io_err("stat"))?, method))
 }
 
@@ -108,7 +131,10 @@ mod tests {
     fn detect_names_each_magic() {
         assert_eq!(detect(&[0x1f, 0x8b, 8, 0]), Ok(Compression::Gzip));
         assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Ok(Compression::Zstd));
-        assert_eq!(detect(&[0xfd, b'7', b'z', b'X', b'Z', 0]), Ok(Compression::Xz));
+        assert_eq!(
+            detect(&[0xfd, b'7', b'z', b'X', b'Z', 0]),
+            Ok(Compression::Xz)
+        );
         assert_eq!(detect(b"BZh91AY"), Err("bzip2"));
         assert_eq!(detect(b"etc/"), Ok(Compression::None));
         assert_eq!(detect(b""), Ok(Compression::None));

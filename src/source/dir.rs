@@ -63,7 +63,8 @@ pub struct HostFile {
 impl ReadAt for HostFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(offset, buf.len(), self.len)?;
-        let file = File::open(&self.path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        let file = File::open(&self.path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
         std::os::unix::fs::FileExt::read_exact_at(&file, buf, offset)
     }
 
@@ -74,13 +75,30 @@ impl ReadAt for HostFile {
 
 /// Reads the directory `root` (not following symlinks below it) into `tree`.
 pub fn read_dir(root: &Path, tree: &mut Tree, opts: &DirOptions) -> Result<DirStats, SourceError> {
-    let mut w = Walker { tree, opts, stats: DirStats::default(), inodes: BTreeMap::new() };
+    let mut w = Walker {
+        tree,
+        opts,
+        stats: DirStats::default(),
+        inodes: BTreeMap::new(),
+    };
     let md = fs::metadata(root).map_err(|e| dir_err(root, "stat", e))?;
     if !md.is_dir() {
-        return Err(dir_err(root, "read as a directory", io::Error::other("not a directory")));
+        return Err(dir_err(
+            root,
+            "read as a directory",
+            io::Error::other("not a directory"),
+        ));
     }
     let meta = w.meta(root, &md)?;
-    w.tree.insert(b"", Inode { meta, kind: Kind::Dir(BTreeMap::new()) }).map_err(|e| dir_err(root, "insert", e))?;
+    w.tree
+        .insert(
+            b"",
+            Inode {
+                meta,
+                kind: Kind::Dir(BTreeMap::new()),
+            },
+        )
+        .map_err(|e| dir_err(root, "insert", e))?;
     let mut stack = vec![(root.to_path_buf(), Vec::new())];
     while let Some((host, rel)) = stack.pop() {
         let mut names = Vec::new();
@@ -104,8 +122,16 @@ pub fn read_dir(root: &Path, tree: &mut Tree, opts: &DirOptions) -> Result<DirSt
     Ok(w.stats)
 }
 
-fn dir_err(path: &Path, action: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> SourceError {
-    SourceError::Dir { path: path.to_owned(), action, source: Box::new(e) }
+fn dir_err(
+    path: &Path,
+    action: &'static str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> SourceError {
+    SourceError::Dir {
+        path: path.to_owned(),
+        action,
+        source: Box::new(e),
+    }
 }
 
 struct Walker<'a> {
@@ -124,7 +150,9 @@ impl Walker<'_> {
         self.stats.entries += 1;
         if !ft.is_dir() && md.nlink() > 1 {
             if let Some(first) = self.inodes.get(&(md.dev(), md.ino())) {
-                self.tree.link(rel, first).map_err(|e| dir_err(host, "link", e))?;
+                self.tree
+                    .link(rel, first)
+                    .map_err(|e| dir_err(host, "link", e))?;
                 self.stats.hard_links += 1;
                 return Ok(false);
             }
@@ -136,8 +164,15 @@ impl Walker<'_> {
         } else if ft.is_file() {
             self.stats.files += 1;
             self.stats.file_bytes = self.stats.file_bytes.saturating_add(md.len());
-            let source = Arc::new(HostFile { path: host.to_owned(), len: md.len() });
-            Kind::File(FileData::Source { source, offset: 0, len: md.len() })
+            let source = Arc::new(HostFile {
+                path: host.to_owned(),
+                len: md.len(),
+            });
+            Kind::File(FileData::Source {
+                source,
+                offset: 0,
+                len: md.len(),
+            })
         } else if ft.is_symlink() {
             self.stats.symlinks += 1;
             let target = fs::read_link(host).map_err(|e| dir_err(host, "read the link", e))?;
@@ -157,22 +192,41 @@ impl Walker<'_> {
         };
         let meta = self.meta(host, &md)?;
         let is_dir = matches!(kind, Kind::Dir(_));
-        self.tree.insert(rel, Inode { meta, kind }).map_err(|e| dir_err(host, "insert", e))?;
+        self.tree
+            .insert(rel, Inode { meta, kind })
+            .map_err(|e| dir_err(host, "insert", e))?;
         Ok(is_dir)
     }
 
     fn meta(&self, host: &Path, md: &fs::Metadata) -> Result<Meta, SourceError> {
-        let mut mtime = Timestamp { secs: md.mtime(), nsec: u32::try_from(md.mtime_nsec()).unwrap_or(0) };
+        let mut mtime = Timestamp {
+            secs: md.mtime(),
+            nsec: u32::try_from(md.mtime_nsec()).unwrap_or(0),
+        };
         if let Some(epoch) = self.opts.clamp_mtime {
             if mtime > Timestamp::from_secs(epoch) {
                 mtime = Timestamp::from_secs(epoch);
             }
         }
-        let (uid, gid) = if self.opts.keep_owner { (md.uid(), md.gid()) } else { (0, 0) };
-        let xattrs = if self.opts.xattrs { read_xattrs(host).map_err(|e| dir_err(host, "read xattrs", e))? } else { BTreeMap::new() };
+        let (uid, gid) = if self.opts.keep_owner {
+            (md.uid(), md.gid())
+        } else {
+            (0, 0)
+        };
+        let xattrs = if self.opts.xattrs {
+            read_xattrs(host).map_err(|e| dir_err(host, "read xattrs", e))?
+        } else {
+            BTreeMap::new()
+        };
         // st_mode & 0o7777 always fits u16.
         let mode = u16::try_from(md.mode() & 0o7777).unwrap_or(0);
-        Ok(Meta { mode, uid, gid, mtime, xattrs })
+        Ok(Meta {
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs,
+        })
     }
 }
 
@@ -193,7 +247,9 @@ pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
                 out.insert(name.to_vec(), value[..len].to_vec());
             }
             // Removed meanwhile, or a namespace we may not read (trusted.* as a user).
-            Err(rustix::io::Errno::NODATA | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS) => {}
+            Err(
+                rustix::io::Errno::NODATA | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS,
+            ) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -52,15 +52,24 @@ pub fn mirror_from_deb822(text: &str) -> Option<String> {
         let field = |name: &str| {
             stanza.lines().find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_owned())
             })
         };
-        let (Some(types), Some(uris)) = (field("Types"), field("URIs")) else { continue };
-        if field("Enabled").is_some_and(|e| e.eq_ignore_ascii_case("no")) || !types.split_whitespace().any(|t| t == "deb") {
+        let (Some(types), Some(uris)) = (field("Types"), field("URIs")) else {
+            continue;
+        };
+        if field("Enabled").is_some_and(|e| e.eq_ignore_ascii_case("no"))
+            || !types.split_whitespace().any(|t| t == "deb")
+        {
             continue;
         }
         let suites = field("Suites").unwrap_or_default();
-        if let Some(uri) = uris.split_whitespace().find(|u| is_main_archive(u, &suites)) {
+        if let Some(uri) = uris
+            .split_whitespace()
+            .find(|u| is_main_archive(u, &suites))
+        {
             return Some(uri.to_owned());
         }
     }
@@ -102,7 +111,10 @@ pub fn cache_key(spec: &DebootstrapSpec, mirror: &str, mmdebstrap_version: &str)
         packages.join(","),
         mmdebstrap_version.trim(),
     );
-    Sha256::digest(canonical.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(canonical.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Bootstraps (or reuses) the tarball for `spec` in `cache_dir` and returns
@@ -118,11 +130,24 @@ pub fn bootstrap(spec: &DebootstrapSpec, cache_dir: &Path) -> Result<PathBuf, So
     if out.is_file() {
         return Ok(out);
     }
-    fs::create_dir_all(cache_dir).map_err(|source| SourceError::Io { path: cache_dir.to_owned(), action: "create", source })?;
-    let partial = cache_dir.join(format!(".mmdebstrap-{key}.{}.partial.tar", std::process::id()));
-    let mode = if rustix::process::geteuid().is_root() { "--mode=root" } else { "--mode=unshare" };
+    fs::create_dir_all(cache_dir).map_err(|source| SourceError::Io {
+        path: cache_dir.to_owned(),
+        action: "create",
+        source,
+    })?;
+    let partial = cache_dir.join(format!(
+        ".mmdebstrap-{key}.{}.partial.tar",
+        std::process::id()
+    ));
+    let mode = if rustix::process::geteuid().is_root() {
+        "--mode=root"
+    } else {
+        "--mode=unshare"
+    };
     let mut cmd = Command::new("mmdebstrap");
-    cmd.arg(mode).arg(format!("--variant={}", spec.variant)).arg("--format=tar");
+    cmd.arg(mode)
+        .arg(format!("--variant={}", spec.variant))
+        .arg("--format=tar");
     if !spec.components.is_empty() {
         cmd.arg(format!("--components={}", spec.components.join(",")));
     }
@@ -133,7 +158,13 @@ pub fn bootstrap(spec: &DebootstrapSpec, cache_dir: &Path) -> Result<PathBuf, So
         cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
     }
     cmd.arg(&spec.suite).arg(&partial).arg(&mirror);
-    let result = run_capture(&mut cmd).and_then(|_| fs::rename(&partial, &out).map_err(|source| SourceError::Io { path: out.clone(), action: "rename into place", source }));
+    let result = run_capture(&mut cmd).and_then(|_| {
+        fs::rename(&partial, &out).map_err(|source| SourceError::Io {
+            path: out.clone(),
+            action: "rename into place",
+            source,
+        })
+    });
     if result.is_err() {
         let _ = fs::remove_file(&partial);
     }
@@ -142,12 +173,20 @@ pub fn bootstrap(spec: &DebootstrapSpec, cache_dir: &Path) -> Result<PathBuf, So
 
 fn run_capture(cmd: &mut Command) -> Result<String, SourceError> {
     let tool = "mmdebstrap";
-    let output = cmd.output().map_err(|source| SourceError::Io { path: PathBuf::from(tool), action: "run", source })?;
+    let output = cmd.output().map_err(|source| SourceError::Io {
+        path: PathBuf::from(tool),
+        action: "run",
+        source,
+    })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
         let stderr_tail = lines[lines.len().saturating_sub(10)..].join("\n");
-        return Err(SourceError::Tool { tool, status: output.status.to_string(), stderr_tail });
+        return Err(SourceError::Tool {
+            tool,
+            status: output.status.to_string(),
+            stderr_tail,
+        });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -162,7 +201,10 @@ mod tests {
                     Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n\n\
                     Enabled: no\nTypes: deb\nURIs: http://off.example/debian\nSuites: bookworm\n\n\
                     Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n";
-        assert_eq!(mirror_from_deb822(text).as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            mirror_from_deb822(text).as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 
     #[test]
@@ -170,7 +212,10 @@ mod tests {
         let text = "# deb http://old.example/debian bookworm main\n\
                     deb http://security.example/debian-security bookworm-security main\n\
                     deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main\n";
-        assert_eq!(mirror_from_sources_list(text).as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            mirror_from_sources_list(text).as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 
     #[test]
@@ -184,7 +229,10 @@ mod tests {
         };
         let mut b = a.clone();
         b.packages = vec!["a".into(), "b".into(), "a".into()];
-        assert_eq!(cache_key(&a, "m", "mmdebstrap 1.3.5"), cache_key(&b, "m", "mmdebstrap 1.3.5\n"));
+        assert_eq!(
+            cache_key(&a, "m", "mmdebstrap 1.3.5"),
+            cache_key(&b, "m", "mmdebstrap 1.3.5\n")
+        );
         b.epoch = Some(2);
         assert_ne!(cache_key(&a, "m", "v"), cache_key(&b, "m", "v"));
         assert_ne!(cache_key(&a, "m", "v"), cache_key(&a, "m2", "v"));

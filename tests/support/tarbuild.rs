@@ -17,12 +17,25 @@ pub struct Hdr {
 impl Hdr {
     /// A regular file header.
     pub fn file(name: &str, size: u64) -> Self {
-        Self { name: name.into(), mode: 0o644, uid: 0, gid: 0, size, mtime: 1_700_000_000, typeflag: b'0', linkname: Vec::new() }
+        Self {
+            name: name.into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime: 1_700_000_000,
+            typeflag: b'0',
+            linkname: Vec::new(),
+        }
     }
 
     /// A header of another type.
     pub fn typed(name: &str, typeflag: u8, link: &str) -> Self {
-        Self { typeflag, linkname: link.into(), ..Self::file(name, 0) }
+        Self {
+            typeflag,
+            linkname: link.into(),
+            ..Self::file(name, 0)
+        }
     }
 
     /// The 512-byte POSIX ustar block with a correct checksum.
@@ -88,7 +101,10 @@ impl TarBuf {
             body.extend_from_slice(v);
             body.push(b'\n');
         }
-        let h = Hdr { typeflag: b'x', ..Hdr::file("PaxHeader", body.len() as u64) };
+        let h = Hdr {
+            typeflag: b'x',
+            ..Hdr::file("PaxHeader", body.len() as u64)
+        };
         self.entry(&h, &body)
     }
 

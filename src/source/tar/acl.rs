@@ -23,9 +23,17 @@ pub type Resolve<'a> = &'a dyn Fn(bool, &str) -> Option<u32>;
 /// True when some entry names a user or group without a numeric id, so the
 /// text can only be converted once the image's user database is known.
 pub fn needs_names(text: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(text) else { return false };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return false;
+    };
     text.split([',', '\n']).any(|raw| {
-        let f: Vec<&str> = raw.split('#').next().unwrap_or("").trim().split(':').collect();
+        let f: Vec<&str> = raw
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .split(':')
+            .collect();
         f.len() == 3 && !f[1].is_empty() && f[1].parse::<u32>().is_err()
     })
 }
@@ -35,7 +43,12 @@ pub fn needs_names(text: &[u8]) -> bool {
 /// `other|o`) to the kernel xattr value. Returns `None` for an access ACL
 /// that only repeats the mode (three base entries), which the kernel does not
 /// store either. Names without a numeric id go through `resolve`.
-pub fn text_to_xattr(key: &'static str, text: &[u8], is_default: bool, resolve: Resolve) -> Result<Option<Vec<u8>>, TarProblem> {
+pub fn text_to_xattr(
+    key: &'static str,
+    text: &[u8],
+    is_default: bool,
+    resolve: Resolve,
+) -> Result<Option<Vec<u8>>, TarProblem> {
     let bad = |reason: String| TarProblem::BadAcl { key, reason };
     let text = std::str::from_utf8(text).map_err(|_| bad("not UTF-8".into()))?;
     let mut entries: Vec<(u16, u32, u16)> = Vec::new();
@@ -47,7 +60,8 @@ pub fn text_to_xattr(key: &'static str, text: &[u8], is_default: bool, resolve: 
         if entries.len() == MAX_ENTRIES {
             return Err(bad(format!("more than {MAX_ENTRIES} entries")));
         }
-        entries.push(parse_entry(entry, resolve).map_err(|r| bad(format!("entry {entry:?}: {r}")))?);
+        entries
+            .push(parse_entry(entry, resolve).map_err(|r| bad(format!("entry {entry:?}: {r}")))?);
     }
     entries.sort_unstable();
     check(&entries).map_err(bad)?;
@@ -88,11 +102,18 @@ fn parse_entry(entry: &str, resolve: Resolve) -> Result<(u16, u32, u16), String>
     // name alone (even with --numeric-owner), resolved in the image's
     // /etc/passwd and /etc/group as an extraction inside the image would.
     let id = match (extra_id, qualifier.parse::<u32>()) {
-        (Some(id), _) => id.parse::<u32>().map_err(|_| format!("id {id:?} is not a number"))?,
+        (Some(id), _) => id
+            .parse::<u32>()
+            .map_err(|_| format!("id {id:?} is not a number"))?,
         (None, Ok(id)) => id,
         (None, Err(_)) => {
-            let db = if named == ACL_USER { "/etc/passwd" } else { "/etc/group" };
-            resolve(named == ACL_USER, qualifier).ok_or_else(|| format!("{qualifier:?} is not in the image's {db}"))?
+            let db = if named == ACL_USER {
+                "/etc/passwd"
+            } else {
+                "/etc/group"
+            };
+            resolve(named == ACL_USER, qualifier)
+                .ok_or_else(|| format!("{qualifier:?} is not in the image's {db}"))?
         }
     };
     if id == ACL_UNDEFINED_ID {
@@ -122,15 +143,24 @@ fn check(entries: &[(u16, u32, u16)]) -> Result<(), String> {
         return Ok(());
     }
     let count = |t: u16| entries.iter().filter(|e| e.0 == t).count();
-    for (t, name) in [(ACL_USER_OBJ, "user::"), (ACL_GROUP_OBJ, "group::"), (ACL_OTHER, "other::")] {
+    for (t, name) in [
+        (ACL_USER_OBJ, "user::"),
+        (ACL_GROUP_OBJ, "group::"),
+        (ACL_OTHER, "other::"),
+    ] {
         if count(t) != 1 {
             return Err(format!("needs exactly one {name} entry"));
         }
     }
-    if count(ACL_MASK) > 1 || (count(ACL_MASK) == 0 && (count(ACL_USER) > 0 || count(ACL_GROUP) > 0)) {
+    if count(ACL_MASK) > 1
+        || (count(ACL_MASK) == 0 && (count(ACL_USER) > 0 || count(ACL_GROUP) > 0))
+    {
         return Err("needs one mask:: entry with named entries".into());
     }
-    if entries.windows(2).any(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1) {
+    if entries
+        .windows(2)
+        .any(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1)
+    {
         return Err("duplicate entry".into());
     }
     Ok(())
@@ -150,26 +180,50 @@ mod tests {
     fn gnu_tar_text_matches_kernel_xattr() {
         let text = b"user::rw-\nuser:1234:r-x\ngroup::r--\ngroup:4321:r--\nmask::r-x\nother::r--\n";
         let mut want = vec![2, 0, 0, 0];
-        for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 5, 1234), (4, 4, u32::MAX), (8, 4, 4321), (0x10, 5, u32::MAX), (0x20, 4, u32::MAX)] {
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 5, 1234),
+            (4, 4, u32::MAX),
+            (8, 4, 4321),
+            (0x10, 5, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ] {
             want.extend_from_slice(&tag.to_le_bytes());
             want.extend_from_slice(&perm.to_le_bytes());
             want.extend_from_slice(&id.to_le_bytes());
         }
-        assert_eq!(text_to_xattr("SCHILY.acl.access", text, false, &none).unwrap(), Some(want));
+        assert_eq!(
+            text_to_xattr("SCHILY.acl.access", text, false, &none).unwrap(),
+            Some(want)
+        );
     }
 
     #[test]
     fn star_style_names_with_ids_and_commas() {
-        let a = text_to_xattr("k", b"user::rwx,user:bob:r-x:1000,group::r-x,mask::r-x,other::---", false, &none).unwrap();
-        let b = text_to_xattr("k", b"u::rwx,u:1000:r-x,g::r-x,m::r-x,o::---", false, &none).unwrap();
+        let a = text_to_xattr(
+            "k",
+            b"user::rwx,user:bob:r-x:1000,group::r-x,mask::r-x,other::---",
+            false,
+            &none,
+        )
+        .unwrap();
+        let b =
+            text_to_xattr("k", b"u::rwx,u:1000:r-x,g::r-x,m::r-x,o::---", false, &none).unwrap();
         assert_eq!(a, b);
         assert!(a.is_some());
     }
 
     #[test]
     fn minimal_access_acl_is_folded_into_the_mode() {
-        assert_eq!(text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", false, &none).unwrap(), None);
-        assert!(text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", true, &none).unwrap().is_some());
+        assert_eq!(
+            text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", false, &none).unwrap(),
+            None
+        );
+        assert!(
+            text_to_xattr("k", b"user::rwx\ngroup::r-x\nother::r-x\n", true, &none)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -183,14 +237,32 @@ mod tests {
             _ => None,
         };
         let by_name = text_to_xattr("k", text, false, &resolve).unwrap();
-        let by_id = text_to_xattr("k", b"u::rwx,u:1000:r-x,g::r-x,g:5:r--,m::r-x,o::---", false, &none).unwrap();
+        let by_id = text_to_xattr(
+            "k",
+            b"u::rwx,u:1000:r-x,g::r-x,g:5:r--,m::r-x,o::---",
+            false,
+            &none,
+        )
+        .unwrap();
         assert_eq!(by_name, by_id);
     }
 
     #[test]
     fn rejects_names_without_ids_missing_mask_and_junk() {
-        assert!(text_to_xattr("k", b"user::rwx,user:bob:r-x,group::r-x,mask::r-x,other::---", false, &none).is_err());
-        assert!(text_to_xattr("k", b"user::rwx,user:7:r-x,group::r-x,other::---", false, &none).is_err());
+        assert!(text_to_xattr(
+            "k",
+            b"user::rwx,user:bob:r-x,group::r-x,mask::r-x,other::---",
+            false,
+            &none
+        )
+        .is_err());
+        assert!(text_to_xattr(
+            "k",
+            b"user::rwx,user:7:r-x,group::r-x,other::---",
+            false,
+            &none
+        )
+        .is_err());
         assert!(text_to_xattr("k", b"user::rwz,group::r-x,other::---", false, &none).is_err());
         assert!(text_to_xattr("k", b"user::rwx,group::r-x", false, &none).is_err());
     }

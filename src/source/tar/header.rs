@@ -53,12 +53,19 @@ impl Header {
         let expected = self.number("chksum", CHKSUM)?;
         let (mut unsigned, mut signed) = (0i64, 0i64);
         for (i, &b) in self.raw.iter().enumerate() {
-            let b = if (CHKSUM.0..CHKSUM.1).contains(&i) { b' ' } else { b };
+            let b = if (CHKSUM.0..CHKSUM.1).contains(&i) {
+                b' '
+            } else {
+                b
+            };
             unsigned += i64::from(b);
             signed += i64::from(b as i8);
         }
         if expected != unsigned && expected != signed {
-            return Err(TarProblem::BadChecksum { expected, found: unsigned });
+            return Err(TarProblem::BadChecksum {
+                expected,
+                found: unsigned,
+            });
         }
         Ok(())
     }
@@ -95,7 +102,10 @@ impl Header {
     /// Permission bits (the file-type bits some writers add are dropped).
     pub fn mode(&self) -> Result<u16, TarProblem> {
         let m = self.number("mode", MODE)?;
-        u16::try_from(m & 0o7777).map_err(|_| TarProblem::OutOfRange { field: "mode", value: m.to_string() })
+        u16::try_from(m & 0o7777).map_err(|_| TarProblem::OutOfRange {
+            field: "mode",
+            value: m.to_string(),
+        })
     }
 
     /// Owner id.
@@ -129,8 +139,10 @@ impl Header {
     }
 
     fn number(&self, field: &'static str, range: (usize, usize)) -> Result<i64, TarProblem> {
-        parse_numeric(&self.raw[range.0..range.1])
-            .ok_or_else(|| TarProblem::BadNumber { field, raw: show_field(&self.raw[range.0..range.1]) })
+        parse_numeric(&self.raw[range.0..range.1]).ok_or_else(|| TarProblem::BadNumber {
+            field,
+            raw: show_field(&self.raw[range.0..range.1]),
+        })
     }
 }
 
@@ -141,7 +153,15 @@ pub fn cstr(b: &[u8]) -> &[u8] {
 }
 
 fn show_field(b: &[u8]) -> String {
-    b.iter().map(|&c| if c.is_ascii_graphic() { char::from(c).to_string() } else { format!("\\x{c:02x}") }).collect()
+    b.iter()
+        .map(|&c| {
+            if c.is_ascii_graphic() {
+                char::from(c).to_string()
+            } else {
+                format!("\\x{c:02x}")
+            }
+        })
+        .collect()
 }
 
 /// Parses an octal or base-256 numeric field; `None` when malformed or out
@@ -175,7 +195,10 @@ pub fn parse_numeric(field: &[u8]) -> Option<i64> {
 fn parse_octal(field: &[u8]) -> Option<i64> {
     let start = field.iter().position(|&b| b != b' ').unwrap_or(field.len());
     let s = &field[start..];
-    let end = s.iter().position(|b| !(b'0'..=b'7').contains(b)).unwrap_or(s.len());
+    let end = s
+        .iter()
+        .position(|b| !(b'0'..=b'7').contains(b))
+        .unwrap_or(s.len());
     if !s[end..].iter().all(|&b| b == 0 || b == b' ') {
         return None;
     }
@@ -195,7 +218,10 @@ mod tests {
         assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
         assert_eq!(parse_numeric(b"   644 \0"), Some(0o644));
         assert_eq!(parse_numeric(b"\0\0\0\0\0\0\0\0"), Some(0));
-        assert_eq!(parse_numeric(b"00000000017777777777\0"), Some(0o17777777777));
+        assert_eq!(
+            parse_numeric(b"00000000017777777777\0"),
+            Some(0o17777777777)
+        );
     }
 
     #[test]
@@ -208,7 +234,10 @@ mod tests {
     #[test]
     fn base256_positive_and_negative() {
         // 8-byte uid field holding 70000 in binary.
-        assert_eq!(parse_numeric(&[0x80, 0, 0, 0, 0, 0x01, 0x11, 0x70]), Some(70000));
+        assert_eq!(
+            parse_numeric(&[0x80, 0, 0, 0, 0, 0x01, 0x11, 0x70]),
+            Some(70000)
+        );
         // 12-byte mtime field holding -1 and -86400.
         assert_eq!(parse_numeric(&[0xff; 12]), Some(-1));
         let mut f = [0xffu8; 12];

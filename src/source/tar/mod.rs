@@ -177,8 +177,21 @@ pub enum TarProblem {
 pub fn read_tar(path: &Path, tree: &mut Tree, opts: &TarOptions) -> Result<TarStats, SourceError> {
     let (file, compression) = open_decompressed(path, opts.temp_dir.as_deref())?;
     let source = Arc::new(file);
-    let stats = TarStats { compression: Some(compression), tar_bytes: source.len(), ..TarStats::default() };
-    let mut r = Reader { source, opts, tree, stats, index: 0, offset: 0, name: b"?".to_vec(), pending_acls: Vec::new() };
+    let stats = TarStats {
+        compression: Some(compression),
+        tar_bytes: source.len(),
+        ..TarStats::default()
+    };
+    let mut r = Reader {
+        source,
+        opts,
+        tree,
+        stats,
+        index: 0,
+        offset: 0,
+        name: b"?".to_vec(),
+        pending_acls: Vec::new(),
+    };
     match r.run().and_then(|()| r.resolve_pending_acls()) {
         Ok(()) => Ok(r.stats),
         Err(problem) => Err(SourceError::Tar {
@@ -219,7 +232,9 @@ impl Reader<'_> {
                 return Err(TarProblem::TruncatedHeader { available });
             }
             let mut raw = [0u8; BLOCK as usize];
-            self.source.read_exact_at(&mut raw, pos).map_err(TarProblem::Io)?;
+            self.source
+                .read_exact_at(&mut raw, pos)
+                .map_err(TarProblem::Io)?;
             if Header::is_zero_block(&raw) {
                 break;
             }
@@ -229,11 +244,17 @@ impl Reader<'_> {
             let header_size = h.size()?;
             let size = match ext.size {
                 Some(s) if !is_extension => s,
-                _ => u64::try_from(header_size)
-                    .map_err(|_| TarProblem::OutOfRange { field: "size", value: header_size.to_string() })?,
+                _ => u64::try_from(header_size).map_err(|_| TarProblem::OutOfRange {
+                    field: "size",
+                    value: header_size.to_string(),
+                })?,
             };
             let data = pos + BLOCK;
-            let past_end = TarProblem::SizePastEnd { size, data_offset: data, file_len: len };
+            let past_end = TarProblem::SizePastEnd {
+                size,
+                data_offset: data,
+                file_len: len,
+            };
             match data.checked_add(size) {
                 Some(end) if end <= len => {}
                 _ => return Err(past_end),
@@ -246,11 +267,13 @@ impl Reader<'_> {
                 b'g' => {} // pax global headers: ignored.
                 b'L' => {
                     ext.seen = true;
-                    ext.long_name = Some(cstr(&self.read_extended("GNU long name", data, size)?).to_vec());
+                    ext.long_name =
+                        Some(cstr(&self.read_extended("GNU long name", data, size)?).to_vec());
                 }
                 b'K' => {
                     ext.seen = true;
-                    ext.long_link = Some(cstr(&self.read_extended("GNU long link", data, size)?).to_vec());
+                    ext.long_link =
+                        Some(cstr(&self.read_extended("GNU long link", data, size)?).to_vec());
                 }
                 _ => {
                     self.entry(&h, &ext, data, size)?;
@@ -259,7 +282,11 @@ impl Reader<'_> {
                 }
             }
             // Data is padded to whole blocks; a last entry without padding ends the file.
-            pos = size.div_ceil(BLOCK).checked_mul(BLOCK).and_then(|s| data.checked_add(s)).unwrap_or(u64::MAX);
+            pos = size
+                .div_ceil(BLOCK)
+                .checked_mul(BLOCK)
+                .and_then(|s| data.checked_add(s))
+                .unwrap_or(u64::MAX);
         }
         if ext.seen {
             return Err(TarProblem::DanglingExtended);
@@ -269,22 +296,48 @@ impl Reader<'_> {
 
     fn read_extended(&self, kind: &'static str, at: u64, size: u64) -> Result<Vec<u8>, TarProblem> {
         if size > MAX_EXTENDED {
-            return Err(TarProblem::ExtendedTooLarge { kind, size, limit: MAX_EXTENDED });
+            return Err(TarProblem::ExtendedTooLarge {
+                kind,
+                size,
+                limit: MAX_EXTENDED,
+            });
         }
-        let n = usize::try_from(size).map_err(|_| TarProblem::OutOfRange { field: "size", value: size.to_string() })?;
+        let n = usize::try_from(size).map_err(|_| TarProblem::OutOfRange {
+            field: "size",
+            value: size.to_string(),
+        })?;
         let mut buf = vec![0u8; n];
-        self.source.read_exact_at(&mut buf, at).map_err(TarProblem::Io)?;
+        self.source
+            .read_exact_at(&mut buf, at)
+            .map_err(TarProblem::Io)?;
         Ok(buf)
     }
 
     /// Places one (non-extension) entry in the tree.
-    fn entry(&mut self, h: &Header, ext: &Extended, data: u64, size: u64) -> Result<(), TarProblem> {
-        let path = ext.path.clone().or_else(|| ext.long_name.clone()).unwrap_or_else(|| h.path());
+    fn entry(
+        &mut self,
+        h: &Header,
+        ext: &Extended,
+        data: u64,
+        size: u64,
+    ) -> Result<(), TarProblem> {
+        let path = ext
+            .path
+            .clone()
+            .or_else(|| ext.long_name.clone())
+            .unwrap_or_else(|| h.path());
         self.name.clone_from(&path);
-        let link = || ext.linkpath.clone().or_else(|| ext.long_link.clone()).unwrap_or_else(|| h.linkname());
+        let link = || {
+            ext.linkpath
+                .clone()
+                .or_else(|| ext.long_link.clone())
+                .unwrap_or_else(|| h.linkname())
+        };
         let typeflag = h.typeflag();
         if ext.sparse || typeflag == b'S' {
-            return Err(TarProblem::Unsupported { what: "GNU sparse file (re-create the tar without --sparse)".into() });
+            return Err(TarProblem::Unsupported {
+                what: "GNU sparse file (re-create the tar without --sparse)".into(),
+            });
         }
         let kind = match typeflag {
             // V7 tars mark directories by a trailing slash on a regular entry.
@@ -292,7 +345,11 @@ impl Reader<'_> {
             b'0' | 0 | b'7' => {
                 self.stats.files += 1;
                 self.stats.file_bytes = self.stats.file_bytes.saturating_add(size);
-                Kind::File(FileData::Source { source: self.source.clone(), offset: data, len: size })
+                Kind::File(FileData::Source {
+                    source: self.source.clone(),
+                    offset: data,
+                    len: size,
+                })
             }
             b'1' => {
                 // The link entry's own mode/owner/time are ignored: the
@@ -331,7 +388,10 @@ impl Reader<'_> {
             }
             b'V' => return Ok(()), // GNU volume label: not a file.
             t => {
-                let what = format!("entry type {:?} (only files, directories, links, devices and FIFOs)", char::from(t));
+                let what = format!(
+                    "entry type {:?} (only files, directories, links, devices and FIFOs)",
+                    char::from(t)
+                );
                 return Err(TarProblem::Unsupported { what });
             }
         };
@@ -339,7 +399,10 @@ impl Reader<'_> {
             self.stats.dirs += 1;
         }
         let meta = self.meta(h, ext)?;
-        let id = self.tree.insert(&path, Inode { meta, kind }).map_err(TarProblem::Tree)?;
+        let id = self
+            .tree
+            .insert(&path, Inode { meta, kind })
+            .map_err(TarProblem::Tree)?;
         self.acls(id, ext)?;
         self.stats.entries += 1;
         Ok(())
@@ -349,11 +412,28 @@ impl Reader<'_> {
     /// when it names users or groups, after the whole tree (and its
     /// /etc/passwd and /etc/group) is read.
     fn acls(&mut self, id: InodeId, ext: &Extended) -> Result<(), TarProblem> {
-        for (key, text, is_default) in [("SCHILY.acl.access", &ext.acl_access, false), ("SCHILY.acl.default", &ext.acl_default, true)] {
+        for (key, text, is_default) in [
+            ("SCHILY.acl.access", &ext.acl_access, false),
+            ("SCHILY.acl.default", &ext.acl_default, true),
+        ] {
             let Some(text) = text else { continue };
-            let acl = PendingAcl { id, key, text: text.clone(), is_default, index: self.index, offset: self.offset, name: self.name.clone() };
+            let acl = PendingAcl {
+                id,
+                key,
+                text: text.clone(),
+                is_default,
+                index: self.index,
+                offset: self.offset,
+                name: self.name.clone(),
+            };
             // A raw SCHILY.xattr.system.posix_acl_* (GNU tar --xattrs, mmdebstrap) wins over the text.
-            if self.tree.inode(id).meta.xattrs.contains_key(acl.xattr_name()) {
+            if self
+                .tree
+                .inode(id)
+                .meta
+                .xattrs
+                .contains_key(acl.xattr_name())
+            {
                 continue;
             }
             if acl::needs_names(text) {
@@ -367,7 +447,11 @@ impl Reader<'_> {
 
     fn apply_acl(&mut self, acl: &PendingAcl, resolve: acl::Resolve) -> Result<(), TarProblem> {
         if let Some(value) = acl::text_to_xattr(acl.key, &acl.text, acl.is_default, resolve)? {
-            self.tree.inode_mut(acl.id).meta.xattrs.insert(acl.xattr_name().to_vec(), value);
+            self.tree
+                .inode_mut(acl.id)
+                .meta
+                .xattrs
+                .insert(acl.xattr_name().to_vec(), value);
         }
         Ok(())
     }
@@ -380,7 +464,14 @@ impl Reader<'_> {
         }
         let users = id_map(self.tree, b"etc/passwd");
         let groups = id_map(self.tree, b"etc/group");
-        let resolve = |user: bool, name: &str| if user { users.get(name) } else { groups.get(name) }.copied();
+        let resolve = |user: bool, name: &str| {
+            if user {
+                users.get(name)
+            } else {
+                groups.get(name)
+            }
+            .copied()
+        };
         for acl in std::mem::take(&mut self.pending_acls) {
             (self.index, self.offset, self.name) = (acl.index, acl.offset, acl.name.clone());
             self.apply_acl(&acl, &resolve)?;
@@ -402,7 +493,13 @@ impl Reader<'_> {
                 mtime = Timestamp::from_secs(epoch);
             }
         }
-        Ok(Meta { mode: h.mode()?, uid, gid, mtime, xattrs: ext.xattrs.clone() })
+        Ok(Meta {
+            mode: h.mode()?,
+            uid,
+            gid,
+            mtime,
+            xattrs: ext.xattrs.clone(),
+        })
     }
 }
 
@@ -453,14 +550,23 @@ fn id_map(tree: &Tree, path: &[u8]) -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn id(field: &'static str, pax: Option<u64>, header: Result<i64, TarProblem>) -> Result<u32, TarProblem> {
+fn id(
+    field: &'static str,
+    pax: Option<u64>,
+    header: Result<i64, TarProblem>,
+) -> Result<u32, TarProblem> {
     match pax {
-        Some(v) => u32::try_from(v).map_err(|_| TarProblem::OutOfRange { field, value: v.to_string() }),
+        Some(v) => u32::try_from(v).map_err(|_| TarProblem::OutOfRange {
+            field,
+            value: v.to_string(),
+        }),
         None => to_u32(field, header?),
     }
 }
 
 fn to_u32(field: &'static str, v: i64) -> Result<u32, TarProblem> {
-    u32::try_from(v).map_err(|_| TarProblem::OutOfRange { field, value: v.to_string() })
+    u32::try_from(v).map_err(|_| TarProblem::OutOfRange {
+        field,
+        value: v.to_string(),
+    })
 }
-

@@ -58,16 +58,25 @@ impl Extended {
             b"size" => self.size = decimal("size", value)?,
             b"uid" => self.uid = decimal("uid", value)?,
             b"gid" => self.gid = decimal("gid", value)?,
-            b"mtime" => self.mtime = if value.is_empty() { None } else { Some(parse_time(value)?) },
+            b"mtime" => {
+                self.mtime = if value.is_empty() {
+                    None
+                } else {
+                    Some(parse_time(value)?)
+                }
+            }
             b"SCHILY.acl.access" => self.acl_access = v,
             b"SCHILY.acl.default" => self.acl_default = v,
             b"RHT.security.selinux" => {
-                self.xattrs.insert(b"security.selinux".to_vec(), value.to_vec());
+                self.xattrs
+                    .insert(b"security.selinux".to_vec(), value.to_vec());
             }
             k if k.starts_with(b"SCHILY.xattr.") => {
                 let name = &k[b"SCHILY.xattr.".len()..];
                 if name.is_empty() {
-                    return Err(TarProblem::BadPax { reason: "SCHILY.xattr. record without an attribute name".into() });
+                    return Err(TarProblem::BadPax {
+                        reason: "SCHILY.xattr. record without an attribute name".into(),
+                    });
                 }
                 self.xattrs.insert(name.to_vec(), value.to_vec());
             }
@@ -88,18 +97,34 @@ pub fn records(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, TarProblem> {
         if data.iter().all(|&b| b == 0) {
             break;
         }
-        let bad = |reason: &str| TarProblem::BadPax { reason: reason.to_owned() };
-        let space = data.iter().take(20).position(|&b| b == b' ').ok_or_else(|| bad("record without a length"))?;
+        let bad = |reason: &str| TarProblem::BadPax {
+            reason: reason.to_owned(),
+        };
+        let space = data
+            .iter()
+            .take(20)
+            .position(|&b| b == b' ')
+            .ok_or_else(|| bad("record without a length"))?;
         let len = std::str::from_utf8(&data[..space])
             .ok()
             .and_then(|s| s.parse::<usize>().ok())
             .ok_or_else(|| bad("record length is not a decimal number"))?;
         if len <= space + 1 || len > data.len() {
-            return Err(TarProblem::BadPax { reason: format!("record length {len} outside the header ({} bytes left)", data.len()) });
+            return Err(TarProblem::BadPax {
+                reason: format!(
+                    "record length {len} outside the header ({} bytes left)",
+                    data.len()
+                ),
+            });
         }
         let (record, rest) = data.split_at(len);
-        let body = record[space + 1..].strip_suffix(b"\n").ok_or_else(|| bad("record does not end with a newline"))?;
-        let eq = body.iter().position(|&b| b == b'=').ok_or_else(|| bad("record without '='"))?;
+        let body = record[space + 1..]
+            .strip_suffix(b"\n")
+            .ok_or_else(|| bad("record does not end with a newline"))?;
+        let eq = body
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| bad("record without '='"))?;
         out.push((&body[..eq], &body[eq + 1..]));
         data = rest;
     }
@@ -115,13 +140,19 @@ fn decimal(field: &'static str, value: &[u8]) -> Result<Option<u64>, TarProblem>
         .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse::<u64>().ok())
         .map(Some)
-        .ok_or_else(|| TarProblem::BadNumber { field, raw: String::from_utf8_lossy(value).into_owned() })
+        .ok_or_else(|| TarProblem::BadNumber {
+            field,
+            raw: String::from_utf8_lossy(value).into_owned(),
+        })
 }
 
 /// Parses a pax time: `[-]SECONDS[.FRACTION]`. A negative time with a
 /// fraction is below the whole seconds: `-1.25` is secs -2, nsec 750000000.
 pub fn parse_time(value: &[u8]) -> Result<Timestamp, TarProblem> {
-    let bad = || TarProblem::BadNumber { field: "mtime", raw: String::from_utf8_lossy(value).into_owned() };
+    let bad = || TarProblem::BadNumber {
+        field: "mtime",
+        raw: String::from_utf8_lossy(value).into_owned(),
+    };
     let (neg, rest) = match value.strip_prefix(b"-") {
         Some(r) => (true, r),
         None => (false, value),
@@ -133,7 +164,10 @@ pub fn parse_time(value: &[u8]) -> Result<Timestamp, TarProblem> {
     if int.is_empty() || !int.iter().chain(frac).all(u8::is_ascii_digit) {
         return Err(bad());
     }
-    let secs: i64 = std::str::from_utf8(int).ok().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let secs: i64 = std::str::from_utf8(int)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
     // Nanoseconds from the first nine fraction digits, right-padded.
     let mut nsec: u32 = 0;
     for i in 0..9 {
@@ -143,10 +177,19 @@ pub fn parse_time(value: &[u8]) -> Result<Timestamp, TarProblem> {
         return Ok(Timestamp { secs, nsec });
     }
     if nsec == 0 {
-        return Ok(Timestamp { secs: secs.checked_neg().ok_or_else(bad)?, nsec: 0 });
+        return Ok(Timestamp {
+            secs: secs.checked_neg().ok_or_else(bad)?,
+            nsec: 0,
+        });
     }
-    let secs = secs.checked_neg().and_then(|s| s.checked_sub(1)).ok_or_else(bad)?;
-    Ok(Timestamp { secs, nsec: 1_000_000_000 - nsec })
+    let secs = secs
+        .checked_neg()
+        .and_then(|s| s.checked_sub(1))
+        .ok_or_else(bad)?;
+    Ok(Timestamp {
+        secs,
+        nsec: 1_000_000_000 - nsec,
+    })
 }
 
 #[cfg(test)]
@@ -158,23 +201,62 @@ mod tests {
         let data = b"18 path=etc/a b=c\n29 SCHILY.xattr.user.x=\x00\x01\n\xff\n\n";
         let r = records(data).unwrap();
         assert_eq!(r[0], (&b"path"[..], &b"etc/a b=c"[..]));
-        assert_eq!(r[1], (&b"SCHILY.xattr.user.x"[..], &b"\x00\x01\n\xff\n"[..]));
+        assert_eq!(
+            r[1],
+            (&b"SCHILY.xattr.user.x"[..], &b"\x00\x01\n\xff\n"[..])
+        );
     }
 
     #[test]
     fn records_reject_length_past_the_data() {
-        assert!(matches!(records(b"99 path=x\n"), Err(TarProblem::BadPax { .. })));
+        assert!(matches!(
+            records(b"99 path=x\n"),
+            Err(TarProblem::BadPax { .. })
+        ));
         assert!(matches!(records(b"2 \n"), Err(TarProblem::BadPax { .. })));
-        assert!(matches!(records(b"10 pathx=x "), Err(TarProblem::BadPax { .. })));
+        assert!(matches!(
+            records(b"10 pathx=x "),
+            Err(TarProblem::BadPax { .. })
+        ));
     }
 
     #[test]
     fn times_with_fractions_and_signs() {
-        assert_eq!(parse_time(b"1700000000").unwrap(), Timestamp { secs: 1_700_000_000, nsec: 0 });
-        assert_eq!(parse_time(b"4102444800.5").unwrap(), Timestamp { secs: 4_102_444_800, nsec: 500_000_000 });
-        assert_eq!(parse_time(b"-1.25").unwrap(), Timestamp { secs: -2, nsec: 750_000_000 });
-        assert_eq!(parse_time(b"-86400").unwrap(), Timestamp { secs: -86400, nsec: 0 });
-        assert_eq!(parse_time(b"1.1234567891").unwrap(), Timestamp { secs: 1, nsec: 123_456_789 });
+        assert_eq!(
+            parse_time(b"1700000000").unwrap(),
+            Timestamp {
+                secs: 1_700_000_000,
+                nsec: 0
+            }
+        );
+        assert_eq!(
+            parse_time(b"4102444800.5").unwrap(),
+            Timestamp {
+                secs: 4_102_444_800,
+                nsec: 500_000_000
+            }
+        );
+        assert_eq!(
+            parse_time(b"-1.25").unwrap(),
+            Timestamp {
+                secs: -2,
+                nsec: 750_000_000
+            }
+        );
+        assert_eq!(
+            parse_time(b"-86400").unwrap(),
+            Timestamp {
+                secs: -86400,
+                nsec: 0
+            }
+        );
+        assert_eq!(
+            parse_time(b"1.1234567891").unwrap(),
+            Timestamp {
+                secs: 1,
+                nsec: 123_456_789
+            }
+        );
         assert!(parse_time(b"1e9").is_err());
         assert!(parse_time(b"").is_err());
         assert!(parse_time(b"99999999999999999999").is_err());
