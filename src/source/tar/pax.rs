@@ -89,8 +89,11 @@ impl Extended {
     }
 }
 
+/// One pax record: keyword and value.
+pub type Record<'a> = (&'a [u8], &'a [u8]);
+
 /// Splits pax data into `(keyword, value)` records.
-pub fn records(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, TarProblem> {
+pub fn records(mut data: &[u8]) -> Result<Vec<Record<'_>>, TarProblem> {
     let mut out = Vec::new();
     while !data.is_empty() {
         // Some writers pad the data block with NULs after the last record.
