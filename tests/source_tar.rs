@@ -481,9 +481,35 @@ fn dotdot_entry_is_refused_naming_it() {
         i == 1 && e == "a/../../evil" && matches!(p, TarProblem::Tree(TreeError::DotDot { .. }))
     });
     assert!(
-        text.contains("a/../../evil") && text.contains("#1") && text.contains("byte 1024"),
+        text.ends_with("hostile.tar: entry #1 \"a/../../evil\" (header at byte 1024)"),
         "{text}"
     );
+}
+
+/// The message a person sees (`{:#}` prints the chain, each cause once).
+#[test]
+fn error_chain_reads_as_one_sentence() {
+    let dir = tempdir();
+    let path = dir.path().join("big.tar");
+    std::fs::write(
+        &path,
+        TarBuf::default()
+            .entry(&Hdr::file("huge", 1 << 30), b"x")
+            .finish(),
+    )
+    .unwrap();
+    let err = read(&path).map(|_| ()).unwrap_err();
+    let mut chain = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        chain.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    let want = format!(
+        "{}: entry #0 \"huge\" (header at byte 0): size 1073741824 from data offset 512 runs past the end of the file (2048 bytes)",
+        path.display()
+    );
+    assert_eq!(chain, want);
 }
 
 #[test]
