@@ -4,7 +4,10 @@
 //! (linux/include/uapi/linux/posix_acl_xattr.h: a little-endian u32 version 2,
 //! then `{ u16 tag, u16 perm, u32 id }` per entry, sorted by tag then id).
 
+use std::collections::BTreeMap;
+
 use super::TarProblem;
+use crate::tree::{Kind, Tree};
 
 const POSIX_ACL_XATTR_VERSION: u32 = 2;
 const ACL_USER_OBJ: u16 = 0x01;
@@ -164,6 +167,32 @@ fn check(entries: &[(u16, u32, u16)]) -> Result<(), String> {
         return Err("duplicate entry".into());
     }
     Ok(())
+}
+
+/// Largest /etc/passwd or /etc/group we read for ACL names.
+const MAX_ID_DB: u64 = 16 << 20;
+
+/// `name -> id` from a passwd/group-format file in the tree (third field);
+/// empty when missing, too large or unreadable.
+pub fn id_map(tree: &Tree, path: &[u8]) -> BTreeMap<String, u32> {
+    let data = tree
+        .resolve(path, true)
+        .ok()
+        .and_then(|p| tree.lookup(&p))
+        .and_then(|id| match &tree.inode(id).kind {
+            Kind::File(d) if d.len() <= MAX_ID_DB => d.read_all().ok(),
+            _ => None,
+        })
+        .unwrap_or_default();
+    String::from_utf8_lossy(&data)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?.parse().ok()?;
+            Some((name.to_owned(), id))
+        })
+        .collect()
 }
 
 #[cfg(test)]

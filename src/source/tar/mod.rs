@@ -12,22 +12,23 @@
 //! [`FileData::Source`] over the (decompressed) tar at its data offset.
 
 mod acl;
+mod error;
 mod header;
 mod pax;
 
 use std::collections::BTreeMap;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use imgbuild_formats::io::SizedFile;
 use imgbuild_formats::ReadAt;
 
+pub use self::error::TarProblem;
 use self::header::{cstr, Header, BLOCK};
 use self::pax::Extended;
 use super::decompress::{open_decompressed, Compression};
 use super::SourceError;
-use crate::tree::{FileData, Inode, InodeId, Kind, Meta, Timestamp, Tree, TreeError};
+use crate::tree::{FileData, Inode, InodeId, Kind, Meta, Timestamp, Tree};
 
 /// Upper bound for one pax or GNU long-name header's data held in memory
 /// (Linux xattr values are at most 64 KiB, paths 4 KiB).
@@ -78,96 +79,6 @@ pub struct TarStats {
     pub file_bytes: u64,
     /// Size of the uncompressed tar.
     pub tar_bytes: u64,
-}
-
-/// What is wrong with one tar entry (wrapped in [`SourceError::Tar`], which
-/// names the file and the entry).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TarProblem {
-    /// Reading the archive failed.
-    #[error("cannot read the archive")]
-    Io(#[source] io::Error),
-    /// The header checksum does not match.
-    #[error("header checksum field says {expected}, the header sums to {found}")]
-    BadChecksum {
-        /// From the checksum field.
-        expected: i64,
-        /// Computed.
-        found: i64,
-    },
-    /// A numeric field is not a number.
-    #[error("field {field} holds {raw:?}, not a number")]
-    BadNumber {
-        /// Field name.
-        field: &'static str,
-        /// Its bytes, escaped.
-        raw: String,
-    },
-    /// A number does not fit where it goes.
-    #[error("field {field} value {value} is out of range")]
-    OutOfRange {
-        /// Field name.
-        field: &'static str,
-        /// The value.
-        value: String,
-    },
-    /// The file ends inside a header block.
-    #[error("header truncated: {available} of 512 bytes before the end of the file")]
-    TruncatedHeader {
-        /// Bytes left in the file.
-        available: u64,
-    },
-    /// The entry's data runs past the end of the file.
-    #[error("size {size} from data offset {data_offset} runs past the end of the file ({file_len} bytes)")]
-    SizePastEnd {
-        /// The entry's size.
-        size: u64,
-        /// Where its data starts.
-        data_offset: u64,
-        /// The (uncompressed) file length.
-        file_len: u64,
-    },
-    /// An extended header is larger than we hold in memory.
-    #[error("{kind} header of {size} bytes exceeds the {limit}-byte limit")]
-    ExtendedTooLarge {
-        /// `pax` or `GNU long name`.
-        kind: &'static str,
-        /// Its size.
-        size: u64,
-        /// The limit.
-        limit: u64,
-    },
-    /// A pax record is malformed.
-    #[error("malformed pax extended header: {reason}")]
-    BadPax {
-        /// What is wrong.
-        reason: String,
-    },
-    /// An ACL text record cannot be converted.
-    #[error("bad ACL in {key}: {reason}")]
-    BadAcl {
-        /// The pax keyword.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Extended headers at the end with no entry after them.
-    #[error("extended header is not followed by an entry")]
-    DanglingExtended,
-    /// A valid entry we do not support.
-    #[error("unsupported: {what}")]
-    Unsupported {
-        /// What it is.
-        what: String,
-    },
-    /// A symlink without a target.
-    #[error("symbolic link with an empty target")]
-    EmptySymlink,
-    /// The tree refused the entry (`..`, a parent that is a file, a hard
-    /// link to a missing path or a directory).
-    #[error("cannot place the entry in the tree")]
-    Tree(#[source] TreeError),
 }
 
 /// Reads the tar at `path` (plain, gzip, zstd or xz, detected by magic bytes)
@@ -462,8 +373,8 @@ impl Reader<'_> {
         if self.pending_acls.is_empty() {
             return Ok(());
         }
-        let users = id_map(self.tree, b"etc/passwd");
-        let groups = id_map(self.tree, b"etc/group");
+        let users = acl::id_map(self.tree, b"etc/passwd");
+        let groups = acl::id_map(self.tree, b"etc/group");
         let resolve = |user: bool, name: &str| {
             if user {
                 users.get(name)
@@ -522,32 +433,6 @@ impl PendingAcl {
             b"system.posix_acl_access"
         }
     }
-}
-
-/// Largest /etc/passwd or /etc/group we read for ACL names.
-const MAX_ID_DB: u64 = 16 << 20;
-
-/// `name -> id` from a passwd/group-format file in the tree (third field);
-/// empty when missing, too large or unreadable.
-fn id_map(tree: &Tree, path: &[u8]) -> BTreeMap<String, u32> {
-    let data = tree
-        .resolve(path, true)
-        .ok()
-        .and_then(|p| tree.lookup(&p))
-        .and_then(|id| match &tree.inode(id).kind {
-            Kind::File(d) if d.len() <= MAX_ID_DB => d.read_all().ok(),
-            _ => None,
-        })
-        .unwrap_or_default();
-    String::from_utf8_lossy(&data)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?;
-            let id = f.nth(1)?.parse().ok()?;
-            Some((name.to_owned(), id))
-        })
-        .collect()
 }
 
 fn id(
