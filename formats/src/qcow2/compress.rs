@@ -32,8 +32,9 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 /// A per-thread compressor for one cluster size.
 pub struct Compressor {
     codec: Codec,
-    /// Output scratch of `cluster_size - 1` bytes.
+    /// Output scratch, larger than the worst case of either codec.
     scratch: Vec<u8>,
+    cluster_size: usize,
 }
 
 enum Codec {
@@ -54,7 +55,12 @@ impl Compressor {
                 zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| Error::io("creating a zstd compressor", e))?,
             )),
         };
-        Ok(Self { codec, scratch: vec![0u8; cluster_size - 1] })
+        // Both codecs always get room to finish: zlib-rs 0.6.8 panics ("buf.len()
+        // must fit in remaining()") when a Finish call runs out of output
+        // space on tiny clusters. Deflate's worst case is about n + n/1000 +
+        // 13, zstd's n + n/256 + 64 (ZSTD_compressBound).
+        let scratch = vec![0u8; cluster_size + cluster_size / 8 + 128];
+        Ok(Self { codec, scratch, cluster_size })
     }
 
     /// Compresses one cluster. `None` when the result would not be smaller
@@ -70,7 +76,7 @@ impl Compressor {
             }
             Codec::Zstd(c) => c.compress_to_buffer(cluster, self.scratch.as_mut_slice()).ok()?,
         };
-        Some(&self.scratch[..n])
+        (n < self.cluster_size).then(|| &self.scratch[..n])
     }
 }
 

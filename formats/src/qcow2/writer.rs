@@ -104,13 +104,20 @@ pub struct Geometry {
     pub l2_entries: u64,
     /// L1 entries covering the virtual size (qcow2.rst: ceil(size / (cs * l2_entries))).
     pub l1_size: u64,
-    /// Clusters holding the L1 table (at least one).
+    /// Clusters holding the L1 table.
     pub l1_clusters: u64,
 }
 
 impl Geometry {
-    /// Checks that the L1 table fits qemu's limit.
+    /// Checks that the L1 table fits qemu's limit. The virtual size is
+    /// rounded up to whole 512-byte sectors: qemu ignores a partial last
+    /// sector of a qcow2 (qcow2_do_open: total_sectors = size / 512) and
+    /// `qemu-img create` rounds up the same way.
     pub fn new(size: u64, cluster_bits: u32) -> Result<Self> {
+        let size = size.checked_next_multiple_of(512).ok_or_else(|| Error::InvalidOption {
+            option: "size",
+            detail: format!("virtual size {size} is too large"),
+        })?;
         let cs = 1u64 << cluster_bits;
         let l2_entries = cs / 8;
         let l1_size = size.div_ceil(cs).div_ceil(l2_entries);
@@ -120,7 +127,9 @@ impl Geometry {
                 detail: format!("a {size} byte disk needs an L1 table over qemu's 32 MiB limit: use larger clusters"),
             });
         }
-        let l1_clusters = (l1_size * 8).div_ceil(cs).max(1);
+        // An empty disk has no L1 table at all: qemu-img check counts an
+        // L1 cluster of a 0-entry table as leaked.
+        let l1_clusters = (l1_size * 8).div_ceil(cs);
         Ok(Self { size, cluster_bits, cs, l2_entries, l1_size, l1_clusters })
     }
 
