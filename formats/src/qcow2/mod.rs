@@ -37,3 +37,6 @@ fn truncated(structure: &'static str, offset: u64, need: u64, file_len: u64) -> 
 fn unsupported(feature: String) -> Error {
     Error::Unsupported { format: FORMAT, feature }
 }
+
+#[cfg(test)]
+mod tests;
