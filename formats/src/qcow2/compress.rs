@@ -52,7 +52,8 @@ impl Compressor {
                 DEFLATE_WINDOW_BITS,
             ))),
             Compression::Zstd => Codec::Zstd(Box::new(
-                zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| Error::io("creating a zstd compressor", e))?,
+                zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                    .map_err(|e| Error::io("creating a zstd compressor", e))?,
             )),
         };
         // Both codecs always get room to finish: zlib-rs 0.6.8 panics ("buf.len()
@@ -60,7 +61,11 @@ impl Compressor {
         // space on tiny clusters. Deflate's worst case is about n + n/1000 +
         // 13, zstd's n + n/256 + 64 (ZSTD_compressBound).
         let scratch = vec![0u8; cluster_size + cluster_size / 8 + 128];
-        Ok(Self { codec, scratch, cluster_size })
+        Ok(Self {
+            codec,
+            scratch,
+            cluster_size,
+        })
     }
 
     /// Compresses one cluster. `None` when the result would not be smaller
@@ -74,7 +79,9 @@ impl Compressor {
                     _ => return None,
                 }
             }
-            Codec::Zstd(c) => c.compress_to_buffer(cluster, self.scratch.as_mut_slice()).ok()?,
+            Codec::Zstd(c) => c
+                .compress_to_buffer(cluster, self.scratch.as_mut_slice())
+                .ok()?,
         };
         (n < self.cluster_size).then(|| &self.scratch[..n])
     }
@@ -83,7 +90,11 @@ impl Compressor {
 /// Decompresses one cluster into `out` (exactly one cluster). `input` may
 /// extend past the end of the stream (it runs to the end of the last sector).
 /// Returns a description of the problem on failure.
-pub fn decompress(kind: CompressionType, input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
+pub fn decompress(
+    kind: CompressionType,
+    input: &[u8],
+    out: &mut [u8],
+) -> std::result::Result<(), String> {
     match kind {
         CompressionType::Deflate => inflate(input, out),
         CompressionType::Zstd => unzstd(input, out),
@@ -94,23 +105,33 @@ fn inflate(input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
     let mut d = Decompress::new_with_window_bits(false, INFLATE_WINDOW_BITS);
     match d.decompress(input, out, FlushDecompress::Finish) {
         Ok(_) if d.total_out() == out.len() as u64 => Ok(()),
-        Ok(status) => Err(format!("deflate stream gave {} of {} bytes ({status:?})", d.total_out(), out.len())),
+        Ok(status) => Err(format!(
+            "deflate stream gave {} of {} bytes ({status:?})",
+            d.total_out(),
+            out.len()
+        )),
         Err(e) => Err(format!("bad deflate stream: {e}")),
     }
 }
 
 fn unzstd(input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
     let mut d = Decoder::new().map_err(|e| format!("zstd decoder: {e}"))?;
-    d.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX)).map_err(|e| format!("zstd decoder: {e}"))?;
+    d.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
+        .map_err(|e| format!("zstd decoder: {e}"))?;
     let mut inb = InBuffer::around(input);
     let mut outb = OutBuffer::around(out);
     // Like qemu's qcow2_zstd_decompress: run until the cluster is full,
     // failing when a step makes no progress.
     while outb.pos() < outb.capacity() {
         let (in_before, out_before) = (inb.pos(), outb.pos());
-        d.run(&mut inb, &mut outb).map_err(|e| format!("bad zstd stream: {e}"))?;
+        d.run(&mut inb, &mut outb)
+            .map_err(|e| format!("bad zstd stream: {e}"))?;
         if inb.pos() == in_before && outb.pos() == out_before {
-            return Err(format!("zstd stream gave {} of {} bytes", outb.pos(), outb.capacity()));
+            return Err(format!(
+                "zstd stream gave {} of {} bytes",
+                outb.pos(),
+                outb.capacity()
+            ));
         }
     }
     Ok(())
@@ -129,7 +150,11 @@ mod tests {
         let data = sample(65536);
         let mut c = Compressor::new(Compression::Zlib, 65536).unwrap();
         let mut stream = c.compress(&data).expect("compressible").to_vec();
-        assert_ne!(&stream[..2], &[0x78, 0x9c], "raw deflate has no zlib header");
+        assert_ne!(
+            &stream[..2],
+            &[0x78, 0x9c],
+            "raw deflate has no zlib header"
+        );
         stream.extend_from_slice(&[0xAB; 300]);
         let mut out = vec![0u8; 65536];
         decompress(CompressionType::Deflate, &stream, &mut out).unwrap();
@@ -161,7 +186,13 @@ mod tests {
             })
             .collect();
         for kind in [Compression::Zlib, Compression::Zstd] {
-            assert!(Compressor::new(kind, 4096).unwrap().compress(&data).is_none(), "{kind:?}");
+            assert!(
+                Compressor::new(kind, 4096)
+                    .unwrap()
+                    .compress(&data)
+                    .is_none(),
+                "{kind:?}"
+            );
         }
     }
 
@@ -172,6 +203,9 @@ mod tests {
         assert!(decompress(CompressionType::Zstd, &[0xff; 64], &mut out).is_err());
         let mut c = Compressor::new(Compression::Zlib, 512).unwrap();
         let short = c.compress(&[1u8; 512]).unwrap().to_vec();
-        assert!(decompress(CompressionType::Deflate, &short, &mut out).is_err(), "512 bytes for a 4 KiB cluster");
+        assert!(
+            decompress(CompressionType::Deflate, &short, &mut out).is_err(),
+            "512 bytes for a 4 KiB cluster"
+        );
     }
 }

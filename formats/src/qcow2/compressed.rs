@@ -126,8 +126,15 @@ impl CompressedWriter {
     pub fn write(&mut self, mut offset: u64, mut data: &[u8]) -> Result<()> {
         let cs = self.geo.cs;
         let cs_usize = usize::try_from(cs).expect("cluster is at most 2 MiB");
-        if offset.checked_add(data.len() as u64).is_none_or(|end| end > self.geo.size) {
-            return Err(Error::ExtentOutsideDisk { offset, len: data.len() as u64, size: self.geo.size });
+        if offset
+            .checked_add(data.len() as u64)
+            .is_none_or(|end| end > self.geo.size)
+        {
+            return Err(Error::ExtentOutsideDisk {
+                offset,
+                len: data.len() as u64,
+                size: self.geo.size,
+            });
         }
         while !data.is_empty() {
             let g = offset / cs;
@@ -138,7 +145,9 @@ impl CompressedWriter {
                 Some(&last) if last > g => {
                     return Err(Error::InvalidOption {
                         option: "write order",
-                        detail: format!("data at disk offset {offset} arrived after cluster {last}"),
+                        detail: format!(
+                            "data at disk offset {offset} arrived after cluster {last}"
+                        ),
                     });
                 }
                 _ => {
@@ -168,10 +177,17 @@ impl CompressedWriter {
         let mut data = self.spare.pop().unwrap_or_default();
         data.clear();
         std::mem::swap(&mut data, &mut self.data);
-        let job = Job { seq: self.next_seq, clusters: std::mem::take(&mut self.clusters), data };
+        let job = Job {
+            seq: self.next_seq,
+            clusters: std::mem::take(&mut self.clusters),
+            data,
+        };
         self.next_seq += 1;
         self.in_flight += 1;
-        let tx = self.jobs.as_ref().expect("the job channel lives until finish");
+        let tx = self
+            .jobs
+            .as_ref()
+            .expect("the job channel lives until finish");
         tx.send(job).map_err(|_| pool_died())?;
         while let Ok(done) = self.results.try_recv() {
             self.accept(done)?;
@@ -207,7 +223,8 @@ impl CompressedWriter {
                 Item::Zero => continue,
                 Item::Compressed(r) => {
                     let len = r.len() as u64;
-                    let first = usize::try_from(self.pos / cs).expect("host cluster index fits memory");
+                    let first =
+                        usize::try_from(self.pos / cs).expect("host cluster index fits memory");
                     if self.counts.get(first).is_some_and(|&c| c == MAX_REFCOUNT) {
                         self.pos = self.pos.next_multiple_of(cs);
                     }
@@ -219,16 +236,16 @@ impl CompressedWriter {
                 }
                 Item::Raw => {
                     let at = self.pos.next_multiple_of(cs);
-                    self.out.write_at(at, &done.data[k * cs_usize..(k + 1) * cs_usize])?;
+                    self.out
+                        .write_at(at, &done.data[k * cs_usize..(k + 1) * cs_usize])?;
                     self.count(at, cs);
                     self.pos = at + cs;
                     encode_standard(at)
                 }
             };
-            let table = self
-                .l2
-                .entry(g / self.geo.l2_entries)
-                .or_insert_with(|| vec![0u64; usize::try_from(self.geo.l2_entries).expect("small")]);
+            let table = self.l2.entry(g / self.geo.l2_entries).or_insert_with(|| {
+                vec![0u64; usize::try_from(self.geo.l2_entries).expect("small")]
+            });
             table[usize::try_from(g % self.geo.l2_entries).expect("below l2_entries")] = entry;
         }
         Ok(())
@@ -269,7 +286,8 @@ impl CompressedWriter {
         let rb_offset = rt_offset + rc.table_clusters * cs;
         let total = rb_offset / cs + rc.blocks;
 
-        let mut l1 = vec![0u8; usize::try_from(geo.l1_clusters * cs).expect("L1 checked against 32 MiB")];
+        let mut l1 =
+            vec![0u8; usize::try_from(geo.l1_clusters * cs).expect("L1 checked against 32 MiB")];
         for (k, &i) in self.l2.keys().enumerate() {
             let at = usize::try_from(i * 8).expect("inside L1");
             l1[at..at + 8].copy_from_slice(&encode_l1(l2_offset + k as u64 * cs).to_be_bytes());
@@ -282,13 +300,18 @@ impl CompressedWriter {
         let counts = std::mem::take(&mut self.counts);
         let data_clusters = data_end / cs;
         let count = |c: u64| match c {
-            c if c < data_clusters => usize::try_from(c).ok().and_then(|i| counts.get(i).copied()).unwrap_or(0),
+            c if c < data_clusters => usize::try_from(c)
+                .ok()
+                .and_then(|i| counts.get(i).copied())
+                .unwrap_or(0),
             c if c < total => 1,
             _ => 0,
         };
-        self.out.write_at(rt_offset, &refcount::encode_table(rc, rb_offset, cs))?;
+        self.out
+            .write_at(rt_offset, &refcount::encode_table(rc, rb_offset, cs))?;
         for i in 0..rc.blocks {
-            self.out.write_at(rb_offset + i * cs, &refcount::encode_block(i, cs, count))?;
+            self.out
+                .write_at(rb_offset + i * cs, &refcount::encode_block(i, cs, count))?;
         }
         let ctype = match self.kind {
             Compression::Zlib => CompressionType::Deflate,
@@ -296,17 +319,26 @@ impl CompressedWriter {
         };
         let mut file = self.out.finish(total * cs)?;
         let header = geo.header(l1_offset, rt_offset, rc, ctype).encode();
-        file.write_all_at(&header, 0).map_err(|e| Error::io("writing the qcow2 header", e))?;
+        file.write_all_at(&header, 0)
+            .map_err(|e| Error::io("writing the qcow2 header", e))?;
         Ok((geo.size, total * cs))
     }
 }
 
 fn pool_died() -> Error {
-    Error::io("compressing qcow2 clusters", std::io::Error::other("a compression thread stopped"))
+    Error::io(
+        "compressing qcow2 clusters",
+        std::io::Error::other("a compression thread stopped"),
+    )
 }
 
 /// Compresses jobs until the channel closes.
-fn worker(jobs: &Mutex<Receiver<Job>>, results: &mpsc::Sender<Result<Done>>, kind: Compression, cs: usize) {
+fn worker(
+    jobs: &Mutex<Receiver<Job>>,
+    results: &mpsc::Sender<Result<Done>>,
+    kind: Compression,
+    cs: usize,
+) {
     let mut compressor = match Compressor::new(kind, cs) {
         Ok(c) => c,
         Err(e) => {
@@ -335,7 +367,13 @@ fn worker(jobs: &Mutex<Receiver<Job>>, results: &mpsc::Sender<Result<Done>>, kin
                 Item::Raw
             });
         }
-        let done = Done { seq: job.seq, clusters: job.clusters, data: job.data, packed, items };
+        let done = Done {
+            seq: job.seq,
+            clusters: job.clusters,
+            data: job.data,
+            packed,
+            items,
+        };
         if results.send(Ok(done)).is_err() {
             return;
         }

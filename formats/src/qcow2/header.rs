@@ -134,15 +134,25 @@ impl Header {
     pub fn decode(head: &[u8], file_len: u64) -> Result<Header> {
         need(head, HEADER_LENGTH_V2 as usize, file_len)?;
         if head[0..4] != MAGIC {
-            return Err(corrupt("header", 0, format!("magic is {:02x?}, expected \"QFI\\xfb\"", &head[0..4])));
+            return Err(corrupt(
+                "header",
+                0,
+                format!("magic is {:02x?}, expected \"QFI\\xfb\"", &head[0..4]),
+            ));
         }
         let version = be32(head, 4);
         if version != 2 && version != 3 {
-            return Err(unsupported(format!("version {version} (only 2 and 3 exist)")));
+            return Err(unsupported(format!(
+                "version {version} (only 2 and 3 exist)"
+            )));
         }
         let cluster_bits = be32(head, 20);
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
-            return Err(corrupt("header", 20, format!("cluster_bits {cluster_bits} outside 9..=21")));
+            return Err(corrupt(
+                "header",
+                20,
+                format!("cluster_bits {cluster_bits} outside 9..=21"),
+            ));
         }
         let cluster_size = 1u64 << cluster_bits;
         let mut h = Header {
@@ -173,11 +183,15 @@ impl Header {
         }
         let backing_file_offset = be64(head, 8);
         if backing_file_offset != 0 {
-            return Err(unsupported(format!("backing file (backing_file_offset {backing_file_offset})")));
+            return Err(unsupported(format!(
+                "backing file (backing_file_offset {backing_file_offset})"
+            )));
         }
         let crypt_method = be32(head, 32);
         if crypt_method != 0 {
-            return Err(unsupported(format!("encryption (crypt_method {crypt_method})")));
+            return Err(unsupported(format!(
+                "encryption (crypt_method {crypt_method})"
+            )));
         }
         h.validate_tables(cluster_size, file_len)?;
         Ok(h)
@@ -185,26 +199,42 @@ impl Header {
 
     fn decode_v3_tail(&mut self, head: &[u8], file_len: u64) -> Result<()> {
         let len = self.header_length;
-        if len < HEADER_LENGTH_V3_MIN || len % 8 != 0 || u64::from(len) > self.cluster_size() {
+        if len < HEADER_LENGTH_V3_MIN || !len.is_multiple_of(8) || u64::from(len) > self.cluster_size() {
             return Err(corrupt(
                 "header",
                 100,
-                format!("header_length {len} must be >= 104, a multiple of 8 and <= the cluster size"),
+                format!(
+                    "header_length {len} must be >= 104, a multiple of 8 and <= the cluster size"
+                ),
             ));
         }
         if self.refcount_order > 6 {
-            return Err(corrupt("header", 96, format!("refcount_order {} > 6", self.refcount_order)));
+            return Err(corrupt(
+                "header",
+                96,
+                format!("refcount_order {} > 6", self.refcount_order),
+            ));
         }
-        let known = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+        let known = INCOMPAT_DIRTY
+            | INCOMPAT_CORRUPT
+            | INCOMPAT_DATA_FILE
+            | INCOMPAT_COMPRESSION
+            | INCOMPAT_EXTL2;
         let unknown = self.incompatible_features & !known;
         if unknown != 0 {
-            return Err(unsupported(format!("unknown incompatible feature bits {unknown:#x}")));
+            return Err(unsupported(format!(
+                "unknown incompatible feature bits {unknown:#x}"
+            )));
         }
         if self.incompatible_features & INCOMPAT_DATA_FILE != 0 {
-            return Err(unsupported("external data file (incompatible bit 2)".into()));
+            return Err(unsupported(
+                "external data file (incompatible bit 2)".into(),
+            ));
         }
         if self.incompatible_features & INCOMPAT_EXTL2 != 0 {
-            return Err(unsupported("extended L2 entries (incompatible bit 4)".into()));
+            return Err(unsupported(
+                "extended L2 entries (incompatible bit 4)".into(),
+            ));
         }
         let ctype = if len > 104 {
             need(head, 105, file_len)?;
@@ -222,7 +252,10 @@ impl Header {
             return Err(corrupt(
                 "header",
                 72,
-                format!("incompatible bit 3 is {} but compression_type is {ctype}", u8::from(bit)),
+                format!(
+                    "incompatible bit 3 is {} but compression_type is {ctype}",
+                    u8::from(bit)
+                ),
             ));
         }
         Ok(())
@@ -237,14 +270,28 @@ impl Header {
             return Err(corrupt(
                 "header",
                 36,
-                format!("l1_size {} too small for virtual size {} (needs {needed})", self.l1_size, self.size),
+                format!(
+                    "l1_size {} too small for virtual size {} (needs {needed})",
+                    self.l1_size, self.size
+                ),
             ));
         }
         let l1_bytes = u64::from(self.l1_size) * 8;
         if l1_bytes > MAX_L1_BYTES {
-            return Err(corrupt("header", 36, format!("l1_size {} exceeds qemu's 32 MiB L1 limit", self.l1_size)));
+            return Err(corrupt(
+                "header",
+                36,
+                format!("l1_size {} exceeds qemu's 32 MiB L1 limit", self.l1_size),
+            ));
         }
-        check_table("L1 table", 40, self.l1_table_offset, l1_bytes, cluster_size, file_len)?;
+        check_table(
+            "L1 table",
+            40,
+            self.l1_table_offset,
+            l1_bytes,
+            cluster_size,
+            file_len,
+        )?;
         if self.refcount_table_clusters == 0 {
             return Err(corrupt("header", 56, "refcount_table_clusters is 0".into()));
         }
@@ -256,23 +303,52 @@ impl Header {
                 format!("refcount table of {rt_bytes} bytes exceeds qemu's 8 MiB limit"),
             ));
         }
-        check_table("refcount table", 48, self.refcount_table_offset, rt_bytes, cluster_size, file_len)?;
+        check_table(
+            "refcount table",
+            48,
+            self.refcount_table_offset,
+            rt_bytes,
+            cluster_size,
+            file_len,
+        )?;
         if self.nb_snapshots > 0 {
             // A snapshot table entry is at least 40 bytes (qcow2.rst, Snapshots).
             let min = u64::from(self.nb_snapshots) * 40;
-            check_table("snapshot table", 64, self.snapshots_offset, min, cluster_size, file_len)?;
+            check_table(
+                "snapshot table",
+                64,
+                self.snapshots_offset,
+                min,
+                cluster_size,
+                file_len,
+            )?;
         }
         Ok(())
     }
 }
 
 /// Fails unless `len` bytes at cluster-aligned `offset` lie inside the file.
-fn check_table(what: &'static str, field: u64, offset: u64, len: u64, cluster_size: u64, file_len: u64) -> Result<()> {
-    if offset % cluster_size != 0 {
-        return Err(corrupt("header", field, format!("{what} offset {offset:#x} is not cluster aligned")));
+fn check_table(
+    what: &'static str,
+    field: u64,
+    offset: u64,
+    len: u64,
+    cluster_size: u64,
+    file_len: u64,
+) -> Result<()> {
+    if !offset.is_multiple_of(cluster_size) {
+        return Err(corrupt(
+            "header",
+            field,
+            format!("{what} offset {offset:#x} is not cluster aligned"),
+        ));
     }
     if len > 0 && offset == 0 {
-        return Err(corrupt("header", field, format!("{what} overlaps the header at offset 0")));
+        return Err(corrupt(
+            "header",
+            field,
+            format!("{what} overlaps the header at offset 0"),
+        ));
     }
     match offset.checked_add(len) {
         Some(end) if end <= file_len => Ok(()),
@@ -350,7 +426,11 @@ mod tests {
         let b = h.encode();
         assert_eq!(&b[0..4], b"QFI\xfb");
         assert_eq!(be32(&b, 100), 112, "header_length");
-        assert_eq!(be32(&b, 112), EXT_FEATURE_NAMES, "feature table follows the header");
+        assert_eq!(
+            be32(&b, 112),
+            EXT_FEATURE_NAMES,
+            "feature table follows the header"
+        );
         assert!(b.len() <= 512, "fits the smallest cluster");
         assert_eq!(Header::decode(&b, 0x30000).unwrap(), h);
     }
@@ -378,13 +458,25 @@ mod tests {
     fn decode_rejects_tables_past_end_of_file() {
         let b = sample().encode();
         let err = Header::decode(&b, 0x20000).unwrap_err();
-        assert!(matches!(err, Error::Truncated { structure: "refcount table", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Truncated {
+                    structure: "refcount table",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn decode_rejects_backing_file() {
         let mut b = sample().encode();
         b[15] = 0x80;
-        assert!(matches!(Header::decode(&b, 0x30000), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            Header::decode(&b, 0x30000),
+            Err(Error::Unsupported { .. })
+        ));
     }
 }

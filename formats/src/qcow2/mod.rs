@@ -27,15 +27,29 @@ use crate::Error;
 const FORMAT: &str = "qcow2";
 
 fn corrupt(structure: &'static str, offset: u64, detail: String) -> Error {
-    Error::Corrupt { format: FORMAT, structure, offset, detail }
+    Error::Corrupt {
+        format: FORMAT,
+        structure,
+        offset,
+        detail,
+    }
 }
 
 fn truncated(structure: &'static str, offset: u64, need: u64, file_len: u64) -> Error {
-    Error::Truncated { format: FORMAT, structure, offset, need, file_len }
+    Error::Truncated {
+        format: FORMAT,
+        structure,
+        offset,
+        need,
+        file_len,
+    }
 }
 
 fn unsupported(feature: String) -> Error {
-    Error::Unsupported { format: FORMAT, feature }
+    Error::Unsupported {
+        format: FORMAT,
+        feature,
+    }
 }
 
 #[cfg(test)]

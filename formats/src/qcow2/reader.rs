@@ -37,7 +37,8 @@ pub struct Qcow2Reader {
 impl Qcow2Reader {
     /// Opens a qcow2 image file.
     pub fn from_file(file: std::fs::File) -> Result<Self> {
-        let file = crate::io::SizedFile::new(file).map_err(|e| Error::io("reading the qcow2 file size", e))?;
+        let file = crate::io::SizedFile::new(file)
+            .map_err(|e| Error::io("reading the qcow2 file size", e))?;
         Self::from_reader(Arc::new(file))
     }
 
@@ -47,7 +48,8 @@ impl Qcow2Reader {
         let head_len = usize::try_from(file_len.min(1 << 21)).expect("at most 2 MiB");
         // The header fits in 112 bytes plus extensions; 4 KiB is plenty.
         let mut head = vec![0u8; head_len.min(4096)];
-        file.read_exact_at(&mut head, 0).map_err(|e| Error::io("reading the qcow2 header", e))?;
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io("reading the qcow2 header", e))?;
         let header = Header::decode(&head, file_len)?;
         let l1 = read_l1(&*file, &header, file_len)?;
         Ok(Self {
@@ -78,7 +80,12 @@ impl Qcow2Reader {
         let table = self.l2_table(l2_offset)?;
         let k = usize::try_from(g % l2e).expect("below l2 entries");
         let at = l2_offset + k as u64 * 8;
-        decode_l2(table[k], self.header.cluster_bits, self.header.version == 3, at)
+        decode_l2(
+            table[k],
+            self.header.cluster_bits,
+            self.header.version == 3,
+            at,
+        )
     }
 
     fn l2_table(&self, offset: u64) -> Result<Arc<[u64]>> {
@@ -91,7 +98,9 @@ impl Qcow2Reader {
         }
         let cs = self.header.cluster_size();
         let mut raw = vec![0u8; usize::try_from(cs).expect("cluster is at most 2 MiB")];
-        self.file.read_exact_at(&mut raw, offset).map_err(|e| Error::io(format!("reading L2 table at {offset}"), e))?;
+        self.file
+            .read_exact_at(&mut raw, offset)
+            .map_err(|e| Error::io(format!("reading L2 table at {offset}"), e))?;
         let table: Arc<[u64]> = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
         cache.insert(0, (offset, table.clone()));
         cache.truncate(L2_CACHE_TABLES);
@@ -106,10 +115,15 @@ impl Qcow2Reader {
             L2Entry::Unallocated | L2Entry::Zero => buf.fill(0),
             L2Entry::Standard(host) => {
                 let at = host + within;
-                if at.checked_add(buf.len() as u64).is_none_or(|end| end > self.file_len) {
+                if at
+                    .checked_add(buf.len() as u64)
+                    .is_none_or(|end| end > self.file_len)
+                {
                     return Err(truncated("data cluster", host, cs, self.file_len));
                 }
-                self.file.read_exact_at(buf, at).map_err(|e| Error::io(format!("reading data at {at}"), e))?;
+                self.file
+                    .read_exact_at(buf, at)
+                    .map_err(|e| Error::io(format!("reading data at {at}"), e))?;
             }
             L2Entry::Compressed { offset: host, len } => {
                 let cluster = self.decompressed(host, len)?;
@@ -137,7 +151,11 @@ impl Qcow2Reader {
         self.file
             .read_exact_at(&mut input, host)
             .map_err(|e| Error::io(format!("reading compressed cluster at {host}"), e))?;
-        let mut out = vec![0u8; usize::try_from(self.header.cluster_size()).expect("cluster is at most 2 MiB")];
+        let mut out = vec![
+            0u8;
+            usize::try_from(self.header.cluster_size())
+                .expect("cluster is at most 2 MiB")
+        ];
         decompress(self.header.compression, &input, &mut out)
             .map_err(|detail| corrupt("compressed cluster", host, detail))?;
         let data: Arc<[u8]> = out.into();
@@ -155,7 +173,11 @@ impl Qcow2Reader {
                 continue;
             }
             let table = self.l2_table(l2_offset)?;
-            for (k, &raw) in table.iter().enumerate().take(usize::try_from(clusters - first).unwrap_or(usize::MAX)) {
+            for (k, &raw) in table
+                .iter()
+                .enumerate()
+                .take(usize::try_from(clusters - first).unwrap_or(usize::MAX))
+            {
                 if raw == 0 {
                     continue;
                 }
@@ -191,8 +213,12 @@ fn read_l1(file: &dyn ReadAt, h: &Header, file_len: u64) -> Result<Vec<u64>> {
     for (i, c) in raw.chunks_exact(8).enumerate() {
         let at = h.l1_table_offset + i as u64 * 8;
         let off = decode_l1(be64(c, 0), at)?.unwrap_or(0);
-        if off % cs != 0 {
-            return Err(corrupt("L1 entry", at, format!("L2 table offset {off:#x} is not cluster aligned")));
+        if !off.is_multiple_of(cs) {
+            return Err(corrupt(
+                "L1 entry",
+                at,
+                format!("L2 table offset {off:#x} is not cluster aligned"),
+            ));
         }
         if off != 0 && off.checked_add(cs).is_none_or(|end| end > file_len) {
             return Err(truncated("L2 table", off, cs, file_len));
@@ -204,13 +230,20 @@ fn read_l1(file: &dyn ReadAt, h: &Header, file_len: u64) -> Result<Vec<u64>> {
     let mut seen: Vec<u64> = l1.iter().copied().filter(|&o| o != 0).collect();
     seen.sort_unstable();
     if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
-        return Err(corrupt("L1 table", h.l1_table_offset, format!("two entries point at L2 table {:#x}", w[0])));
+        return Err(corrupt(
+            "L1 table",
+            h.l1_table_offset,
+            format!("two entries point at L2 table {:#x}", w[0]),
+        ));
     }
     Ok(l1)
 }
 
 fn poisoned() -> Error {
-    Error::io("qcow2 reader cache", io::Error::other("a reader thread panicked"))
+    Error::io(
+        "qcow2 reader cache",
+        io::Error::other("a reader thread panicked"),
+    )
 }
 
 impl ReadAt for Qcow2Reader {
@@ -220,8 +253,10 @@ impl ReadAt for Qcow2Reader {
         let mut done = 0usize;
         while done < buf.len() {
             let at = offset + done as u64;
-            let n = usize::try_from((cs - at % cs).min((buf.len() - done) as u64)).expect("below cluster size");
-            self.read_in_cluster(&mut buf[done..done + n], at).map_err(Error::into_io)?;
+            let n = usize::try_from((cs - at % cs).min((buf.len() - done) as u64))
+                .expect("below cluster size");
+            self.read_in_cluster(&mut buf[done..done + n], at)
+                .map_err(Error::into_io)?;
             done += n;
         }
         Ok(())
@@ -258,7 +293,10 @@ impl DiskImage for Qcow2Reader {
         let mut f = vec![
             ("version".to_string(), h.version.to_string()),
             ("cluster size".to_string(), h.cluster_size().to_string()),
-            ("refcount bits".to_string(), (1u64 << h.refcount_order).to_string()),
+            (
+                "refcount bits".to_string(),
+                (1u64 << h.refcount_order).to_string(),
+            ),
             (
                 "compression type".to_string(),
                 match h.compression {
@@ -267,13 +305,31 @@ impl DiskImage for Qcow2Reader {
                 },
             ),
             ("l1 size".to_string(), h.l1_size.to_string()),
-            ("l1 table offset".to_string(), format!("{:#x}", h.l1_table_offset)),
-            ("refcount table offset".to_string(), format!("{:#x}", h.refcount_table_offset)),
-            ("refcount table clusters".to_string(), h.refcount_table_clusters.to_string()),
+            (
+                "l1 table offset".to_string(),
+                format!("{:#x}", h.l1_table_offset),
+            ),
+            (
+                "refcount table offset".to_string(),
+                format!("{:#x}", h.refcount_table_offset),
+            ),
+            (
+                "refcount table clusters".to_string(),
+                h.refcount_table_clusters.to_string(),
+            ),
             ("snapshots".to_string(), h.nb_snapshots.to_string()),
-            ("incompatible features".to_string(), format!("{:#x}", h.incompatible_features)),
-            ("compatible features".to_string(), format!("{:#x}", h.compatible_features)),
-            ("autoclear features".to_string(), format!("{:#x}", h.autoclear_features)),
+            (
+                "incompatible features".to_string(),
+                format!("{:#x}", h.incompatible_features),
+            ),
+            (
+                "compatible features".to_string(),
+                format!("{:#x}", h.compatible_features),
+            ),
+            (
+                "autoclear features".to_string(),
+                format!("{:#x}", h.autoclear_features),
+            ),
             ("header length".to_string(), h.header_length.to_string()),
         ];
         match self.census() {

@@ -34,7 +34,10 @@ pub fn clusters_per_block(cluster_size: u64) -> u64 {
 /// `other_clusters` host clusters, counting the structures themselves.
 pub fn plan(other_clusters: u64, cluster_size: u64) -> Result<RefcountPlan> {
     let per_block = clusters_per_block(cluster_size);
-    let mut p = RefcountPlan { table_clusters: 1, blocks: 1 };
+    let mut p = RefcountPlan {
+        table_clusters: 1,
+        blocks: 1,
+    };
     loop {
         let total = other_clusters + p.table_clusters + p.blocks;
         let blocks = total.div_ceil(per_block);
@@ -42,7 +45,10 @@ pub fn plan(other_clusters: u64, cluster_size: u64) -> Result<RefcountPlan> {
         if blocks <= p.blocks && table_clusters <= p.table_clusters {
             break;
         }
-        p = RefcountPlan { blocks: blocks.max(p.blocks), table_clusters: table_clusters.max(p.table_clusters) };
+        p = RefcountPlan {
+            blocks: blocks.max(p.blocks),
+            table_clusters: table_clusters.max(p.table_clusters),
+        };
     }
     if p.table_clusters * cluster_size > MAX_REFTABLE_BYTES {
         return Err(Error::InvalidOption {
@@ -86,9 +92,21 @@ mod tests {
     fn plan_counts_its_own_clusters() {
         // 64 KiB clusters: a block covers 32768 clusters. 32766 other clusters
         // plus one table cluster plus one block fill exactly one block.
-        assert_eq!(plan(32766, 65536).unwrap(), RefcountPlan { table_clusters: 1, blocks: 1 });
+        assert_eq!(
+            plan(32766, 65536).unwrap(),
+            RefcountPlan {
+                table_clusters: 1,
+                blocks: 1
+            }
+        );
         // One more cluster needs a second block.
-        assert_eq!(plan(32767, 65536).unwrap(), RefcountPlan { table_clusters: 1, blocks: 2 });
+        assert_eq!(
+            plan(32767, 65536).unwrap(),
+            RefcountPlan {
+                table_clusters: 1,
+                blocks: 2
+            }
+        );
     }
 
     #[test]
@@ -105,7 +123,17 @@ mod tests {
     fn block_and_table_encode_big_endian() {
         let b = encode_block(1, 512, |c| if c == 256 { 3 } else { 0 });
         assert_eq!(&b[0..4], &[0, 3, 0, 0]);
-        let t = encode_table(RefcountPlan { table_clusters: 1, blocks: 2 }, 0x1000, 512);
-        assert_eq!(&t[0..16], &[0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x12, 0]);
+        let t = encode_table(
+            RefcountPlan {
+                table_clusters: 1,
+                blocks: 2,
+            },
+            0x1000,
+            512,
+        );
+        assert_eq!(
+            &t[0..16],
+            &[0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x12, 0]
+        );
     }
 }

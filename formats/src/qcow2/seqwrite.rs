@@ -23,7 +23,11 @@ pub struct SeqWriter {
 impl SeqWriter {
     /// A writer into `file`, starting at offset 0.
     pub fn new(file: File) -> Self {
-        Self { file, start: 0, buf: Vec::with_capacity(FLUSH_AT + (2 << 20)) }
+        Self {
+            file,
+            start: 0,
+            buf: Vec::with_capacity(FLUSH_AT + (2 << 20)),
+        }
     }
 
     /// The offset just past the last byte written.
@@ -37,7 +41,9 @@ impl SeqWriter {
         if offset < end {
             return Err(Error::InvalidOption {
                 option: "write order",
-                detail: format!("qcow2 data at file offset {offset} comes before offset {end} already written"),
+                detail: format!(
+                    "qcow2 data at file offset {offset} comes before offset {end} already written"
+                ),
             });
         }
         if offset - end > MAX_PAD {
@@ -65,7 +71,9 @@ impl SeqWriter {
     pub fn flush(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
             let at = self.start;
-            self.file.write_all_at(&self.buf, at).map_err(|e| Error::io(format!("writing qcow2 at offset {at}"), e))?;
+            self.file
+                .write_all_at(&self.buf, at)
+                .map_err(|e| Error::io(format!("writing qcow2 at offset {at}"), e))?;
             self.start += self.buf.len() as u64;
             self.buf.clear();
         }
@@ -75,7 +83,9 @@ impl SeqWriter {
     /// Flushes and sets the file length to `len`.
     pub fn finish(mut self, len: u64) -> Result<File> {
         self.flush()?;
-        self.file.set_len(len).map_err(|e| Error::io("setting the qcow2 file length", e))?;
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("setting the qcow2 file length", e))?;
         Ok(self.file)
     }
 }

@@ -55,7 +55,11 @@ pub fn encode_l1(l2_offset: u64) -> u64 {
 /// `at` is the entry's file offset, for errors.
 pub fn decode_l1(entry: u64, at: u64) -> Result<Option<u64>> {
     if entry & L1_RESERVED != 0 {
-        return Err(corrupt("L1 entry", at, format!("{entry:#018x} has reserved bits set")));
+        return Err(corrupt(
+            "L1 entry",
+            at,
+            format!("{entry:#018x} has reserved bits set"),
+        ));
     }
     let off = entry & OFFSET_MASK;
     Ok((off != 0).then_some(off))
@@ -84,11 +88,19 @@ pub fn decode_l2(entry: u64, cluster_bits: u32, v3: bool, at: u64) -> Result<L2E
         // qemu qcow2_parse_compressed_l2_entry: csize = sectors * 512 - (offset & 511).
         let len = sectors * SECTOR - (offset % SECTOR);
         if entry & OFLAG_COPIED != 0 {
-            return Err(corrupt("L2 entry", at, format!("compressed entry {entry:#018x} has COPIED set")));
+            return Err(corrupt(
+                "L2 entry",
+                at,
+                format!("compressed entry {entry:#018x} has COPIED set"),
+            ));
         }
         return Ok(L2Entry::Compressed { offset, len });
     }
-    let reserved = if v3 { L2_RESERVED } else { L2_RESERVED | OFLAG_ZERO };
+    let reserved = if v3 {
+        L2_RESERVED
+    } else {
+        L2_RESERVED | OFLAG_ZERO
+    };
     if entry & reserved != 0 {
         return Err(corrupt(
             "L2 entry",
@@ -97,8 +109,12 @@ pub fn decode_l2(entry: u64, cluster_bits: u32, v3: bool, at: u64) -> Result<L2E
         ));
     }
     let host = entry & OFFSET_MASK;
-    if host % (1u64 << cluster_bits) != 0 {
-        return Err(corrupt("L2 entry", at, format!("data cluster offset {host:#x} is not cluster aligned")));
+    if !host.is_multiple_of(1u64 << cluster_bits) {
+        return Err(corrupt(
+            "L2 entry",
+            at,
+            format!("data cluster offset {host:#x} is not cluster aligned"),
+        ));
     }
     Ok(if v3 && entry & OFLAG_ZERO != 0 {
         L2Entry::Zero
@@ -129,11 +145,17 @@ mod tests {
 
     #[test]
     fn standard_entry_round_trips_and_rejects_unaligned() {
-        assert_eq!(decode_l2(encode_standard(0x70000), 16, true, 0).unwrap(), L2Entry::Standard(0x70000));
+        assert_eq!(
+            decode_l2(encode_standard(0x70000), 16, true, 0).unwrap(),
+            L2Entry::Standard(0x70000)
+        );
         assert_eq!(decode_l2(OFLAG_ZERO, 16, true, 0).unwrap(), L2Entry::Zero);
         assert_eq!(decode_l2(0, 16, true, 0).unwrap(), L2Entry::Unallocated);
         assert!(decode_l2(0x50200 | OFLAG_COPIED, 16, true, 0).is_err());
-        assert!(decode_l2(OFLAG_ZERO, 16, false, 0).is_err(), "zero flag is reserved in v2");
+        assert!(
+            decode_l2(OFLAG_ZERO, 16, false, 0).is_err(),
+            "zero flag is reserved in v2"
+        );
     }
 
     #[test]

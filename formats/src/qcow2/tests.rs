@@ -5,18 +5,31 @@ use std::sync::Arc;
 
 use super::Qcow2Reader;
 use crate::io::{be32, be64};
-use crate::{write_images, Compression, DiskImage, Error, Format, ReadAt, VirtualDiskBuilder, WriteOptions};
+use crate::{
+    write_images, Compression, DiskImage, Error, Format, ReadAt, VirtualDiskBuilder, WriteOptions,
+};
 
 const CS: u64 = 65536;
 
 /// A 10 MiB disk with data in clusters 0 and 100, as qcow2 bytes.
 fn image(compression: Option<Compression>) -> Vec<u8> {
     let mut b = VirtualDiskBuilder::new(10 << 20);
-    b.bytes(0, b"boot sector ".repeat(100)).bytes(100 * CS, b"payload ".repeat(9000));
+    b.bytes(0, b"boot sector ".repeat(100))
+        .bytes(100 * CS, b"payload ".repeat(9000));
     let disk = b.build().unwrap();
     let file = tempfile::tempfile().unwrap();
-    let opts = WriteOptions { compression, threads: Some(1), ..Default::default() };
-    write_images(&disk, vec![Format::Qcow2.sink(file.try_clone().unwrap(), &opts).unwrap()]).unwrap();
+    let opts = WriteOptions {
+        compression,
+        threads: Some(1),
+        ..Default::default()
+    };
+    write_images(
+        &disk,
+        vec![Format::Qcow2
+            .sink(file.try_clone().unwrap(), &opts)
+            .unwrap()],
+    )
+    .unwrap();
     let mut out = vec![0u8; usize::try_from(ReadAt::len(&file)).unwrap()];
     ReadAt::read_exact_at(&file, &mut out, 0).unwrap();
     out
@@ -63,7 +76,13 @@ fn undamaged_images_read() {
 #[test]
 fn truncated_header_is_truncated() {
     let b = image(None)[..50].to_vec();
-    assert!(matches!(open_and_read(b), Err(Error::Truncated { structure: "header", .. })));
+    assert!(matches!(
+        open_and_read(b),
+        Err(Error::Truncated {
+            structure: "header",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -71,7 +90,13 @@ fn l1_table_past_end_of_file_is_truncated() {
     let mut b = image(None);
     let past = (b.len() as u64).next_multiple_of(CS);
     put64(&mut b, 40, past);
-    assert!(matches!(open_and_read(b), Err(Error::Truncated { structure: "L1 table", .. })));
+    assert!(matches!(
+        open_and_read(b),
+        Err(Error::Truncated {
+            structure: "L1 table",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -79,7 +104,13 @@ fn l1_entry_past_end_of_file_is_truncated() {
     let mut b = image(None);
     let l1 = usize::try_from(be64(&b, 40)).unwrap();
     put64(&mut b, l1, (1 << 63) | (1000 * CS));
-    assert!(matches!(open_and_read(b), Err(Error::Truncated { structure: "L2 table", .. })));
+    assert!(matches!(
+        open_and_read(b),
+        Err(Error::Truncated {
+            structure: "L2 table",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -105,14 +136,20 @@ fn misaligned_l2_entry_is_corrupt() {
 fn huge_l1_size_is_corrupt() {
     let mut b = image(None);
     put32(&mut b, 36, u32::MAX);
-    assert!(matches!(open_and_read(b), Err(Error::Corrupt { offset: 36, .. })));
+    assert!(matches!(
+        open_and_read(b),
+        Err(Error::Corrupt { offset: 36, .. })
+    ));
 }
 
 #[test]
 fn l1_size_too_small_for_virtual_size_is_corrupt() {
     let mut b = image(None);
     put64(&mut b, 24, 1 << 50);
-    assert!(matches!(open_and_read(b), Err(Error::Corrupt { offset: 36, .. })));
+    assert!(matches!(
+        open_and_read(b),
+        Err(Error::Corrupt { offset: 36, .. })
+    ));
 }
 
 #[test]
@@ -120,7 +157,10 @@ fn bad_cluster_bits_are_corrupt() {
     for bits in [0u32, 8, 22, 63, u32::MAX] {
         let mut b = image(None);
         put32(&mut b, 20, bits);
-        assert!(matches!(open_and_read(b), Err(Error::Corrupt { offset: 20, .. })), "cluster_bits {bits}");
+        assert!(
+            matches!(open_and_read(b), Err(Error::Corrupt { offset: 20, .. })),
+            "cluster_bits {bits}"
+        );
     }
 }
 
@@ -155,7 +195,10 @@ fn compressed_cluster_with_garbage_is_corrupt() {
         let at = usize::try_from(entry & ((1u64 << x) - 1)).unwrap();
         b[at..at + 16].fill(0xff);
         let err = open_and_read(b).unwrap_err();
-        assert!(err.to_string().contains("compressed cluster"), "{c:?}: {err}");
+        assert!(
+            err.to_string().contains("compressed cluster"),
+            "{c:?}: {err}"
+        );
     }
 }
 
@@ -177,7 +220,13 @@ fn header_fields_read_back() {
     assert_eq!(b[104], 1, "compression_type zstd");
     let r = Qcow2Reader::from_reader(Arc::new(b)).unwrap();
     let facts = r.facts();
-    let get = |k: &str| facts.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    let get = |k: &str| {
+        facts
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
     // Cluster 0 and the 72000 bytes at cluster 100, which spill into 101.
     assert_eq!(get("compressed clusters"), "3");
     assert_eq!(get("refcount bits"), "16");

@@ -14,7 +14,9 @@ use std::fs::File;
 use std::ops::Range;
 
 use super::compressed::CompressedWriter;
-use super::header::{CompressionType, Header, HEADER_LENGTH_V3, INCOMPAT_COMPRESSION, MAX_L1_BYTES};
+use super::header::{
+    CompressionType, Header, HEADER_LENGTH_V3, INCOMPAT_COMPRESSION, MAX_L1_BYTES,
+};
 use super::refcount::{self, RefcountPlan, REFCOUNT_ORDER};
 use super::seqwrite::SeqWriter;
 use super::tables::{encode_l1, encode_standard};
@@ -51,24 +53,40 @@ impl Qcow2Writer {
         }
         let threads = match opts.threads {
             Some(0) => {
-                return Err(Error::InvalidOption { option: "threads", detail: "0 threads cannot compress".into() })
+                return Err(Error::InvalidOption {
+                    option: "threads",
+                    detail: "0 threads cannot compress".into(),
+                })
             }
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        Ok(Self { state: State::New(file), cluster_bits: cs.trailing_zeros(), compression: opts.compression, threads })
+        Ok(Self {
+            state: State::New(file),
+            cluster_bits: cs.trailing_zeros(),
+            compression: opts.compression,
+            threads,
+        })
     }
 }
 
 impl ImageSink for Qcow2Writer {
     fn begin(&mut self, size: u64, allocated: &[Range<u64>]) -> Result<()> {
         let State::New(file) = std::mem::replace(&mut self.state, State::Taken) else {
-            return Err(Error::InvalidOption { option: "begin", detail: "called twice".into() });
+            return Err(Error::InvalidOption {
+                option: "begin",
+                detail: "called twice".into(),
+            });
         };
         let geo = Geometry::new(size, self.cluster_bits)?;
         self.state = match self.compression {
             None => State::Plain(PlainWriter::begin(file, geo, allocated)?),
-            Some(kind) => State::Compressed(Box::new(CompressedWriter::begin(file, geo, kind, self.threads)?)),
+            Some(kind) => State::Compressed(Box::new(CompressedWriter::begin(
+                file,
+                geo,
+                kind,
+                self.threads,
+            )?)),
         };
         Ok(())
     }
@@ -77,7 +95,10 @@ impl ImageSink for Qcow2Writer {
         match &mut self.state {
             State::Plain(w) => w.write(offset, data),
             State::Compressed(w) => w.write(offset, data),
-            _ => Err(Error::InvalidOption { option: "write_data", detail: "called before begin".into() }),
+            _ => Err(Error::InvalidOption {
+                option: "write_data",
+                detail: "called before begin".into(),
+            }),
         }
     }
 
@@ -85,9 +106,18 @@ impl ImageSink for Qcow2Writer {
         let (virtual_size, file_size) = match self.state {
             State::Plain(w) => w.finish()?,
             State::Compressed(w) => w.finish()?,
-            _ => return Err(Error::InvalidOption { option: "finish", detail: "called before begin".into() }),
+            _ => {
+                return Err(Error::InvalidOption {
+                    option: "finish",
+                    detail: "called before begin".into(),
+                })
+            }
         };
-        Ok(ImageSummary { format: Format::Qcow2, virtual_size, file_size })
+        Ok(ImageSummary {
+            format: Format::Qcow2,
+            virtual_size,
+            file_size,
+        })
     }
 }
 
@@ -114,10 +144,12 @@ impl Geometry {
     /// sector of a qcow2 (qcow2_do_open: total_sectors = size / 512) and
     /// `qemu-img create` rounds up the same way.
     pub fn new(size: u64, cluster_bits: u32) -> Result<Self> {
-        let size = size.checked_next_multiple_of(512).ok_or_else(|| Error::InvalidOption {
-            option: "size",
-            detail: format!("virtual size {size} is too large"),
-        })?;
+        let size = size
+            .checked_next_multiple_of(512)
+            .ok_or_else(|| Error::InvalidOption {
+                option: "size",
+                detail: format!("virtual size {size} is too large"),
+            })?;
         let cs = 1u64 << cluster_bits;
         let l2_entries = cs / 8;
         let l1_size = size.div_ceil(cs).div_ceil(l2_entries);
@@ -130,11 +162,24 @@ impl Geometry {
         // An empty disk has no L1 table at all: qemu-img check counts an
         // L1 cluster of a 0-entry table as leaked.
         let l1_clusters = (l1_size * 8).div_ceil(cs);
-        Ok(Self { size, cluster_bits, cs, l2_entries, l1_size, l1_clusters })
+        Ok(Self {
+            size,
+            cluster_bits,
+            cs,
+            l2_entries,
+            l1_size,
+            l1_clusters,
+        })
     }
 
     /// The header for this geometry with the given tables.
-    pub fn header(&self, l1_offset: u64, rt_offset: u64, rt: RefcountPlan, compression: CompressionType) -> Header {
+    pub fn header(
+        &self,
+        l1_offset: u64,
+        rt_offset: u64,
+        rt: RefcountPlan,
+        compression: CompressionType,
+    ) -> Header {
         Header {
             version: 3,
             cluster_bits: self.cluster_bits,
@@ -142,10 +187,15 @@ impl Geometry {
             l1_size: u32::try_from(self.l1_size).expect("L1 size checked against 32 MiB"),
             l1_table_offset: l1_offset,
             refcount_table_offset: rt_offset,
-            refcount_table_clusters: u32::try_from(rt.table_clusters).expect("refcount table checked against 8 MiB"),
+            refcount_table_clusters: u32::try_from(rt.table_clusters)
+                .expect("refcount table checked against 8 MiB"),
             nb_snapshots: 0,
             snapshots_offset: 0,
-            incompatible_features: if compression == CompressionType::Zstd { INCOMPAT_COMPRESSION } else { 0 },
+            incompatible_features: if compression == CompressionType::Zstd {
+                INCOMPAT_COMPRESSION
+            } else {
+                0
+            },
             compatible_features: 0,
             autoclear_features: 0,
             refcount_order: REFCOUNT_ORDER,
@@ -197,14 +247,27 @@ impl PlainWriter {
         }
 
         let mut out = SeqWriter::new(file);
-        out.write_at(0, &geo.header(l1_offset, rt_offset, rc, CompressionType::Deflate).encode())?;
+        out.write_at(
+            0,
+            &geo.header(l1_offset, rt_offset, rc, CompressionType::Deflate)
+                .encode(),
+        )?;
         out.write_at(l1_offset, &encode_l1_table(&geo, &l2_tables, l2_offset))?;
         out.write_at(rt_offset, &refcount::encode_table(rc, rb_offset, cs))?;
         for i in 0..rc.blocks {
-            out.write_at(rb_offset + i * cs, &refcount::encode_block(i, cs, |c| u16::from(c < total)))?;
+            out.write_at(
+                rb_offset + i * cs,
+                &refcount::encode_block(i, cs, |c| u16::from(c < total)),
+            )?;
         }
         write_l2_tables(&mut out, &geo, &runs, l2_offset)?;
-        Ok(Self { out, geo, runs, cursor: 0, file_size: total * cs })
+        Ok(Self {
+            out,
+            geo,
+            runs,
+            cursor: 0,
+            file_size: total * cs,
+        })
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
@@ -216,8 +279,13 @@ impl PlainWriter {
         while self.runs.get(self.cursor).is_some_and(|r| r.guest.end <= g) {
             self.cursor += 1;
         }
-        let end = offset.checked_add(data.len() as u64).ok_or_else(|| outside(offset, data.len()))?;
-        let run = self.runs.get(self.cursor).ok_or_else(|| outside(offset, data.len()))?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| outside(offset, data.len()))?;
+        let run = self
+            .runs
+            .get(self.cursor)
+            .ok_or_else(|| outside(offset, data.len()))?;
         if g < run.guest.start || end.div_ceil(cs) > run.guest.end {
             return Err(outside(offset, data.len()));
         }
@@ -234,7 +302,9 @@ impl PlainWriter {
 fn outside(offset: u64, len: usize) -> Error {
     Error::InvalidOption {
         option: "write_data",
-        detail: format!("{len} bytes at disk offset {offset} lie outside the ranges given to begin"),
+        detail: format!(
+            "{len} bytes at disk offset {offset} lie outside the ranges given to begin"
+        ),
     }
 }
 
@@ -243,7 +313,11 @@ fn cluster_runs(allocated: &[Range<u64>], cs: u64, size: u64) -> Result<Vec<Rang
     let mut runs: Vec<Range<u64>> = Vec::new();
     for r in allocated.iter().filter(|r| r.start < r.end) {
         if r.end > size {
-            return Err(Error::ExtentOutsideDisk { offset: r.start, len: r.end - r.start, size });
+            return Err(Error::ExtentOutsideDisk {
+                offset: r.start,
+                len: r.end - r.start,
+                size,
+            });
         }
         let (first, last) = (r.start / cs, r.end.div_ceil(cs));
         match runs.last_mut() {
@@ -272,7 +346,8 @@ fn l1_indices(runs: &[Range<u64>], l2_entries: u64) -> Vec<u64> {
 
 /// The L1 table: entry `l2_tables[k]` points at `l2_offset + k * cs`.
 fn encode_l1_table(geo: &Geometry, l2_tables: &[u64], l2_offset: u64) -> Vec<u8> {
-    let mut b = vec![0u8; usize::try_from(geo.l1_clusters * geo.cs).expect("L1 checked against 32 MiB")];
+    let mut b =
+        vec![0u8; usize::try_from(geo.l1_clusters * geo.cs).expect("L1 checked against 32 MiB")];
     for (k, &i) in l2_tables.iter().enumerate() {
         let at = usize::try_from(i * 8).expect("inside L1");
         b[at..at + 8].copy_from_slice(&encode_l1(l2_offset + k as u64 * geo.cs).to_be_bytes());
@@ -281,7 +356,12 @@ fn encode_l1_table(geo: &Geometry, l2_tables: &[u64], l2_offset: u64) -> Vec<u8>
 }
 
 /// Writes the L2 tables in L1-index order, one cluster each.
-fn write_l2_tables(out: &mut SeqWriter, geo: &Geometry, runs: &[Run], l2_offset: u64) -> Result<()> {
+fn write_l2_tables(
+    out: &mut SeqWriter,
+    geo: &Geometry,
+    runs: &[Run],
+    l2_offset: u64,
+) -> Result<()> {
     let cs_usize = usize::try_from(geo.cs).expect("cluster is at most 2 MiB");
     let mut table = vec![0u8; cs_usize];
     let mut current: Option<u64> = None;
@@ -322,12 +402,15 @@ mod tests {
 
     #[test]
     fn cluster_runs_reject_ranges_past_the_size() {
-        assert!(cluster_runs(&[0..11], 512, 10).is_err());
+        assert!(cluster_runs(&[0..11, 20..21], 512, 10).is_err());
     }
 
     #[test]
     fn l1_indices_cover_each_touched_table_once() {
-        assert_eq!(l1_indices(&[0..2, 8191..8193, 20000..20001], 8192), vec![0, 1, 2]);
+        assert_eq!(
+            l1_indices(&[0..2, 8191..8193, 20000..20001], 8192),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]
@@ -335,8 +418,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for cs in [0u32, 256, 1000, 4 << 20] {
             let f = File::create(dir.path().join("x")).unwrap();
-            let opts = WriteOptions { cluster_size: Some(cs), ..Default::default() };
-            assert!(matches!(Qcow2Writer::new(f, &opts), Err(Error::InvalidOption { .. })), "{cs}");
+            let opts = WriteOptions {
+                cluster_size: Some(cs),
+                ..Default::default()
+            };
+            assert!(
+                matches!(Qcow2Writer::new(f, &opts), Err(Error::InvalidOption { .. })),
+                "{cs}"
+            );
         }
     }
 }

@@ -26,7 +26,8 @@ pub fn require_tool(tool: &str) -> bool {
 
 /// Runs a command; panics if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Runs a command and panics with its output unless it exits 0.
@@ -57,7 +58,14 @@ pub struct Piece {
 /// noise (incompressible) for odd ones, so compressed writers meet both.
 pub fn piece_bytes(len: usize, seed: u32) -> Vec<u8> {
     if seed % 2 == 0 {
-        let words: [&[u8]; 6] = [b"kernel ", b"initrd ", b"\x00\x00\x00\x00", b"ext4 ", b"qcow2\n", b"\x7fELF"];
+        let words: [&[u8]; 6] = [
+            b"kernel ",
+            b"initrd ",
+            b"\x00\x00\x00\x00",
+            b"ext4 ",
+            b"qcow2\n",
+            b"\x7fELF",
+        ];
         let mut out = Vec::with_capacity(len);
         let mut i = seed as usize;
         while out.len() < len {
