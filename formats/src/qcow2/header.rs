@@ -199,7 +199,10 @@ impl Header {
 
     fn decode_v3_tail(&mut self, head: &[u8], file_len: u64) -> Result<()> {
         let len = self.header_length;
-        if len < HEADER_LENGTH_V3_MIN || !len.is_multiple_of(8) || u64::from(len) > self.cluster_size() {
+        if len < HEADER_LENGTH_V3_MIN
+            || !len.is_multiple_of(8)
+            || u64::from(len) > self.cluster_size()
+        {
             return Err(corrupt(
                 "header",
                 100,

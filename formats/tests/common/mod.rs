@@ -57,7 +57,7 @@ pub struct Piece {
 /// Bytes for a piece: text-like repetitive data for even seeds, xorshift
 /// noise (incompressible) for odd ones, so compressed writers meet both.
 pub fn piece_bytes(len: usize, seed: u32) -> Vec<u8> {
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         let words: [&[u8]; 6] = [
             b"kernel ",
             b"initrd ",
