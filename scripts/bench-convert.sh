@@ -64,6 +64,7 @@ else
     echo "imgbuild cannot write VHDX on this build: skipping the VHDX pair" >&2
 fi
 
+echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
 JSON=$W/results.json
 args=()
 for i in "${!NAMES[@]}"; do args+=(-n "${NAMES[$i]}" "${CMDS[$i]}"); done
@@ -72,10 +73,14 @@ hyperfine --style basic --runs "$RUNS" --warmup 1 --prepare "rm -f $W/out.qcow2 
 
 python3 - "$JSON" <<'EOF'
 import json, statistics, sys
-res = {r["command"]: statistics.median(r["times"]) for r in json.load(open(sys.argv[1]))["results"]}
-print(f"{'command':28} {'median s':>9}")
+results = json.load(open(sys.argv[1]))["results"]
+res = {r["command"]: statistics.median(r["times"]) for r in results}
+cpu = {r["command"]: r["user"] + r["system"] for r in results}
+# On a shared machine wall time is noisy; CPU time (user + system, all
+# threads) says how much work each tool does.
+print(f"{'command':28} {'median wall s':>13} {'mean cpu s':>11}")
 for name, t in res.items():
-    print(f"{name:28} {t:9.3f}")
+    print(f"{name:28} {t:13.3f} {cpu[name]:11.3f}")
 pairs = [
     ("imgbuild qcow2", "qemu-img qcow2"), ("imgbuild qcow2", "qemu-img qcow2 -t wb"),
     ("imgbuild qcow2 zlib", "qemu-img qcow2 -c"), ("imgbuild qcow2 zlib", "qemu-img qcow2 -c -t wb"),
@@ -84,5 +89,5 @@ pairs = [
 print()
 for ours, theirs in pairs:
     if ours in res and theirs in res:
-        print(f"{theirs:26} / {ours:20} = {res[theirs] / res[ours]:5.2f}x  (>1: imgbuild faster)")
+        print(f"{theirs:24} / {ours:20}: wall {res[theirs] / res[ours]:5.2f}x, cpu {cpu[theirs] / cpu[ours]:5.2f}x  (>1: imgbuild faster)")
 EOF
