@@ -199,8 +199,10 @@ mod tests {
     /// One compressor is reused across clusters that fit and clusters that
     /// do not. (The zlib-rs 0.6.8 panic that made the scratch buffer large was
     /// found by `random_sparse_disks_pass_qemu_img` with 4 KiB clusters and a
-    /// `cluster_size - 1` buffer; that property test reproduces it every run
-    /// with the small buffer, this smaller sequence does not.)
+    /// `cluster_size - 1` buffer; its saved case in
+    /// tests/qcow2_oracle.proptest-regressions (4 KiB clusters, zlib, one
+    /// 65537-byte extent) reproduces it every run with the small buffer.
+    /// This smaller sequence does not.)
     #[test]
     fn one_compressor_serves_fitting_and_overflowing_clusters() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
