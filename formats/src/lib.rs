@@ -14,6 +14,7 @@
 pub mod disk;
 pub mod error;
 pub mod io;
+pub mod qcow2;
 pub mod raw;
 pub mod sink;
 pub mod vhd;
@@ -86,12 +87,9 @@ impl Format {
     pub fn sink(self, file: File, opts: &WriteOptions) -> Result<Box<dyn ImageSink>> {
         match self {
             Format::Raw => Ok(Box::new(raw::RawWriter::new(file))),
+            Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Writer::new(file, opts)?)),
             Format::Vhdx => Ok(Box::new(vhdx::VhdxWriter::new(file, opts)?)),
             Format::Vhd => Ok(Box::new(vhd::VhdWriter::new(file, opts))),
-            other => Err(Error::Unsupported {
-                format: other.name(),
-                feature: "writing (not yet built)".into(),
-            }),
         }
     }
 }
@@ -197,12 +195,9 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Arc<dyn DiskImage>> {
     };
     match format {
         Format::Raw => Ok(Arc::new(raw::RawReader::new(file)?)),
+        Format::Qcow2 => Ok(Arc::new(qcow2::Qcow2Reader::from_file(file)?)),
         Format::Vhdx => Ok(Arc::new(vhdx::VhdxReader::open(file)?)),
         Format::Vhd => Ok(Arc::new(vhd::VhdReader::open(file)?)),
-        other => Err(Error::Unsupported {
-            format: other.name(),
-            feature: "reading (not yet built)".into(),
-        }),
     }
 }
 

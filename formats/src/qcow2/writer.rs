@@ -1,0 +1,431 @@
+//! The qcow2 writer (`ImageSink`).
+//!
+//! Uncompressed images are laid out completely in `begin`, from the
+//! allocation map, so the data streams out once, in guest order:
+//!
+//! ```text
+//! cluster 0 | L1 ... | refcount table ... | refcount blocks ... | L2 ... | data (guest order) ...
+//! header      every used cluster has refcount 1, so every entry carries COPIED
+//! ```
+//!
+//! Compressed images cannot be laid out up front (see [`super::compressed`]).
+
+use std::fs::File;
+use std::ops::Range;
+
+use super::compressed::CompressedWriter;
+use super::header::{
+    CompressionType, Header, HEADER_LENGTH_V3, INCOMPAT_COMPRESSION, MAX_L1_BYTES,
+};
+use super::refcount::{self, RefcountPlan, REFCOUNT_ORDER};
+use super::seqwrite::SeqWriter;
+use super::tables::{encode_l1, encode_standard};
+use crate::{Compression, Error, Format, ImageSink, ImageSummary, Result, WriteOptions};
+
+/// Default cluster size: 64 KiB, as qemu-img.
+pub const DEFAULT_CLUSTER_SIZE: u32 = 65536;
+
+/// Writes a qcow2 v3 image (compat 1.1, 16-bit refcounts, no backing file).
+pub struct Qcow2Writer {
+    state: State,
+    cluster_bits: u32,
+    compression: Option<Compression>,
+    threads: usize,
+}
+
+enum State {
+    New(File),
+    Plain(PlainWriter),
+    Compressed(Box<CompressedWriter>),
+    Taken,
+}
+
+impl Qcow2Writer {
+    /// A writer into `file` (which should be empty). Fails on a cluster size
+    /// that is not a power of two in 512..=2 MiB.
+    pub fn new(file: File, opts: &WriteOptions) -> Result<Self> {
+        let cs = opts.cluster_size.unwrap_or(DEFAULT_CLUSTER_SIZE);
+        if !cs.is_power_of_two() || !(512..=(2 << 20)).contains(&cs) {
+            return Err(Error::InvalidOption {
+                option: "cluster_size",
+                detail: format!("{cs} is not a power of two from 512 to 2097152"),
+            });
+        }
+        let threads = match opts.threads {
+            Some(0) => {
+                return Err(Error::InvalidOption {
+                    option: "threads",
+                    detail: "0 threads cannot compress".into(),
+                })
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Self {
+            state: State::New(file),
+            cluster_bits: cs.trailing_zeros(),
+            compression: opts.compression,
+            threads,
+        })
+    }
+}
+
+impl ImageSink for Qcow2Writer {
+    fn begin(&mut self, size: u64, allocated: &[Range<u64>]) -> Result<()> {
+        let State::New(file) = std::mem::replace(&mut self.state, State::Taken) else {
+            return Err(Error::InvalidOption {
+                option: "begin",
+                detail: "called twice".into(),
+            });
+        };
+        let geo = Geometry::new(size, self.cluster_bits)?;
+        self.state = match self.compression {
+            None => State::Plain(PlainWriter::begin(file, geo, allocated)?),
+            Some(kind) => State::Compressed(Box::new(CompressedWriter::begin(
+                file,
+                geo,
+                kind,
+                self.threads,
+            )?)),
+        };
+        Ok(())
+    }
+
+    fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        match &mut self.state {
+            State::Plain(w) => w.write(offset, data),
+            State::Compressed(w) => w.write(offset, data),
+            _ => Err(Error::InvalidOption {
+                option: "write_data",
+                detail: "called before begin".into(),
+            }),
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Result<ImageSummary> {
+        let (virtual_size, file_size) = match self.state {
+            State::Plain(w) => w.finish()?,
+            State::Compressed(w) => w.finish()?,
+            _ => {
+                return Err(Error::InvalidOption {
+                    option: "finish",
+                    detail: "called before begin".into(),
+                })
+            }
+        };
+        Ok(ImageSummary {
+            format: Format::Qcow2,
+            virtual_size,
+            file_size,
+        })
+    }
+}
+
+/// Sizes that follow from the virtual size and the cluster size.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// log2 of the cluster size.
+    pub cluster_bits: u32,
+    /// Cluster size in bytes.
+    pub cs: u64,
+    /// Entries per L2 table.
+    pub l2_entries: u64,
+    /// L1 entries covering the virtual size (qcow2.rst: ceil(size / (cs * l2_entries))).
+    pub l1_size: u64,
+    /// Clusters holding the L1 table.
+    pub l1_clusters: u64,
+}
+
+impl Geometry {
+    /// Checks that the L1 table fits qemu's limit. The virtual size is
+    /// rounded up to whole 512-byte sectors: qemu ignores a partial last
+    /// sector of a qcow2 (qcow2_do_open: total_sectors = size / 512) and
+    /// `qemu-img create` rounds up the same way.
+    pub fn new(size: u64, cluster_bits: u32) -> Result<Self> {
+        let size = size
+            .checked_next_multiple_of(512)
+            .ok_or_else(|| Error::InvalidOption {
+                option: "size",
+                detail: format!("virtual size {size} is too large"),
+            })?;
+        let cs = 1u64 << cluster_bits;
+        let l2_entries = cs / 8;
+        let l1_size = size.div_ceil(cs).div_ceil(l2_entries);
+        if l1_size * 8 > MAX_L1_BYTES {
+            return Err(Error::InvalidOption {
+                option: "cluster_size",
+                detail: format!("a {size} byte disk needs an L1 table over qemu's 32 MiB limit: use larger clusters"),
+            });
+        }
+        // An empty disk has no L1 table at all: qemu-img check counts an
+        // L1 cluster of a 0-entry table as leaked.
+        let l1_clusters = (l1_size * 8).div_ceil(cs);
+        Ok(Self {
+            size,
+            cluster_bits,
+            cs,
+            l2_entries,
+            l1_size,
+            l1_clusters,
+        })
+    }
+
+    /// The header for this geometry with the given tables.
+    pub fn header(
+        &self,
+        l1_offset: u64,
+        rt_offset: u64,
+        rt: RefcountPlan,
+        compression: CompressionType,
+    ) -> Header {
+        Header {
+            version: 3,
+            cluster_bits: self.cluster_bits,
+            size: self.size,
+            l1_size: u32::try_from(self.l1_size).expect("L1 size checked against 32 MiB"),
+            l1_table_offset: l1_offset,
+            refcount_table_offset: rt_offset,
+            refcount_table_clusters: u32::try_from(rt.table_clusters)
+                .expect("refcount table checked against 8 MiB"),
+            nb_snapshots: 0,
+            snapshots_offset: 0,
+            incompatible_features: if compression == CompressionType::Zstd {
+                INCOMPAT_COMPRESSION
+            } else {
+                0
+            },
+            compatible_features: 0,
+            autoclear_features: 0,
+            refcount_order: REFCOUNT_ORDER,
+            header_length: HEADER_LENGTH_V3,
+            compression,
+        }
+    }
+}
+
+/// A run of allocated guest clusters stored back to back.
+#[derive(Clone, Debug)]
+struct Run {
+    /// Guest cluster indices.
+    guest: Range<u64>,
+    /// Host byte offset of the run's first cluster.
+    host: u64,
+}
+
+/// Writer for uncompressed images: everything but data is written in `begin`.
+struct PlainWriter {
+    out: SeqWriter,
+    geo: Geometry,
+    runs: Vec<Run>,
+    cursor: usize,
+    file_size: u64,
+}
+
+impl PlainWriter {
+    fn begin(file: File, geo: Geometry, allocated: &[Range<u64>]) -> Result<Self> {
+        let cs = geo.cs;
+        let guest_runs = cluster_runs(allocated, cs, geo.size)?;
+        let data_clusters: u64 = guest_runs.iter().map(|r| r.end - r.start).sum();
+        let l2_tables = l1_indices(&guest_runs, geo.l2_entries);
+        let l2_count = l2_tables.len() as u64;
+        let rc = refcount::plan(1 + geo.l1_clusters + l2_count + data_clusters, cs)?;
+        let l1_offset = cs;
+        let rt_offset = l1_offset + geo.l1_clusters * cs;
+        let rb_offset = rt_offset + rc.table_clusters * cs;
+        let l2_offset = rb_offset + rc.blocks * cs;
+        let data_offset = l2_offset + l2_count * cs;
+        let total = data_offset / cs + data_clusters;
+
+        let mut runs = Vec::with_capacity(guest_runs.len());
+        let mut host = data_offset;
+        for g in guest_runs {
+            let n = g.end - g.start;
+            runs.push(Run { guest: g, host });
+            host += n * cs;
+        }
+
+        let mut out = SeqWriter::new(file);
+        out.write_at(
+            0,
+            &geo.header(l1_offset, rt_offset, rc, CompressionType::Deflate)
+                .encode(),
+        )?;
+        out.write_at(l1_offset, &encode_l1_table(&geo, &l2_tables, l2_offset))?;
+        out.write_at(rt_offset, &refcount::encode_table(rc, rb_offset, cs))?;
+        for i in 0..rc.blocks {
+            out.write_at(
+                rb_offset + i * cs,
+                &refcount::encode_block(i, cs, |c| u16::from(c < total)),
+            )?;
+        }
+        write_l2_tables(&mut out, &geo, &runs, l2_offset)?;
+        Ok(Self {
+            out,
+            geo,
+            runs,
+            cursor: 0,
+            file_size: total * cs,
+        })
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let cs = self.geo.cs;
+        let g = offset / cs;
+        while self.runs.get(self.cursor).is_some_and(|r| r.guest.end <= g) {
+            self.cursor += 1;
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| outside(offset, data.len()))?;
+        let run = self
+            .runs
+            .get(self.cursor)
+            .ok_or_else(|| outside(offset, data.len()))?;
+        if g < run.guest.start || end.div_ceil(cs) > run.guest.end {
+            return Err(outside(offset, data.len()));
+        }
+        let host = run.host + (offset - run.guest.start * cs);
+        self.out.write_at(host, data)
+    }
+
+    fn finish(self) -> Result<(u64, u64)> {
+        self.out.finish(self.file_size)?;
+        Ok((self.geo.size, self.file_size))
+    }
+}
+
+fn outside(offset: u64, len: usize) -> Error {
+    Error::InvalidOption {
+        option: "write_data",
+        detail: format!(
+            "{len} bytes at disk offset {offset} lie outside the ranges given to begin"
+        ),
+    }
+}
+
+/// The guest clusters touched by `allocated`, as merged runs of indices.
+fn cluster_runs(allocated: &[Range<u64>], cs: u64, size: u64) -> Result<Vec<Range<u64>>> {
+    let mut runs: Vec<Range<u64>> = Vec::new();
+    for r in allocated.iter().filter(|r| r.start < r.end) {
+        if r.end > size {
+            return Err(Error::ExtentOutsideDisk {
+                offset: r.start,
+                len: r.end - r.start,
+                size,
+            });
+        }
+        let (first, last) = (r.start / cs, r.end.div_ceil(cs));
+        match runs.last_mut() {
+            Some(prev) if first < prev.start => {
+                return Err(Error::OverlappingExtents { offset: r.start });
+            }
+            Some(prev) if first <= prev.end => prev.end = prev.end.max(last),
+            _ => runs.push(first..last),
+        }
+    }
+    Ok(runs)
+}
+
+/// Sorted L1 indices of the L2 tables the runs need.
+fn l1_indices(runs: &[Range<u64>], l2_entries: u64) -> Vec<u64> {
+    let mut out: Vec<u64> = Vec::new();
+    for r in runs {
+        for i in r.start / l2_entries..=(r.end - 1) / l2_entries {
+            if out.last() != Some(&i) {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// The L1 table: entry `l2_tables[k]` points at `l2_offset + k * cs`.
+fn encode_l1_table(geo: &Geometry, l2_tables: &[u64], l2_offset: u64) -> Vec<u8> {
+    let mut b =
+        vec![0u8; usize::try_from(geo.l1_clusters * geo.cs).expect("L1 checked against 32 MiB")];
+    for (k, &i) in l2_tables.iter().enumerate() {
+        let at = usize::try_from(i * 8).expect("inside L1");
+        b[at..at + 8].copy_from_slice(&encode_l1(l2_offset + k as u64 * geo.cs).to_be_bytes());
+    }
+    b
+}
+
+/// Writes the L2 tables in L1-index order, one cluster each.
+fn write_l2_tables(
+    out: &mut SeqWriter,
+    geo: &Geometry,
+    runs: &[Run],
+    l2_offset: u64,
+) -> Result<()> {
+    let cs_usize = usize::try_from(geo.cs).expect("cluster is at most 2 MiB");
+    let mut table = vec![0u8; cs_usize];
+    let mut current: Option<u64> = None;
+    let mut at = l2_offset;
+    for run in runs {
+        for (k, g) in run.guest.clone().enumerate() {
+            let l1i = g / geo.l2_entries;
+            if current != Some(l1i) {
+                if current.is_some() {
+                    out.write_at(at, &table)?;
+                    at += geo.cs;
+                    table.fill(0);
+                }
+                current = Some(l1i);
+            }
+            let slot = usize::try_from((g % geo.l2_entries) * 8).expect("inside the table");
+            let host = run.host + k as u64 * geo.cs;
+            table[slot..slot + 8].copy_from_slice(&encode_standard(host).to_be_bytes());
+        }
+    }
+    if current.is_some() {
+        out.write_at(at, &table)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_runs_merge_shared_clusters() {
+        let runs = cluster_runs(&[0..10, 100..200, 70000..70001], 65536, 1 << 20).unwrap();
+        assert_eq!(runs, vec![0..2]);
+        let runs = cluster_runs(&[0..1, 200000..200001], 65536, 1 << 20).unwrap();
+        assert_eq!(runs, vec![0..1, 3..4]);
+    }
+
+    #[test]
+    fn cluster_runs_reject_ranges_past_the_size() {
+        assert!(cluster_runs(&[0..11, 20..21], 512, 10).is_err());
+    }
+
+    #[test]
+    fn l1_indices_cover_each_touched_table_once() {
+        assert_eq!(
+            l1_indices(&[0..2, 8191..8193, 20000..20001], 8192),
+            vec![0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn new_rejects_bad_cluster_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        for cs in [0u32, 256, 1000, 4 << 20] {
+            let f = File::create(dir.path().join("x")).unwrap();
+            let opts = WriteOptions {
+                cluster_size: Some(cs),
+                ..Default::default()
+            };
+            assert!(
+                matches!(Qcow2Writer::new(f, &opts), Err(Error::InvalidOption { .. })),
+                "{cs}"
+            );
+        }
+    }
+}

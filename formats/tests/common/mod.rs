@@ -1,0 +1,110 @@
+//! Helpers shared by the formats crate's oracle tests.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use imgbuild_formats::{VirtualDisk, VirtualDiskBuilder};
+
+/// True when `tool` is on PATH. With `CI=true` a missing tool fails the test;
+/// locally it skips with a printed reason.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required in CI (scripts/install-deps.sh installs it)");
+        }
+        eprintln!("SKIPPED: {tool} is not installed (run scripts/install-deps.sh)");
+    }
+    found
+}
+
+/// Runs a command; panics if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command and panics with its output unless it exits 0.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One piece of data on a generated disk.
+#[derive(Clone, Debug)]
+pub struct Piece {
+    /// Disk offset (clamped into the disk when building).
+    pub offset: u64,
+    /// Length in bytes (clamped).
+    pub len: u64,
+    /// Content style and seed: even seeds compress well, odd seeds are noise.
+    pub seed: u32,
+}
+
+/// Bytes for a piece: text-like repetitive data for even seeds, xorshift
+/// noise (incompressible) for odd ones, so compressed writers meet both.
+pub fn piece_bytes(len: usize, seed: u32) -> Vec<u8> {
+    if seed.is_multiple_of(2) {
+        let words: [&[u8]; 6] = [
+            b"kernel ",
+            b"initrd ",
+            b"\x00\x00\x00\x00",
+            b"ext4 ",
+            b"qcow2\n",
+            b"\x7fELF",
+        ];
+        let mut out = Vec::with_capacity(len);
+        let mut i = seed as usize;
+        while out.len() < len {
+            out.extend_from_slice(words[i % words.len()]);
+            i = i.wrapping_mul(31).wrapping_add(7) % 1009;
+        }
+        out.truncate(len);
+        out
+    } else {
+        let mut x = u64::from(seed) | 0x9e37_79b9_0000_0000;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+}
+
+/// A sparse disk of `size` bytes holding `pieces` (sorted, overlaps dropped,
+/// clamped to the size).
+pub fn sparse_disk(size: u64, pieces: &[Piece]) -> VirtualDisk {
+    let mut sorted: Vec<Piece> = pieces.to_vec();
+    sorted.sort_by_key(|p| p.offset);
+    let mut b = VirtualDiskBuilder::new(size);
+    let mut end = 0u64;
+    for p in sorted {
+        if size == 0 || p.offset >= size || p.offset < end {
+            continue;
+        }
+        let len = p.len.min(size - p.offset);
+        if len == 0 {
+            continue;
+        }
+        let bytes: Arc<[u8]> = piece_bytes(usize::try_from(len).unwrap(), p.seed).into();
+        b.bytes(p.offset, bytes);
+        end = p.offset + len;
+    }
+    b.build().expect("pieces are sorted and inside the disk")
+}
