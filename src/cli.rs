@@ -12,7 +12,12 @@ use imgbuild_formats::{Compression, Format, Subformat, WriteOptions};
 ///
 /// `imgbuild RECIPE` is `imgbuild build RECIPE`.
 #[derive(Parser, Debug)]
-#[command(name = "imgbuild", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "imgbuild",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -328,10 +333,15 @@ impl std::fmt::Display for RecipeErrors {
 impl std::error::Error for RecipeErrors {}
 
 fn load_plan(recipe: &Path) -> Result<imgbuild::plan::Plan> {
-    imgbuild::recipe::check(recipe).map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)).into())
+    imgbuild::recipe::check(recipe)
+        .map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)).into())
 }
 
-fn build_options(output: PathBuf, cache_dir: Option<PathBuf>, quiet: bool) -> imgbuild::build::BuildOptions {
+fn build_options(
+    output: PathBuf,
+    cache_dir: Option<PathBuf>,
+    quiet: bool,
+) -> imgbuild::build::BuildOptions {
     imgbuild::build::BuildOptions {
         out_dir: output,
         cache_dir: cache_dir.unwrap_or_else(imgbuild::build::default_cache_dir),
@@ -348,7 +358,12 @@ fn build(a: BuildArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !a.quiet {
         for o in &report.outputs {
-            println!("{}  {}  {}", o.sha256, opts.out_dir.join(&o.file).display(), imgbuild::size::human(o.file_size));
+            println!(
+                "{}  {}  {}",
+                o.sha256,
+                opts.out_dir.join(&o.file).display(),
+                imgbuild::size::human(o.file_size)
+            );
         }
     }
     Ok(())
@@ -367,13 +382,20 @@ fn check(a: CheckArgs) -> Result<()> {
             imgbuild::size::human(prepared.root_min_size)
         );
     } else {
-        println!("{}: ok ({} target(s))", a.recipe.display(), plan.targets.len());
+        println!(
+            "{}: ok ({} target(s))",
+            a.recipe.display(),
+            plan.targets.len()
+        );
     }
     Ok(())
 }
 
 fn schema() -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(&imgbuild::recipe::schema())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&imgbuild::recipe::schema())?
+    );
     Ok(())
 }
 
@@ -382,7 +404,9 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
     let epoch = match a.epoch {
         Some(e) => e,
         None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) => v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
             Err(_) => 1_700_000_000,
         },
     };
@@ -396,7 +420,10 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
         size: a.size,
         label: a.label,
         uuid: match a.uuid.as_deref() {
-            Some(u) => Some(imgbuild::ids::parse_uuid(u).with_context(|| format!("--uuid {u:?} is not a UUID"))?),
+            Some(u) => Some(
+                imgbuild::ids::parse_uuid(u)
+                    .with_context(|| format!("--uuid {u:?} is not a UUID"))?,
+            ),
             None => None,
         },
         seed,
@@ -404,9 +431,15 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
         source: a.source.clone(),
     })?;
     let out = AtomicFile::create(&a.output)?;
-    let opts = WriteOptions { seed: Some(seed.derive("image")), ..WriteOptions::default() };
-    let sink = format.sink(out.file()?, &opts).with_context(|| format!("cannot write {}", a.output.display()))?;
-    imgbuild_formats::write_images(&disk, vec![sink]).with_context(|| format!("cannot write {}", a.output.display()))?;
+    let opts = WriteOptions {
+        seed: Some(seed.derive("image")),
+        ..WriteOptions::default()
+    };
+    let sink = format
+        .sink(out.file()?, &opts)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    imgbuild_formats::write_images(&disk, vec![sink])
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
     out.commit()?;
     Ok(())
 }

@@ -13,11 +13,12 @@ use std::time::Duration;
 use support::*;
 
 const HELLO: &str = "IMGBUILD-E2E-HELLO";
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGolden0000000000000000000000000000000000000 ops@example";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGolden0000000000000000000000000000000000000 ops@example";
 
 fn recipe(tar: &Path) -> String {
     format!(
-        r#"[image]
+        r##"[image]
 name = "golden"
 size = "3GiB"
 
@@ -60,7 +61,7 @@ enable = ["hello.service"]
 [targets.kvm]
 
 [targets.hyperv]
-"#,
+"##,
         tar = tar.display()
     )
 }
@@ -74,7 +75,14 @@ fn built() -> Option<&'static PathBuf> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("recipe.toml"), recipe(&tar)).unwrap();
-        run_ok(imgbuild().arg("build").arg(dir.join("recipe.toml")).arg("-o").arg(dir.join("out")).arg("--quiet"));
+        run_ok(
+            imgbuild()
+                .arg("build")
+                .arg(dir.join("recipe.toml"))
+                .arg("-o")
+                .arg(dir.join("out"))
+                .arg("--quiet"),
+        );
         Some(dir.join("out"))
     })
     .as_ref()
@@ -87,13 +95,21 @@ fn qcow2_and_vhdx_boot_to_login_with_the_enabled_unit() {
     }
     let Some(out) = built() else { return };
     let patterns = [HELLO, "e2e-golden login:"];
-    let boots: Vec<_> = [("golden-kvm.qcow2", "qcow2"), ("golden-hyperv.vhdx", "vhdx")]
-        .into_iter()
-        .map(|(file, fmt)| {
-            let image = out.join(file);
-            std::thread::spawn(move || (file, qemu::boot_until(&image, fmt, &patterns, Duration::from_secs(600))))
+    let boots: Vec<_> = [
+        ("golden-kvm.qcow2", "qcow2"),
+        ("golden-hyperv.vhdx", "vhdx"),
+    ]
+    .into_iter()
+    .map(|(file, fmt)| {
+        let image = out.join(file);
+        std::thread::spawn(move || {
+            (
+                file,
+                qemu::boot_until(&image, fmt, &patterns, Duration::from_secs(600)),
+            )
         })
-        .collect();
+    })
+    .collect();
     for b in boots {
         let (file, result) = b.join().unwrap();
         if let Err(log) = result {
@@ -105,8 +121,13 @@ fn qcow2_and_vhdx_boot_to_login_with_the_enabled_unit() {
 /// The root partition of an output, copied to a raw file for debugfs.
 fn root_partition(image: &Path, dir: &Path) -> PathBuf {
     let img = imgbuild_formats::open(image, None).unwrap();
-    let parts = imgbuild::layout::gpt::read_partitions(&*img).unwrap().unwrap();
-    let root = parts.iter().find(|p| p.type_name == "root-x86-64").expect("a root partition");
+    let parts = imgbuild::layout::gpt::read_partitions(&*img)
+        .unwrap()
+        .unwrap();
+    let root = parts
+        .iter()
+        .find(|p| p.type_name == "root-x86-64")
+        .expect("a root partition");
     let out = dir.join("root.ext4");
     let f = std::fs::File::create(&out).unwrap();
     f.set_len(root.end - root.start).unwrap();
@@ -130,8 +151,14 @@ fn debugfs(img: &Path, cmd: &str) -> String {
 }
 
 fn stat_field(stat: &str, field: &str) -> String {
-    let at = stat.find(field).unwrap_or_else(|| panic!("{field} not in\n{stat}"));
-    stat[at + field.len()..].split_whitespace().next().unwrap().to_string()
+    let at = stat
+        .find(field)
+        .unwrap_or_else(|| panic!("{field} not in\n{stat}"));
+    stat[at + field.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -144,13 +171,27 @@ fn the_disk_read_back_holds_the_configuration() {
     for image in ["golden-kvm.qcow2", "golden-hyperv.vhdx"] {
         let root = root_partition(&out.join(image), d.path());
         let fsck = run(Command::new("e2fsck").arg("-fn").arg(&root));
-        assert!(fsck.status.success(), "{image}: e2fsck -fn:\n{}", String::from_utf8_lossy(&fsck.stdout));
+        assert!(
+            fsck.status.success(),
+            "{image}: e2fsck -fn:\n{}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
 
         let passwd = debugfs(&root, "cat /etc/passwd");
-        let ops = passwd.lines().find(|l| l.starts_with("ops:")).expect("ops in /etc/passwd");
+        let ops = passwd
+            .lines()
+            .find(|l| l.starts_with("ops:"))
+            .expect("ops in /etc/passwd");
         let f: Vec<&str> = ops.split(':').collect();
-        assert_eq!((f[2], f[3], f[5], f[6]), ("1000", "1000", "/home/ops", "/bin/bash"), "{ops}");
-        assert!(passwd.contains("alice:x:1500:1500::/home/alice:/bin/sh"), "{passwd}");
+        assert_eq!(
+            (f[2], f[3], f[5], f[6]),
+            ("1000", "1000", "/home/ops", "/bin/bash"),
+            "{ops}"
+        );
+        assert!(
+            passwd.contains("alice:x:1500:1500::/home/alice:/bin/sh"),
+            "{passwd}"
+        );
         let group = debugfs(&root, "cat /etc/group");
         let sudo = group.lines().find(|l| l.starts_with("sudo:")).unwrap();
         assert!(sudo.ends_with(":ops"), "{sudo}");
@@ -158,27 +199,46 @@ fn the_disk_read_back_holds_the_configuration() {
         let shadow = debugfs(&root, "cat /etc/shadow");
         let sh = shadow.lines().find(|l| l.starts_with("ops:")).unwrap();
         assert!(sh.starts_with("ops:*:"), "ops has no usable password: {sh}");
-        assert!(debugfs(&root, "cat /etc/gshadow").lines().any(|l| l.starts_with("ops:")));
+        assert!(debugfs(&root, "cat /etc/gshadow")
+            .lines()
+            .any(|l| l.starts_with("ops:")));
         let shadow_stat = debugfs(&root, "stat /etc/shadow");
         assert_eq!(stat_field(&shadow_stat, "Mode:"), "0640", "{shadow_stat}");
 
         let home = debugfs(&root, "stat /home/ops");
-        assert_eq!((stat_field(&home, "User:"), stat_field(&home, "Group:")), ("1000".into(), "1000".into()));
+        assert_eq!(
+            (stat_field(&home, "User:"), stat_field(&home, "Group:")),
+            ("1000".into(), "1000".into())
+        );
         let keys = debugfs(&root, "stat /home/ops/.ssh/authorized_keys");
         assert_eq!(stat_field(&keys, "Mode:"), "0600", "{keys}");
         assert_eq!(stat_field(&keys, "User:"), "1000");
-        assert_eq!(debugfs(&root, "cat /home/ops/.ssh/authorized_keys"), format!("{KEY}\n"));
+        assert_eq!(
+            debugfs(&root, "cat /home/ops/.ssh/authorized_keys"),
+            format!("{KEY}\n")
+        );
 
-        let link = debugfs(&root, "stat /etc/systemd/system/multi-user.target.wants/hello.service");
+        let link = debugfs(
+            &root,
+            "stat /etc/systemd/system/multi-user.target.wants/hello.service",
+        );
         assert!(link.contains("Type: symlink"), "{link}");
         assert!(link.contains("/etc/systemd/system/hello.service"), "{link}");
 
         let fstab = debugfs(&root, "cat /etc/fstab");
-        let parts = imgbuild::layout::gpt::read_partitions(&*imgbuild_formats::open(&out.join(image), None).unwrap())
-            .unwrap()
-            .unwrap();
-        assert!(fstab.contains(&format!("PARTUUID={}\t/\text4", parts[1].guid)), "{fstab}");
-        assert!(fstab.contains(&format!("PARTUUID={}\t/boot/efi\tvfat", parts[0].guid)), "{fstab}");
+        let parts = imgbuild::layout::gpt::read_partitions(
+            &*imgbuild_formats::open(&out.join(image), None).unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            fstab.contains(&format!("PARTUUID={}\t/\text4", parts[1].guid)),
+            "{fstab}"
+        );
+        assert!(
+            fstab.contains(&format!("PARTUUID={}\t/boot/efi\tvfat", parts[0].guid)),
+            "{fstab}"
+        );
 
         let mid = debugfs(&root, "stat /etc/machine-id");
         assert_eq!(stat_field(&mid, "Size:"), "0", "{mid}");
@@ -190,12 +250,29 @@ fn the_disk_read_back_holds_the_configuration() {
 fn outputs_are_listed_in_sha256sums_and_verify_passes() {
     let Some(out) = built() else { return };
     let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-    let sha = Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(out).output().unwrap();
-    assert!(sha.status.success(), "sha256sum -c:\n{}", String::from_utf8_lossy(&sha.stdout));
+    let sha = Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(out)
+        .output()
+        .unwrap();
+    assert!(
+        sha.status.success(),
+        "sha256sum -c:\n{}",
+        String::from_utf8_lossy(&sha.stdout)
+    );
     assert_eq!(sums.lines().count(), 2, "{sums}");
     run_ok(imgbuild().arg("verify").arg(out));
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    assert!(manifest["kernel_version"].as_str().unwrap().contains("cloud-amd64"));
-    assert!(manifest["packages"].as_array().unwrap().iter().any(|p| p["name"] == "systemd"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest["kernel_version"]
+        .as_str()
+        .unwrap()
+        .contains("cloud-amd64"));
+    assert!(manifest["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "systemd"));
     assert_eq!(manifest["outputs"].as_array().unwrap().len(), 2);
 }

@@ -57,7 +57,14 @@ impl<'a> Manifest<'a> {
             inputs: &plan.inputs,
             layout: &prepared.layout,
             kernel_version: &prepared.kernel_version,
-            packages: prepared.packages.iter().map(|(n, v)| Package { name: n, version: v }).collect(),
+            packages: prepared
+                .packages
+                .iter()
+                .map(|(n, v)| Package {
+                    name: n,
+                    version: v,
+                })
+                .collect(),
             outputs,
         }
     }

@@ -93,7 +93,10 @@ impl Timer<'_> {
 /// Runs every check and assembles the disks without writing any output.
 pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
     let mut timings = BTreeMap::new();
-    let mut t = Timer { timings: &mut timings, start: Instant::now() };
+    let mut t = Timer {
+        timings: &mut timings,
+        start: Instant::now(),
+    };
     let epoch = i64::try_from(plan.epoch).context("epoch out of range")?;
 
     let step = opts.progress.step("reading the OS tree");
@@ -110,7 +113,10 @@ pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
     let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
     config::write_fstab(
         &mut tree,
-        &[config::FstabEntry::root_ext4(&root_part.guid), config::FstabEntry::esp(&esp_part.guid)],
+        &[
+            config::FstabEntry::root_ext4(&root_part.guid),
+            config::FstabEntry::esp(&esp_part.guid),
+        ],
         epoch,
     )?;
     config::clean_for_golden_image(&mut tree, &config::Hygiene::default(), epoch)?;
@@ -129,7 +135,10 @@ pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
     let root = match ext4::write(&tree, &ext4_opts) {
         Ok(r) => r,
         Err(ext4::Ext4Error::TooSmall { needed, .. }) => {
-            let disk = layout::ALIGN + plan.layout.esp_size + needed.next_multiple_of(layout::ALIGN) + layout::ALIGN;
+            let disk = layout::ALIGN
+                + plan.layout.esp_size
+                + needed.next_multiple_of(layout::ALIGN)
+                + layout::ALIGN;
             bail!(
                 "the OS tree does not fit: the root filesystem needs {} but the disk leaves it {}; \
                  set [image] size to at least {} ({} bytes)",
@@ -161,8 +170,12 @@ pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
 /// Builds the plan into `opts.out_dir`: all outputs or none.
 pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
     let mut prepared = prepare(plan, opts)?;
-    std::fs::create_dir_all(&opts.out_dir)
-        .with_context(|| format!("cannot create the output directory {}", opts.out_dir.display()))?;
+    std::fs::create_dir_all(&opts.out_dir).with_context(|| {
+        format!(
+            "cannot create the output directory {}",
+            opts.out_dir.display()
+        )
+    })?;
     let start = Instant::now();
     let mut pending = Pending::default();
     for d in &prepared.disks {
@@ -178,18 +191,35 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
             .collect();
         pending.write(&opts.out_dir, &d.disk, &specs, &opts.progress)?;
     }
-    prepared.timings.insert("write_outputs".into(), start.elapsed().as_secs_f64());
+    prepared
+        .timings
+        .insert("write_outputs".into(), start.elapsed().as_secs_f64());
     let images = pending.images();
-    let sums: Vec<(String, String)> = images.iter().map(|o| (o.sha256.clone(), o.file.clone())).collect();
-    pending.text(&opts.out_dir, crate::verify::SUMS, &crate::verify::write_sums(&sums))?;
+    let sums: Vec<(String, String)> = images
+        .iter()
+        .map(|o| (o.sha256.clone(), o.file.clone()))
+        .collect();
+    pending.text(
+        &opts.out_dir,
+        crate::verify::SUMS,
+        &crate::verify::write_sums(&sums),
+    )?;
     let manifest = manifest::Manifest::new(plan, &prepared, &images);
     pending.text(&opts.out_dir, manifest::FILE, &manifest.to_json()?)?;
     pending.commit()?;
-    Ok(BuildReport { out_dir: opts.out_dir.clone(), outputs: images, timings: prepared.timings })
+    Ok(BuildReport {
+        out_dir: opts.out_dir.clone(),
+        outputs: images,
+        timings: prepared.timings,
+    })
 }
 
 fn dir_meta(epoch: i64) -> Meta {
-    Meta { mode: 0o755, mtime: Timestamp::from_secs(epoch), ..Meta::default() }
+    Meta {
+        mode: 0o755,
+        mtime: Timestamp::from_secs(epoch),
+        ..Meta::default()
+    }
 }
 
 fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
@@ -204,15 +234,32 @@ fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
             source::tar::read_tar(path, &mut tree, &tar_opts(()))
                 .with_context(|| format!("cannot read the OS tarball {written}"))?;
         }
-        OsPlan::Dir { path, written, keep_owner } => {
-            let o = source::dir::DirOptions { keep_owner: *keep_owner, clamp_mtime: Some(epoch), xattrs: true };
+        OsPlan::Dir {
+            path,
+            written,
+            keep_owner,
+        } => {
+            let o = source::dir::DirOptions {
+                keep_owner: *keep_owner,
+                clamp_mtime: Some(epoch),
+                xattrs: true,
+            };
             source::dir::read_dir(path, &mut tree, &o)
                 .with_context(|| format!("cannot read the OS directory {written}"))?;
         }
-        OsPlan::Mmdebstrap { suite, variant, mirror, packages, components } => {
+        OsPlan::Mmdebstrap {
+            suite,
+            variant,
+            mirror,
+            packages,
+            components,
+        } => {
             let spec = source::mmdebstrap::DebootstrapSpec {
                 suite: suite.clone(),
-                variant: serde_json::to_value(variant)?.as_str().unwrap_or("minbase").to_string(),
+                variant: serde_json::to_value(variant)?
+                    .as_str()
+                    .unwrap_or("minbase")
+                    .to_string(),
                 mirror: mirror.clone(),
                 components: components.clone(),
                 packages: packages.clone(),
@@ -243,13 +290,20 @@ fn configure(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
     let files = c
         .files
         .iter()
-        .map(|f| f.to_spec(&plan.inputs).with_context(|| format!("cannot read the content of {}", f.path)))
+        .map(|f| {
+            f.to_spec(&plan.inputs)
+                .with_context(|| format!("cannot read the content of {}", f.path))
+        })
         .collect::<Result<Vec<_>>>()?;
     config::apply_files(tree, &files, epoch)?;
     if c.network == NetworkPlan::Dhcp {
         config::configure_dhcp(tree, epoch)?;
     }
-    let meta = Meta { mode: 0o644, mtime: Timestamp::from_secs(epoch), ..Meta::default() };
+    let meta = Meta {
+        mode: 0o644,
+        mtime: Timestamp::from_secs(epoch),
+        ..Meta::default()
+    };
     for unit in &c.services.enable {
         systemd::enable_unit(tree, unit, &meta).with_context(|| format!("cannot enable {unit}"))?;
     }
@@ -273,7 +327,12 @@ fn hypervisor(h: RecipeHypervisor) -> drivers::Hypervisor {
     }
 }
 
-fn boot_options(plan: &Plan, layout_root_guid: &str, cmdline: &str, epoch: i64) -> boot::BootOptions {
+fn boot_options(
+    plan: &Plan,
+    layout_root_guid: &str,
+    cmdline: &str,
+    epoch: i64,
+) -> boot::BootOptions {
     boot::BootOptions {
         entry_id: plan.name.clone(),
         title: plan.name.clone(),
@@ -287,8 +346,11 @@ fn boot_options(plan: &Plan, layout_root_guid: &str, cmdline: &str, epoch: i64) 
 }
 
 fn boot_info(tree: &Tree, plan: &Plan, epoch: i64) -> Result<boot::BootInfo> {
-    let (_, info) = boot::esp_tree(tree, &boot_options(plan, "00000000-0000-0000-0000-000000000000", "", epoch))
-        .context("cannot find what to boot")?;
+    let (_, info) = boot::esp_tree(
+        tree,
+        &boot_options(plan, "00000000-0000-0000-0000-000000000000", "", epoch),
+    )
+    .context("cannot find what to boot")?;
     Ok(info)
 }
 
@@ -301,14 +363,28 @@ fn check_drivers(tree: &Tree, plan: &Plan, info: &boot::BootInfo) -> Result<()> 
         None => None,
     };
     for t in &plan.targets {
-        drivers::check(tree, &info.kernel_version, hypervisor(t.hypervisor), initrd.as_ref())
-            .with_context(|| format!("target {:?} cannot boot kernel {}", t.name, info.kernel_version))?;
+        drivers::check(
+            tree,
+            &info.kernel_version,
+            hypervisor(t.hypervisor),
+            initrd.as_ref(),
+        )
+        .with_context(|| {
+            format!(
+                "target {:?} cannot boot kernel {}",
+                t.name, info.kernel_version
+            )
+        })?;
     }
     Ok(())
 }
 
 fn write_driver_config(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
-    let meta = Meta { mode: 0o644, mtime: Timestamp::from_secs(epoch), ..Meta::default() };
+    let meta = Meta {
+        mode: 0o644,
+        mtime: Timestamp::from_secs(epoch),
+        ..Meta::default()
+    };
     let mut seen = Vec::new();
     for t in &plan.targets {
         let h = hypervisor(t.hypervisor);
@@ -322,11 +398,20 @@ fn write_driver_config(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
 
 /// One disk per distinct kernel command line: targets that boot the same
 /// way share one disk, assembled once and written in one pass.
-fn assemble_disks(tree: &Tree, plan: &Plan, layout: &LayoutPlan, root: &VirtualDisk, epoch: i64) -> Result<Vec<Disk>> {
+fn assemble_disks(
+    tree: &Tree,
+    plan: &Plan,
+    layout: &LayoutPlan,
+    root: &VirtualDisk,
+    epoch: i64,
+) -> Result<Vec<Disk>> {
     let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
     let mut by_cmdline: BTreeMap<&str, Vec<TargetPlan>> = BTreeMap::new();
     for t in &plan.targets {
-        by_cmdline.entry(t.cmdline.as_str()).or_default().push(t.clone());
+        by_cmdline
+            .entry(t.cmdline.as_str())
+            .or_default()
+            .push(t.clone());
     }
     let mut disks = Vec::new();
     for (cmdline, targets) in by_cmdline {
@@ -337,7 +422,8 @@ fn assemble_disks(tree: &Tree, plan: &Plan, layout: &LayoutPlan, root: &VirtualD
             volume_id: plan.seed.u32("esp.volume_id"),
             label: plan.layout.esp_label.clone(),
             epoch,
-            hidden_sectors: u32::try_from(esp_part.start / 512).context("ESP start out of range")?,
+            hidden_sectors: u32::try_from(esp_part.start / 512)
+                .context("ESP start out of range")?,
         };
         let esp = fat::write(&esp, &fat_opts).context("cannot lay out the EFI system partition")?;
         let disk = layout::assemble(layout, &[&esp, root])?;
@@ -355,7 +441,10 @@ pub fn default_cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return Path::new(&d).join("imgbuild");
     }
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".cache/imgbuild"), |h| Path::new(&h).join(".cache/imgbuild"))
+    std::env::var_os("HOME").map_or_else(
+        || PathBuf::from(".cache/imgbuild"),
+        |h| Path::new(&h).join(".cache/imgbuild"),
+    )
 }
 
 /// What `imgbuild make-fs` makes.
@@ -380,8 +469,13 @@ pub struct MakeFs {
 /// One filesystem from a tarball, as a disk of exactly `size` bytes.
 pub fn make_fs(m: &MakeFs) -> Result<VirtualDisk> {
     let mut tree = Tree::new(dir_meta(m.epoch));
-    let opts = source::tar::TarOptions { temp_dir: None, owners: source::tar::Owners::Numeric, clamp_mtime: None };
-    source::tar::read_tar(&m.source, &mut tree, &opts).with_context(|| format!("cannot read {}", m.source.display()))?;
+    let opts = source::tar::TarOptions {
+        temp_dir: None,
+        owners: source::tar::Owners::Numeric,
+        clamp_mtime: None,
+    };
+    source::tar::read_tar(&m.source, &mut tree, &opts)
+        .with_context(|| format!("cannot read {}", m.source.display()))?;
     if m.ext4 {
         let uuid = m.uuid.unwrap_or_else(|| m.seed.uuid("ext4.uuid"));
         let mut o = ext4::Ext4Options::new(m.size, uuid, m.seed.uuid("ext4.hash_seed"), m.epoch);
@@ -401,7 +495,10 @@ pub fn make_fs(m: &MakeFs) -> Result<VirtualDisk> {
         let o = fat::FatOptions {
             size: m.size,
             volume_id: m.seed.u32("fat.volume_id"),
-            label: m.label.clone().unwrap_or_else(|| fat::DEFAULT_LABEL.to_string()),
+            label: m
+                .label
+                .clone()
+                .unwrap_or_else(|| fat::DEFAULT_LABEL.to_string()),
             epoch: m.epoch,
             hidden_sectors: 0,
         };

@@ -64,14 +64,22 @@ pub fn p(dir: &Path, name: &str) -> PathBuf {
 pub fn debian_tar() -> Option<PathBuf> {
     let cache = std::env::var_os("IMGBUILD_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/imgbuild"));
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/imgbuild")
+        });
     let tar = cache.join("debian-bookworm-test.tar");
     if tar.exists() {
         return Some(tar);
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{} is missing: CI runs scripts/debian-rootfs.sh first", tar.display());
+        panic!(
+            "{} is missing: CI runs scripts/debian-rootfs.sh first",
+            tar.display()
+        );
     }
-    eprintln!("SKIPPED: {} is missing (run scripts/debian-rootfs.sh)", tar.display());
+    eprintln!(
+        "SKIPPED: {} is missing (run scripts/debian-rootfs.sh)",
+        tar.display()
+    );
     None
 }
