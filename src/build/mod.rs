@@ -62,8 +62,21 @@ pub struct Prepared {
     pub packages: Vec<(String, String)>,
     /// Bytes of file data in the root filesystem.
     pub root_min_size: u64,
+    /// Per target (plan order): where each module it needs was found.
+    pub drivers: Vec<(String, drivers::DriverReport)>,
     /// Seconds per stage.
     pub timings: BTreeMap<String, f64>,
+}
+
+impl Prepared {
+    /// One line per target for `imgbuild check`:
+    /// `hyperv: hv_vmbus (builtin), hv_storvsc (initramfs+installed), …`.
+    pub fn driver_lines(&self) -> Vec<String> {
+        self.drivers
+            .iter()
+            .map(|(target, r)| format!("{target}: {}", r.summary()))
+            .collect()
+    }
 }
 
 /// What a build wrote.
@@ -107,7 +120,7 @@ pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
     let step = opts.progress.step("configuring the tree");
     configure(&mut tree, plan, epoch)?;
     let info = boot_info(&tree, plan, epoch)?;
-    check_drivers(&tree, plan, &info)?;
+    let driver_reports = check_drivers(&tree, plan, &info)?;
     write_driver_config(&mut tree, plan, epoch)?;
     let layout = layout::uefi_plan(plan.size, plan.layout.esp_size, &plan.seed)?;
     let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
@@ -163,6 +176,7 @@ pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
         kernel_version: info.kernel_version,
         packages,
         root_min_size: root.data_len(),
+        drivers: driver_reports,
         timings,
     })
 }
@@ -331,6 +345,7 @@ fn boot_options(
     plan: &Plan,
     layout_root_guid: &str,
     cmdline: &str,
+    extra_cmdline: &str,
     epoch: i64,
 ) -> boot::BootOptions {
     boot::BootOptions {
@@ -338,7 +353,7 @@ fn boot_options(
         title: plan.name.clone(),
         root_partuuid: layout_root_guid.to_string(),
         cmdline: cmdline.to_string(),
-        extra_cmdline: String::new(),
+        extra_cmdline: extra_cmdline.to_string(),
         timeout: 0,
         epoch,
         host_systemd_boot: Some(PathBuf::from(boot::SYSTEMD_BOOT)),
@@ -348,13 +363,17 @@ fn boot_options(
 fn boot_info(tree: &Tree, plan: &Plan, epoch: i64) -> Result<boot::BootInfo> {
     let (_, info) = boot::esp_tree(
         tree,
-        &boot_options(plan, "00000000-0000-0000-0000-000000000000", "", epoch),
+        &boot_options(plan, "00000000-0000-0000-0000-000000000000", "", "", epoch),
     )
     .context("cannot find what to boot")?;
     Ok(info)
 }
 
-fn check_drivers(tree: &Tree, plan: &Plan, info: &boot::BootInfo) -> Result<()> {
+fn check_drivers(
+    tree: &Tree,
+    plan: &Plan,
+    info: &boot::BootInfo,
+) -> Result<Vec<(String, drivers::DriverReport)>> {
     let initrd = match &info.initrd {
         Some(p) => match tree.lookup(p.as_bytes()).map(|id| &tree.inode(id).kind) {
             Some(crate::tree::Kind::File(data)) => Some(data.clone()),
@@ -362,8 +381,9 @@ fn check_drivers(tree: &Tree, plan: &Plan, info: &boot::BootInfo) -> Result<()> 
         },
         None => None,
     };
+    let mut reports = Vec::new();
     for t in &plan.targets {
-        drivers::check(
+        let report = drivers::check(
             tree,
             &info.kernel_version,
             hypervisor(t.hypervisor),
@@ -375,8 +395,9 @@ fn check_drivers(tree: &Tree, plan: &Plan, info: &boot::BootInfo) -> Result<()> 
                 t.name, info.kernel_version
             )
         })?;
+        reports.push((t.name.clone(), report));
     }
-    Ok(())
+    Ok(reports)
 }
 
 fn write_driver_config(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
@@ -396,8 +417,9 @@ fn write_driver_config(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
     Ok(())
 }
 
-/// One disk per distinct kernel command line: targets that boot the same
-/// way share one disk, assembled once and written in one pass.
+/// One disk per distinct kernel command line (the target's, then its
+/// hypervisor profile's additions, such as Azure's serial console): targets
+/// that boot the same way share one disk, assembled once and written in one pass.
 fn assemble_disks(
     tree: &Tree,
     plan: &Plan,
@@ -406,17 +428,19 @@ fn assemble_disks(
     epoch: i64,
 ) -> Result<Vec<Disk>> {
     let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
-    let mut by_cmdline: BTreeMap<&str, Vec<TargetPlan>> = BTreeMap::new();
+    let mut by_cmdline: BTreeMap<(&str, String), Vec<TargetPlan>> = BTreeMap::new();
     for t in &plan.targets {
+        let extra = hypervisor(t.hypervisor).profile().cmdline.join(" ");
         by_cmdline
-            .entry(t.cmdline.as_str())
+            .entry((t.cmdline.as_str(), extra))
             .or_default()
             .push(t.clone());
     }
     let mut disks = Vec::new();
-    for (cmdline, targets) in by_cmdline {
-        let (esp, _) = boot::esp_tree(tree, &boot_options(plan, &root_part.guid, cmdline, epoch))
-            .context("cannot build the EFI system partition")?;
+    for ((cmdline, extra), targets) in by_cmdline {
+        let opts = boot_options(plan, &root_part.guid, cmdline, &extra, epoch);
+        let (esp, _) =
+            boot::esp_tree(tree, &opts).context("cannot build the EFI system partition")?;
         let fat_opts = fat::FatOptions {
             size: esp_part.size,
             volume_id: plan.seed.u32("esp.volume_id"),

@@ -256,6 +256,38 @@ pub struct DriverReport {
     pub modules: Vec<ModuleReport>,
 }
 
+impl Found {
+    /// `builtin`, `initramfs` or `installed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Found::Builtin => "builtin",
+            Found::Initramfs => "initramfs",
+            Found::Installed => "installed",
+        }
+    }
+}
+
+impl DriverReport {
+    /// One line: each module and where it was found, in report order, e.g.
+    /// `hv_vmbus (builtin), hv_storvsc (initramfs+installed), …`; a
+    /// dependency says which module pulled it in.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .modules
+            .iter()
+            .map(|m| {
+                let places: Vec<&str> = m.found.iter().map(|f| f.name()).collect();
+                let by = m
+                    .required_by
+                    .as_ref()
+                    .map_or_else(String::new, |b| format!(", for {b}"));
+                format!("{} ({}{by})", m.name, places.join("+"))
+            })
+            .collect();
+        parts.join(", ")
+    }
+}
+
 /// A need nobody meets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MissingModule {

@@ -1,0 +1,354 @@
+//! The driver check through `imgbuild check` / `imgbuild build`: a small
+//! synthetic rootfs (made at test time with `cpio -o -H newc`, `gzip` and
+//! `tar`) whose initramfs lacks `hv_storvsc` fails for Hyper-V before
+//! anything is written and passes for KVM; the stock Debian cloud kernel
+//! passes for kvm, hyperv and azure. Also: each target's loader entry on the
+//! ESP carries its hypervisor profile's command line (Azure's serial console
+//! and rootdelay), read back from the written images with `mtype`.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use imgbuild::layout::gpt;
+use imgbuild_formats::ReadAt;
+use support::{debian_tar, imgbuild, require_tool, run, run_ok, tempdir};
+
+const VERSION: &str = "6.1.0-99-test";
+
+/// Built into the synthetic kernel (`modules.builtin`).
+const BUILTIN: &[&str] = &["kernel/drivers/hv/hv_vmbus.ko", "kernel/drivers/scsi/sd_mod.ko"];
+
+/// In the synthetic initramfs (and installed); `hv_storvsc` only with `storvsc`.
+const IN_INITRAMFS: &[&str] = &[
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+    "kernel/drivers/scsi/virtio_scsi.ko",
+];
+const STORVSC: &str = "kernel/drivers/scsi/hv_storvsc.ko";
+
+/// Installed under /lib/modules only (always, `hv_storvsc` included: a
+/// module on disk does not help a driver needed to mount the root).
+const INSTALLED_ONLY: &[&str] = &[
+    STORVSC,
+    "kernel/drivers/net/virtio_net.ko",
+    "kernel/drivers/char/virtio_console.ko",
+    "kernel/drivers/net/hyperv/hv_netvsc.ko",
+    "kernel/drivers/hv/hv_utils.ko",
+    "kernel/drivers/input/serio/hyperv-keyboard.ko",
+    "kernel/drivers/hid/hid-hyperv.ko",
+    "kernel/drivers/gpu/drm/hyperv/hyperv_drm.ko",
+    "kernel/fs/udf/udf.ko",
+];
+
+/// `modules.dep`: the virtio transports need virtio_ring.
+const MODULES_DEP: &str = "kernel/drivers/virtio/virtio_ring.ko:\n\
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko\n\
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko\n\
+kernel/drivers/scsi/virtio_scsi.ko: kernel/drivers/virtio/virtio_ring.ko\n\
+kernel/drivers/scsi/hv_storvsc.ko:\n";
+
+fn write(path: &Path, content: &[u8]) {
+    fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+    fs::write(path, content).expect("write");
+}
+
+fn sh(script: &str) {
+    run_ok(Command::new("sh").arg("-c").arg(script));
+}
+
+fn tools() -> bool {
+    ["cpio", "gzip", "tar"].iter().all(|t| require_tool(t))
+}
+
+/// Makes `dir/rootfs.tar`: a kernel, its gzip newc initramfs (with
+/// `hv_storvsc` only when `storvsc`), its module directory, systemd-boot and
+/// the account files the configuration step reads.
+fn synthetic_rootfs(dir: &Path, storvsc: bool) -> PathBuf {
+    let root = dir.join("root");
+    let initrd = dir.join("initrd");
+    let moddir = format!("lib/modules/{VERSION}");
+    let mut initramfs: Vec<&str> = IN_INITRAMFS.to_vec();
+    if storvsc {
+        initramfs.push(STORVSC);
+    }
+    for m in &initramfs {
+        write(
+            &initrd.join(&moddir).join(m),
+            format!("module {m}\n").as_bytes(),
+        );
+    }
+    write(&initrd.join("init"), b"#!/bin/sh\n");
+    for m in IN_INITRAMFS.iter().chain(INSTALLED_ONLY) {
+        write(
+            &root.join(&moddir).join(m),
+            format!("module {m}\n").as_bytes(),
+        );
+    }
+    write(
+        &root.join(&moddir).join("modules.builtin"),
+        format!("{}\n", BUILTIN.join("\n")).as_bytes(),
+    );
+    write(&root.join(&moddir).join("modules.dep"), MODULES_DEP.as_bytes());
+    write(
+        &root.join(format!("boot/vmlinuz-{VERSION}")),
+        b"not a real kernel",
+    );
+    fs::create_dir_all(root.join("boot")).expect("mkdir boot");
+    sh(&format!(
+        "cd '{}' && find . | LC_ALL=C sort | cpio --quiet -o -H newc | gzip -9n > '{}'",
+        initrd.display(),
+        root.join(format!("boot/initrd.img-{VERSION}")).display()
+    ));
+    write(
+        &root.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+        b"MZ not really systemd-boot",
+    );
+    write(
+        &root.join("etc/passwd"),
+        b"root:x:0:0:root:/root:/bin/sh\n",
+    );
+    write(&root.join("etc/group"), b"root:x:0:\nsudo:x:27:\n");
+    write(&root.join("etc/shadow"), b"root:*:19000:0:99999:7:::\n");
+    write(&root.join("etc/gshadow"), b"root:*::\nsudo:*::\n");
+    write(
+        &root.join("etc/os-release"),
+        b"ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"synthetic\"\n",
+    );
+    fs::create_dir_all(root.join("root")).expect("mkdir /root");
+    let tar = dir.join("rootfs.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(&root)
+            .arg("."),
+    );
+    tar
+}
+
+fn recipe(dir: &Path, tar: &Path, targets: &str) -> PathBuf {
+    let path = dir.join("recipe.toml");
+    let text = format!(
+        "[image]\nname = \"synthetic\"\nsize = \"320MiB\"\nesp_size = \"64MiB\"\n\n\
+         [os]\nsource = {{ tar = \"{}\" }}\n\n\
+         [boot]\ncmdline = \"quiet\"\n\n\
+         [config]\nhostname = \"synthetic\"\nnetwork = \"none\"\n\n{targets}",
+        tar.display()
+    );
+    fs::write(&path, text).expect("write recipe");
+    path
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn hyperv_without_storvsc_fails_check_and_build_before_writing() {
+    if !tools() {
+        return;
+    }
+    let d = tempdir();
+    let tar = synthetic_rootfs(d.path(), false);
+    let work = d.path().join("work");
+    fs::create_dir(&work).expect("mkdir");
+    let r = recipe(&work, &tar, "[targets.hyperv]\n");
+    let before = names(&work);
+
+    let out = run(imgbuild().current_dir(&work).arg("check").arg(&r));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for needle in ["hv_storvsc", "hyperv", VERSION, "initramfs"] {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
+    }
+    // hv_vmbus and sd_mod are built in: only storvsc is missing.
+    assert!(!stderr.contains("hv_vmbus"), "{stderr}");
+    assert!(!stderr.contains("sd_mod ("), "{stderr}");
+    assert_eq!(names(&work), before, "check wrote into the current directory");
+
+    let dest = work.join("out");
+    let out = run(imgbuild()
+        .current_dir(&work)
+        .arg("build")
+        .arg(&r)
+        .arg("-o")
+        .arg(&dest)
+        .arg("--quiet"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hv_storvsc"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dest.exists(), "a failed build created {}", dest.display());
+    assert_eq!(names(&work), before, "a failed build left files behind");
+}
+
+#[test]
+fn kvm_only_passes_check_on_the_same_kernel() {
+    if !tools() {
+        return;
+    }
+    let d = tempdir();
+    let tar = synthetic_rootfs(d.path(), false);
+    let r = recipe(d.path(), &tar, "[targets.kvm]\n");
+    let out = run(imgbuild().arg("check").arg(&r));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(VERSION),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The per-target findings `imgbuild check` can print say where each module
+/// was found, matching how the synthetic tree was made.
+#[test]
+fn driver_findings_name_where_each_module_was_found() {
+    if !tools() {
+        return;
+    }
+    let d = tempdir();
+    let tar = synthetic_rootfs(d.path(), true);
+    let r = recipe(d.path(), &tar, "[targets.hyperv]\n\n[targets.kvm]\n");
+    let plan = imgbuild::recipe::check(&r).expect("recipe resolves");
+    let opts = imgbuild::build::BuildOptions {
+        out_dir: d.path().join("never-written"),
+        cache_dir: d.path().join("cache"),
+        temp_dir: None,
+        progress: imgbuild::progress::Progress::new(imgbuild::progress::Mode::Quiet),
+    };
+    let prepared = imgbuild::build::prepare(&plan, &opts).expect("prepare");
+    assert_eq!(prepared.kernel_version, VERSION);
+    let lines = prepared.driver_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let hyperv = lines.iter().find(|l| l.starts_with("hyperv: ")).expect("hyperv line");
+    let kvm = lines.iter().find(|l| l.starts_with("kvm: ")).expect("kvm line");
+    for want in [
+        "hv_vmbus (builtin)",
+        "hv_storvsc (initramfs+installed)",
+        "sd_mod (builtin)",
+        "hv_netvsc (installed)",
+        "hyperv_keyboard (installed)",
+        "hyperv_drm (installed)",
+    ] {
+        assert!(hyperv.contains(want), "{want:?} not in {hyperv}");
+    }
+    for want in [
+        "virtio_pci (initramfs+installed)",
+        "virtio_blk (initramfs+installed)",
+        "virtio_ring (initramfs+installed, for virtio_pci)",
+        "virtio_net (installed)",
+    ] {
+        assert!(kvm.contains(want), "{want:?} not in {kvm}");
+    }
+    assert!(!opts.out_dir.exists());
+}
+
+/// The loader entry (`loader/entries/*.conf`) of the ESP of `image`.
+fn esp_entry(image: &Path, dir: &Path) -> String {
+    let disk = imgbuild_formats::open(image, None).expect("open image");
+    let parts = gpt::read_partitions(&*disk)
+        .expect("read GPT")
+        .expect("has a GPT");
+    let esp = &parts[0];
+    assert_eq!(esp.type_guid, gpt::types::ESP, "{parts:?}");
+    let mut bytes = vec![0u8; usize::try_from(esp.end - esp.start).expect("fits")];
+    disk.read_exact_at(&mut bytes, esp.start).expect("read ESP");
+    let part = dir.join(format!(
+        "{}.esp",
+        image.file_name().expect("name").to_string_lossy()
+    ));
+    fs::write(&part, bytes).expect("write ESP");
+    let out = run_ok(
+        Command::new("mtype")
+            .arg("-i")
+            .arg(&part)
+            .arg("::/loader/entries/synthetic.conf"),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn options_line(entry: &str) -> Vec<String> {
+    entry
+        .lines()
+        .find_map(|l| l.strip_prefix("options "))
+        .unwrap_or_else(|| panic!("no options line in {entry}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn azure_entry_carries_its_profile_cmdline_and_kvm_does_not() {
+    if !tools() || !require_tool("mtype") {
+        return;
+    }
+    let d = tempdir();
+    let tar = synthetic_rootfs(d.path(), true);
+    let r = recipe(
+        d.path(),
+        &tar,
+        "[targets.kvm]\n\n[targets.hyperv]\n\n[targets.azure]\n",
+    );
+    let out = d.path().join("out");
+    run_ok(imgbuild().arg("build").arg(&r).arg("-o").arg(&out).arg("--quiet"));
+    let azure_words = imgbuild::tree::drivers::Hypervisor::Azure.profile().cmdline;
+    assert!(!azure_words.is_empty());
+    let kvm = options_line(&esp_entry(&out.join("synthetic-kvm.qcow2"), d.path()));
+    let hyperv = options_line(&esp_entry(&out.join("synthetic-hyperv.vhdx"), d.path()));
+    let azure = options_line(&esp_entry(&out.join("synthetic-azure.vhd"), d.path()));
+    assert!(kvm.iter().any(|w| w == "quiet"), "{kvm:?}");
+    assert!(kvm.iter().any(|w| w.starts_with("root=PARTUUID=")), "{kvm:?}");
+    assert_eq!(kvm, hyperv, "kvm and hyperv boot the same way");
+    for w in azure_words {
+        assert!(azure.iter().any(|a| a == w), "{w} not in azure {azure:?}");
+        assert!(!kvm.iter().any(|a| a == w), "{w} in kvm {kvm:?}");
+    }
+    // The profile's words come after the recipe's, as additions.
+    assert_eq!(&azure[..kvm.len()], &kvm[..], "{azure:?}");
+    assert_eq!(azure.len(), kvm.len() + azure_words.len(), "{azure:?}");
+}
+
+/// The stock Debian cloud kernel (scripts/debian-rootfs.sh) passes the
+/// check for every hypervisor.
+#[test]
+fn debian_cloud_kernel_passes_check_for_kvm_hyperv_and_azure() {
+    let Some(tar) = debian_tar() else { return };
+    let d = tempdir();
+    let r = d.path().join("recipe.toml");
+    fs::write(
+        &r,
+        format!(
+            "[image]\nname = \"deb\"\nsize = \"3GiB\"\n\n[os]\nsource = {{ tar = \"{}\" }}\n\n\
+             [targets.kvm]\n\n[targets.hyperv]\n\n[targets.azure]\nformat = \"vhd\"\n",
+            tar.display()
+        ),
+    )
+    .expect("write recipe");
+    let out = run(imgbuild().current_dir(d.path()).arg("check").arg(&r));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("cloud-amd64"), "{stdout}");
+    assert!(stdout.contains("3 target(s)"), "{stdout}");
+    assert_eq!(names(d.path()), vec!["recipe.toml".to_string()]);
+}
