@@ -19,7 +19,10 @@ use support::{debian_tar, imgbuild, require_tool, run, run_ok, tempdir};
 const VERSION: &str = "6.1.0-99-test";
 
 /// Built into the synthetic kernel (`modules.builtin`).
-const BUILTIN: &[&str] = &["kernel/drivers/hv/hv_vmbus.ko", "kernel/drivers/scsi/sd_mod.ko"];
+const BUILTIN: &[&str] = &[
+    "kernel/drivers/hv/hv_vmbus.ko",
+    "kernel/drivers/scsi/sd_mod.ko",
+];
 
 /// In the synthetic initramfs (and installed); `hv_storvsc` only with `storvsc`.
 const IN_INITRAMFS: &[&str] = &[
@@ -92,7 +95,10 @@ fn synthetic_rootfs(dir: &Path, storvsc: bool) -> PathBuf {
         &root.join(&moddir).join("modules.builtin"),
         format!("{}\n", BUILTIN.join("\n")).as_bytes(),
     );
-    write(&root.join(&moddir).join("modules.dep"), MODULES_DEP.as_bytes());
+    write(
+        &root.join(&moddir).join("modules.dep"),
+        MODULES_DEP.as_bytes(),
+    );
     write(
         &root.join(format!("boot/vmlinuz-{VERSION}")),
         b"not a real kernel",
@@ -107,10 +113,7 @@ fn synthetic_rootfs(dir: &Path, storvsc: bool) -> PathBuf {
         &root.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
         b"MZ not really systemd-boot",
     );
-    write(
-        &root.join("etc/passwd"),
-        b"root:x:0:0:root:/root:/bin/sh\n",
-    );
+    write(&root.join("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n");
     write(&root.join("etc/group"), b"root:x:0:\nsudo:x:27:\n");
     write(&root.join("etc/shadow"), b"root:*:19000:0:99999:7:::\n");
     write(&root.join("etc/gshadow"), b"root:*::\nsudo:*::\n");
@@ -183,7 +186,11 @@ fn hyperv_without_storvsc_fails_check_and_build_before_writing() {
     // hv_vmbus and sd_mod are built in: only storvsc is missing.
     assert!(!stderr.contains("hv_vmbus"), "{stderr}");
     assert!(!stderr.contains("sd_mod ("), "{stderr}");
-    assert_eq!(names(&work), before, "check wrote into the current directory");
+    assert_eq!(
+        names(&work),
+        before,
+        "check wrote into the current directory"
+    );
 
     let dest = work.join("out");
     let out = run(imgbuild()
@@ -241,8 +248,14 @@ fn driver_findings_name_where_each_module_was_found() {
     assert_eq!(prepared.kernel_version, VERSION);
     let lines = prepared.driver_lines();
     assert_eq!(lines.len(), 2, "{lines:?}");
-    let hyperv = lines.iter().find(|l| l.starts_with("hyperv: ")).expect("hyperv line");
-    let kvm = lines.iter().find(|l| l.starts_with("kvm: ")).expect("kvm line");
+    let hyperv = lines
+        .iter()
+        .find(|l| l.starts_with("hyperv: "))
+        .expect("hyperv line");
+    let kvm = lines
+        .iter()
+        .find(|l| l.starts_with("kvm: "))
+        .expect("kvm line");
     for want in [
         "hv_vmbus (builtin)",
         "hv_storvsc (initramfs+installed)",
@@ -311,14 +324,24 @@ fn azure_entry_carries_its_profile_cmdline_and_kvm_does_not() {
         "[targets.kvm]\n\n[targets.hyperv]\n\n[targets.azure]\n",
     );
     let out = d.path().join("out");
-    run_ok(imgbuild().arg("build").arg(&r).arg("-o").arg(&out).arg("--quiet"));
+    run_ok(
+        imgbuild()
+            .arg("build")
+            .arg(&r)
+            .arg("-o")
+            .arg(&out)
+            .arg("--quiet"),
+    );
     let azure_words = imgbuild::tree::drivers::Hypervisor::Azure.profile().cmdline;
     assert!(!azure_words.is_empty());
     let kvm = options_line(&esp_entry(&out.join("synthetic-kvm.qcow2"), d.path()));
     let hyperv = options_line(&esp_entry(&out.join("synthetic-hyperv.vhdx"), d.path()));
     let azure = options_line(&esp_entry(&out.join("synthetic-azure.vhd"), d.path()));
     assert!(kvm.iter().any(|w| w == "quiet"), "{kvm:?}");
-    assert!(kvm.iter().any(|w| w.starts_with("root=PARTUUID=")), "{kvm:?}");
+    assert!(
+        kvm.iter().any(|w| w.starts_with("root=PARTUUID=")),
+        "{kvm:?}"
+    );
     assert_eq!(kvm, hyperv, "kvm and hyperv boot the same way");
     for w in azure_words {
         assert!(azure.iter().any(|a| a == w), "{w} not in azure {azure:?}");
