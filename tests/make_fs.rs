@@ -381,7 +381,7 @@ fn ext4_too_small_says_how_much_is_needed_and_that_is_right() {
     let less = (needed - needed / 64) / (1 << 20) * (1 << 20);
     let small = p(d.path(), "less.img");
     let out = make_fs("ext4", &less.to_string(), &tar, &small);
-    assert_eq!(out.status.code(), Some(1), "{} fits too", less);
+    assert_eq!(out.status.code(), Some(1), "{less} fits too");
     assert!(stderr(&out).contains(&format!("({needed} bytes)")));
     assert!(!small.exists());
 }

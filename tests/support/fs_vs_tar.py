@@ -149,7 +149,6 @@ class Model:
                 self.pending_acls.append((attrs, xname, text, default))
         if kind == "file":
             attrs["size"] = m.size
-            attrs["data"] = None  # hashed by the caller
         elif kind == "symlink":
             attrs["target"] = m.linkname.encode("utf-8", "surrogateescape")
             attrs["size"] = len(attrs["target"])
