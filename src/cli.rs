@@ -293,11 +293,19 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let report = imgbuild::inspect::inspect(&a.image, a.format.map(Into::into))
         .with_context(|| format!("cannot inspect {}", a.image.display()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        stdout(&(serde_json::to_string_pretty(&report)? + "\n"))
     } else {
-        print!("{}", report.render());
+        stdout(&report.render())
     }
-    Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 fn verify(a: VerifyArgs) -> Result<()> {
@@ -410,11 +418,14 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
             Err(_) => 1_700_000_000,
         },
     };
-    let seed_text = a.seed.clone().unwrap_or_else(|| {
-        let len = std::fs::metadata(&a.source).map(|m| m.len()).unwrap_or(0);
-        format!("{}:{len}", a.source.display())
-    });
-    let seed = imgbuild::ids::Seed::from_bytes(seed_text.as_bytes());
+    // Default seed: the tar's content, so the same tar gives the same image
+    // wherever it lies and however its path is spelled.
+    let seed = match &a.seed {
+        Some(s) => imgbuild::ids::Seed::from_bytes(s.as_bytes()),
+        None => {
+            imgbuild::ids::Seed::from_bytes(imgbuild::verify::sha256_file(&a.source)?.as_bytes())
+        }
+    };
     let disk = imgbuild::build::make_fs(&imgbuild::build::MakeFs {
         ext4: matches!(a.fs_type, FsType::Ext4),
         size: a.size,

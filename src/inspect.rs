@@ -102,8 +102,15 @@ impl Report {
             human(self.allocated_bytes),
             pct(self.allocated_bytes)
         );
+        let width = self
+            .facts
+            .iter()
+            .map(|(k, _)| k.len() + 2)
+            .max()
+            .unwrap_or(15)
+            .max(15);
         for (k, v) in &self.facts {
-            s += &format!("{:<15}{v}\n", format!("{k}:"));
+            s += &format!("{:<w$}{v}\n", format!("{k}:"), w = width);
         }
         if !self.partitions.is_empty() {
             s += "partitions (GPT):\n";

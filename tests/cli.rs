@@ -69,3 +69,128 @@ fn verify_catches_a_changed_byte() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MISMATCH a.qcow2"));
 }
+
+/// A small sparse raw disk with data at a few places (not cluster aligned).
+fn sample_raw(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = p(dir, "src.raw");
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len((64 << 20) + 4096).unwrap();
+    for (i, at) in [0u64, 12345, 5 << 20, (33 << 20) + 777, 64 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let data: Vec<u8> = (0..70_000u32)
+            .map(|x| (x.wrapping_mul(31) as u8) ^ i as u8)
+            .collect();
+        let n = data.len().min(((64u64 << 20) + 4096 - at) as usize);
+        std::os::unix::fs::FileExt::write_all_at(&f, &data[..n], at).unwrap();
+    }
+    src
+}
+
+#[test]
+fn converting_twice_gives_identical_files_for_every_format() {
+    let d = tempdir();
+    let src = sample_raw(d.path());
+    for (name, extra) in [
+        ("a.qcow2", &[][..]),
+        ("z.qcow2", &["--compress", "zlib"][..]),
+        ("s.qcow2", &["--compress", "zstd"][..]),
+        ("a.vhdx", &[][..]),
+        ("f.vhdx", &["--subformat", "fixed"][..]),
+        ("a.vhd", &[][..]),
+        ("a.img", &[][..]),
+    ] {
+        let (one, two) = (
+            p(d.path(), &format!("1-{name}")),
+            p(d.path(), &format!("2-{name}")),
+        );
+        run_ok(imgbuild().arg("convert").arg(&src).arg(&one).args(extra));
+        run_ok(
+            imgbuild()
+                .arg("convert")
+                .arg(&src)
+                .arg(&two)
+                .args(extra)
+                .args(["--threads", "1"]),
+        );
+        assert!(
+            std::fs::read(&one).unwrap() == std::fs::read(&two).unwrap(),
+            "{name} differs between runs"
+        );
+        // And it reads back as the source.
+        let back = p(d.path(), &format!("back-{name}.raw"));
+        run_ok(
+            imgbuild()
+                .arg("convert")
+                .arg(&one)
+                .arg(&back)
+                .args(["--format", "raw"]),
+        );
+        let mut want = std::fs::read(&src).unwrap();
+        let got = std::fs::read(&back).unwrap();
+        want.resize(got.len().max(want.len()), 0); // VHD pads to a whole MiB
+        assert!(got == want, "{name} does not read back as its source");
+    }
+}
+
+#[test]
+fn hostile_images_give_errors_and_no_output() {
+    let d = tempdir();
+    let src = sample_raw(d.path());
+    let good = p(d.path(), "good.qcow2");
+    run_ok(imgbuild().arg("convert").arg(&src).arg(&good));
+    let bytes = std::fs::read(&good).unwrap();
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![("truncated-header", bytes[..50].to_vec())];
+    cases.push(("truncated-data", bytes[..bytes.len() / 2].to_vec()));
+    let mut huge = bytes.clone();
+    huge[24..32].copy_from_slice(&(1u64 << 62).to_be_bytes()); // virtual size
+    cases.push(("huge-size", huge));
+    let mut l1 = bytes.clone();
+    l1[40..48].copy_from_slice(&(1u64 << 50).to_be_bytes()); // L1 table offset past EOF
+    cases.push(("l1-past-eof", l1));
+    let mut bits = bytes.clone();
+    bits[20..24].copy_from_slice(&40u32.to_be_bytes()); // cluster_bits
+    cases.push(("cluster-bits", bits));
+    let good_vhdx = p(d.path(), "good.vhdx");
+    run_ok(imgbuild().arg("convert").arg(&src).arg(&good_vhdx));
+    let vhdx = std::fs::read(&good_vhdx).unwrap();
+    let mut vhdx_cases: Vec<(&str, Vec<u8>)> =
+        vec![("vhdx-truncated", vhdx[..vhdx.len() - (1 << 20)].to_vec())];
+    let mut crc = vhdx.clone();
+    crc[(192 << 10) + 4] ^= 0xff; // region table 1 checksum
+    crc[(256 << 10) + 4] ^= 0xff; // region table 2 checksum
+    vhdx_cases.push(("vhdx-region-checksums", crc));
+    let all = cases.into_iter().map(|(n, d)| (n, d, "qcow2"));
+    let all = all.chain(vhdx_cases.into_iter().map(|(n, d)| (n, d, "vhdx")));
+    for (name, data, ext) in all {
+        let bad = p(d.path(), &format!("{name}.{ext}"));
+        std::fs::write(&bad, &data).unwrap();
+        let out = p(d.path(), &format!("{name}-out.qcow2"));
+        let r = run(imgbuild().arg("convert").arg(&bad).arg(&out));
+        assert_eq!(
+            r.status.code(),
+            Some(1),
+            "{name}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&r.stderr).starts_with("error: "),
+            "{name}"
+        );
+        assert!(!out.exists(), "{name}: output left behind");
+        let r = run(imgbuild().arg("inspect").arg(&bad));
+        assert_eq!(
+            r.status.code(),
+            Some(1),
+            "{name}: inspect: {}",
+            String::from_utf8_lossy(&r.stdout)
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp-imgbuild"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -183,6 +183,20 @@ impl Qcow2Reader {
                 }
                 let at = l2_offset + k as u64 * 8;
                 let e = decode_l2(raw, self.header.cluster_bits, self.header.version == 3, at)?;
+                // The map must point inside the file (a truncated image is
+                // reported when it is opened for inspection, not at first read).
+                match e {
+                    L2Entry::Standard(host) => {
+                        let cs = self.header.cluster_size();
+                        if host.checked_add(cs).is_none_or(|end| end > self.file_len) {
+                            return Err(truncated("data cluster", host, cs, self.file_len));
+                        }
+                    }
+                    L2Entry::Compressed { offset, len } if offset >= self.file_len => {
+                        return Err(truncated("compressed cluster", offset, len, self.file_len));
+                    }
+                    _ => {}
+                }
                 f(first + k as u64, e);
             }
         }

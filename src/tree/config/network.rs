@@ -1,8 +1,8 @@
 //! Default networking: DHCP on every Ethernet link with systemd-networkd, or
 //! with ifupdown when networkd is not in the image.
 
-use super::{exists, meta, put, read_text, update_text, Changes, ConfigError, Result};
-use crate::tree::{Kind, Tree};
+use super::{exists, meta, update_text, Changes, ConfigError, Result};
+use crate::tree::Tree;
 
 /// The `.network` file this step writes (systemd.network(5)); `80-` sorts it
 /// after anything a package or the recipe puts earlier, so theirs win.
@@ -73,112 +73,38 @@ pub(crate) fn unit_path(tree: &Tree, unit: &str) -> Option<String> {
         .find(|p| exists(tree, p))
 }
 
-/// A minimal offline `systemctl enable` for units this module and
-/// `hygiene` install: `WantedBy=`/`RequiredBy=` symlinks in
-/// `/etc/systemd/system/<target>.wants|.requires/`, `Alias=` symlinks and
-/// `Also=` units, from the unit's `[Install]` section (systemd.unit(5)
-/// "[Install] Section Options"). Kept small on purpose; the lead will fold it
-/// into `tree::systemd::enable_unit` later.
+/// `systemctl enable` offline, through [`crate::tree::systemd::enable_unit`],
+/// recording the symlinks it makes in `changes`.
 pub(crate) fn enable_unit(
     tree: &mut Tree,
     unit: &str,
     epoch: i64,
     changes: &mut Changes,
 ) -> Result<()> {
-    let mut todo = vec![unit.to_owned()];
-    let mut done: Vec<String> = Vec::new();
-    while let Some(unit) = todo.pop() {
-        if done.contains(&unit) {
-            continue;
-        }
-        done.push(unit.clone());
-        let local = format!("/etc/systemd/system/{unit}");
-        let path = if exists(tree, &local) {
-            Some(local)
-        } else {
-            unit_path(tree, &unit)
-        };
-        let Some(path) = path else {
-            return Err(ConfigError::Missing {
+    let before = tree.clone();
+    let made =
+        crate::tree::systemd::enable_unit(tree, unit, &meta(0o777, 0, 0, epoch)).map_err(|e| {
+            ConfigError::Missing {
                 what: "systemd unit",
-                name: unit,
-                looked_for: format!("/etc/systemd/system, {}", UNIT_DIRS.join(", ")),
-            });
-        };
-        let text = read_text(tree, &path)?.unwrap_or_default();
-        for (key, value) in install_section(&text) {
-            for word in value.split_whitespace() {
-                let link = match key {
-                    "WantedBy" => format!("/etc/systemd/system/{word}.wants/{unit}"),
-                    "RequiredBy" => format!("/etc/systemd/system/{word}.requires/{unit}"),
-                    "Alias" => format!("/etc/systemd/system/{word}"),
-                    "Also" => {
-                        todo.push(word.to_owned());
-                        continue;
-                    }
-                    _ => continue,
-                };
-                symlink(tree, &link, &path, epoch, changes)?;
+                name: unit.to_owned(),
+                looked_for: format!("/etc/systemd/system, {} ({e})", UNIT_DIRS.join(", ")),
             }
-        }
-    }
-    Ok(())
-}
-
-/// The `key=value` lines of the `[Install]` section (comments skipped).
-fn install_section(text: &str) -> Vec<(&str, &str)> {
-    let mut in_install = false;
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_install = line == "[Install]";
-        } else if in_install && !line.starts_with(['#', ';']) {
-            if let Some((k, v)) = line.split_once('=') {
-                out.push((k.trim(), v.trim()));
+        })?;
+    // Parent directories the links needed were created too: report them.
+    for path in &made {
+        let mut dir = path.as_str();
+        while let Some((parent, _)) = dir.rsplit_once('/') {
+            if parent.is_empty()
+                || before
+                    .lookup(&before.resolve(parent.as_bytes(), false)?)
+                    .is_some()
+            {
+                break;
             }
+            changes.added.insert(parent.to_owned());
+            dir = parent;
         }
     }
-    out
-}
-
-/// Makes `link` a symlink to `target` unless it already is one.
-fn symlink(
-    tree: &mut Tree,
-    link: &str,
-    target: &str,
-    epoch: i64,
-    changes: &mut Changes,
-) -> Result<()> {
-    let rel = tree.resolve(link.as_bytes(), false)?;
-    if let Some(id) = tree.lookup(&rel) {
-        if matches!(&tree.inode(id).kind, Kind::Symlink(t) if t == target.as_bytes()) {
-            return Ok(());
-        }
-    }
-    put(
-        tree,
-        link,
-        Kind::Symlink(target.as_bytes().to_vec()),
-        Some(meta(0o777, 0, 0, epoch)),
-        epoch,
-        changes,
-    )?;
+    changes.added.extend(made);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn install_section_only() {
-        let unit = "[Unit]\nWantedBy=no.target\n[Install]\n# c\nWantedBy=multi-user.target\nAlso=a.socket b.service\n[X]\nAlias=no\n";
-        assert_eq!(
-            install_section(unit),
-            vec![
-                ("WantedBy", "multi-user.target"),
-                ("Also", "a.socket b.service")
-            ]
-        );
-    }
 }
