@@ -389,6 +389,9 @@ fn check(a: CheckArgs) -> Result<()> {
             plan.targets.len(),
             imgbuild::size::human(prepared.root_min_size)
         );
+        for line in prepared.driver_lines() {
+            println!("  {line}");
+        }
     } else {
         println!(
             "{}: ok ({} target(s))",
