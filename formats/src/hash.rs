@@ -11,7 +11,7 @@
 use sha2::{Digest, Sha256};
 
 /// Zeros hashed per `update` call when hashing a gap.
-const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// The running hash of a file written front to back.
 #[derive(Clone, Debug)]

@@ -65,7 +65,12 @@ fn configs() -> Vec<(&'static str, Format, WriteOptions, bool)> {
             },
             true,
         ),
-        ("vhdx-unseeded", Format::Vhdx, WriteOptions::default(), false),
+        (
+            "vhdx-unseeded",
+            Format::Vhdx,
+            WriteOptions::default(),
+            false,
+        ),
         (
             "vhd",
             Format::Vhd,
@@ -124,7 +129,10 @@ fn threaded_outputs_match_single_outputs_and_their_hashes() {
     std::fs::create_dir_all(&one).expect("mkdir");
     std::fs::create_dir_all(&all).expect("mkdir");
     let configs = configs();
-    let specs: Vec<_> = configs.iter().map(|(n, f, o, _)| (*n, *f, o.clone())).collect();
+    let specs: Vec<_> = configs
+        .iter()
+        .map(|(n, f, o, _)| (*n, *f, o.clone()))
+        .collect();
 
     // One sink at a time: the serial path.
     let single: Vec<ImageSummary> = specs
@@ -142,7 +150,10 @@ fn threaded_outputs_match_single_outputs_and_their_hashes() {
     for ((name, _, _, hashes), sum) in configs.iter().zip(&threaded) {
         let (a, b) = (one.join(name), all.join(name));
         let bytes = std::fs::read(&b).expect("read");
-        assert!(std::fs::read(&a).expect("read") == bytes, "{name}: threaded output differs");
+        assert!(
+            std::fs::read(&a).expect("read") == bytes,
+            "{name}: threaded output differs"
+        );
         assert_eq!(bytes.len() as u64, sum.file_size, "{name}: file size");
         let want = sha256sum(&b);
         match sum.sha256 {
@@ -183,7 +194,10 @@ impl ImageSink for Failing {
     }
     fn write_data(&mut self, offset: u64, _: &[u8]) -> imgbuild_formats::Result<()> {
         if self.0 == 0 {
-            return Err(Error::io(format!("test sink fails at {offset}"), io::ErrorKind::Other.into()));
+            return Err(Error::io(
+                format!("test sink fails at {offset}"),
+                io::ErrorKind::Other.into(),
+            ));
         }
         self.0 -= 1;
         Ok(())
@@ -202,10 +216,16 @@ impl ImageSink for Failing {
 fn a_failing_sink_stops_the_pass_with_its_error() {
     let disk = disk(64 * MIB, &[(0, 40 * MIB as usize)]);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut all = sinks(tmp.path(), &[("x.qcow2", Format::Qcow2, WriteOptions::default())]);
+    let mut all = sinks(
+        tmp.path(),
+        &[("x.qcow2", Format::Qcow2, WriteOptions::default())],
+    );
     all.push(Box::new(Failing(3)));
     let err = write_images(&disk, all).expect_err("the failing sink's error");
-    assert!(err.to_string().contains("test sink fails at 3145728"), "{err}");
+    assert!(
+        err.to_string().contains("test sink fails at 3145728"),
+        "{err}"
+    );
 }
 
 /// A source whose reads fail past `ok` bytes.
@@ -237,5 +257,8 @@ fn a_read_error_reaches_the_caller_with_several_sinks() {
         ("r.vhdx", Format::Vhdx, WriteOptions::default()),
     ];
     let err = write_images(&disk, sinks(tmp.path(), &specs)).expect_err("read error");
-    assert!(err.to_string().contains(&format!("offset {}", 6 * MIB)), "{err}");
+    assert!(
+        err.to_string().contains(&format!("offset {}", 6 * MIB)),
+        "{err}"
+    );
 }

@@ -35,7 +35,7 @@ pub struct Qcow2Writer {
 
 enum State {
     New(File),
-    Plain(PlainWriter),
+    Plain(Box<PlainWriter>),
     Compressed(Box<CompressedWriter>),
     Taken,
 }
@@ -80,7 +80,7 @@ impl ImageSink for Qcow2Writer {
         };
         let geo = Geometry::new(size, self.cluster_bits)?;
         self.state = match self.compression {
-            None => State::Plain(PlainWriter::begin(file, geo, allocated)?),
+            None => State::Plain(Box::new(PlainWriter::begin(file, geo, allocated)?)),
             Some(kind) => State::Compressed(Box::new(CompressedWriter::begin(
                 file,
                 geo,
