@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 
+use crate::hash::StreamHash;
 use crate::io::{ReadAt, SizedFile};
 use crate::{DiskImage, Error, Format, ImageSink, ImageSummary, Result};
 
@@ -12,12 +13,17 @@ use crate::{DiskImage, Error, Format, ImageSink, ImageSummary, Result};
 pub struct RawWriter {
     file: File,
     size: u64,
+    hash: StreamHash,
 }
 
 impl RawWriter {
     /// A writer into `file` (which should be empty).
     pub fn new(file: File) -> Self {
-        Self { file, size: 0 }
+        Self {
+            file,
+            size: 0,
+            hash: StreamHash::new(),
+        }
     }
 }
 
@@ -30,6 +36,7 @@ impl ImageSink for RawWriter {
     }
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.hash.write_at(offset, data);
         std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)
             .map_err(|e| Error::io(format!("writing raw data at offset {offset}"), e))
     }
@@ -39,6 +46,7 @@ impl ImageSink for RawWriter {
             format: Format::Raw,
             virtual_size: self.size,
             file_size: self.size,
+            sha256: self.hash.finish(self.size),
         })
     }
 }

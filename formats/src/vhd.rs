@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::hash::StreamHash;
 use crate::io::{be32, be64, check_range, ReadAt, SizedFile, WriteAt};
 use crate::{DiskImage, Error, Format, ImageSink, ImageSummary, Result, WriteOptions};
 
@@ -105,6 +106,8 @@ pub struct VhdWriter {
     file: File,
     seed: Option<[u8; 32]>,
     hasher: Sha256,
+    /// The hash of the file being written (data in order, footer last).
+    hash: StreamHash,
     size: u64,
     current_size: u64,
 }
@@ -116,6 +119,7 @@ impl VhdWriter {
             file,
             seed: opts.seed,
             hasher: Sha256::new(),
+            hash: StreamHash::new(),
             size: 0,
             current_size: 0,
         }
@@ -143,7 +147,10 @@ impl ImageSink for VhdWriter {
     }
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        self.hasher.update(data);
+        // The content hash only names the disk when no seed does.
+        if self.seed.is_none() {
+            self.hasher.update(data);
+        }
         if offset
             .checked_add(data.len() as u64)
             .is_none_or(|end| end > self.size)
@@ -157,6 +164,7 @@ impl ImageSink for VhdWriter {
         if data.iter().all(|&b| b == 0) {
             return Ok(());
         }
+        self.hash.write_at(offset, data);
         self.file
             .write_all_at(data, offset)
             .map_err(|e| Error::io(format!("vhd: writing data at {offset}"), e))
@@ -172,6 +180,7 @@ impl ImageSink for VhdWriter {
         let mut id = [0u8; 16];
         id.copy_from_slice(&h.finalize()[..16]);
         let footer = encode_footer(self.current_size, id);
+        self.hash.write_at(self.current_size, &footer);
         self.file
             .write_all_at(&footer, self.current_size)
             .map_err(|e| {
@@ -184,6 +193,10 @@ impl ImageSink for VhdWriter {
             format: Format::Vhd,
             virtual_size: self.current_size,
             file_size: self.current_size + FOOTER_SIZE as u64,
+            sha256: self
+                .hash
+                .clone()
+                .finish(self.current_size + FOOTER_SIZE as u64),
         })
     }
 }

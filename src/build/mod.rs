@@ -208,6 +208,13 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
     prepared
         .timings
         .insert("write_outputs".into(), start.elapsed().as_secs_f64());
+    // Its parts: the one pass writing every image, reading back the images
+    // not hashed while written, fsync.
+    for (phase, secs) in &pending.timings {
+        prepared
+            .timings
+            .insert(format!("write_outputs.{phase}"), *secs);
+    }
     let images = pending.images();
     let sums: Vec<(String, String)> = images
         .iter()

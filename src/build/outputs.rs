@@ -1,10 +1,14 @@
 //! Writing a set of outputs all-or-nothing: every image goes to a temporary
-//! name in the output directory, one pass over the disk feeds all of them,
-//! each is hashed, and only when all are complete are they renamed. An error
+//! name in the output directory, one pass over the disk feeds all of them
+//! (one thread per image), each is hashed (while written when the writer goes
+//! front to back, else by reading it back), all are fsynced at once, and only
+//! when all are complete are they renamed. An error
 //! anywhere (or SIGINT/SIGTERM) removes the temporaries and leaves earlier
 //! outputs byte-identical.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use imgbuild_formats::{write_images_with_progress, Format, VirtualDisk, WriteOptions};
@@ -12,7 +16,7 @@ use serde::Serialize;
 
 use crate::output::AtomicFile;
 use crate::progress::Progress;
-use crate::verify::sha256_file;
+use crate::verify::{hex, sha256_file};
 
 /// One image to write.
 #[derive(Clone, Debug)]
@@ -48,6 +52,9 @@ pub struct OutputInfo {
 #[derive(Debug, Default)]
 pub struct Pending {
     files: Vec<(AtomicFile, OutputInfo)>,
+    /// Seconds spent per phase (`write_images`, `hash_readback`, `fsync`),
+    /// summed over calls to [`Pending::write`].
+    pub timings: BTreeMap<String, f64>,
 }
 
 impl Pending {
@@ -73,22 +80,67 @@ impl Pending {
         }
         let names: Vec<&str> = specs.iter().map(|s| s.file_name.as_str()).collect();
         let step = progress.bytes(&format!("writing {}", names.join(", ")), disk.data_len());
+        let t = Instant::now();
         let summaries = write_images_with_progress(disk, sinks, &mut |done| step.set(done))
             .with_context(|| format!("cannot write {}", names.join(", ")))?;
         drop(step);
-        for ((f, s), sum) in files.into_iter().zip(specs).zip(summaries) {
-            let sha256 = sha256_file(f.temp_path())?;
+        self.lap("write_images", t);
+        // Writers that cannot go front to back (compressed qcow2, VHDX without
+        // a seed) leave the hash to us: read those files back, in parallel.
+        let t = Instant::now();
+        let hashes: Vec<Result<String>> = std::thread::scope(|scope| {
+            let jobs: Vec<_> = files
+                .iter()
+                .zip(&summaries)
+                .map(|(f, sum)| {
+                    let known = sum.sha256.map(|h| hex(&h));
+                    let path = f.temp_path();
+                    scope.spawn(move || known.map_or_else(|| sha256_file(path), Ok))
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        self.lap("hash_readback", t);
+        // fsync every image at once (the kernel writes them back in parallel);
+        // commit's own fsync then has nothing left to flush.
+        let t = Instant::now();
+        std::thread::scope(|scope| -> Result<()> {
+            let jobs: Vec<_> = files
+                .iter()
+                .map(|f| {
+                    let file = f.file();
+                    let path = f.temp_path();
+                    scope.spawn(move || -> Result<()> {
+                        file?
+                            .sync_all()
+                            .with_context(|| format!("cannot flush {}", path.display()))
+                    })
+                })
+                .collect();
+            for j in jobs {
+                j.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            }
+            Ok(())
+        })?;
+        self.lap("fsync", t);
+        for (((f, s), sum), sha256) in files.into_iter().zip(specs).zip(summaries).zip(hashes) {
             let info = OutputInfo {
                 target: s.target.clone(),
                 file: s.file_name.clone(),
                 format: s.format,
                 virtual_size: sum.virtual_size,
                 file_size: sum.file_size,
-                sha256,
+                sha256: sha256?,
             };
             self.files.push((f, info));
         }
         Ok(())
+    }
+
+    fn lap(&mut self, phase: &str, since: Instant) {
+        *self.timings.entry(phase.to_string()).or_default() += since.elapsed().as_secs_f64();
     }
 
     /// Adds a small text output (SHA256SUMS, manifest.json), written now.

@@ -35,7 +35,7 @@ pub struct Qcow2Writer {
 
 enum State {
     New(File),
-    Plain(PlainWriter),
+    Plain(Box<PlainWriter>),
     Compressed(Box<CompressedWriter>),
     Taken,
 }
@@ -80,7 +80,7 @@ impl ImageSink for Qcow2Writer {
         };
         let geo = Geometry::new(size, self.cluster_bits)?;
         self.state = match self.compression {
-            None => State::Plain(PlainWriter::begin(file, geo, allocated)?),
+            None => State::Plain(Box::new(PlainWriter::begin(file, geo, allocated)?)),
             Some(kind) => State::Compressed(Box::new(CompressedWriter::begin(
                 file,
                 geo,
@@ -103,9 +103,13 @@ impl ImageSink for Qcow2Writer {
     }
 
     fn finish(self: Box<Self>) -> Result<ImageSummary> {
-        let (virtual_size, file_size) = match self.state {
+        let (virtual_size, file_size, sha256) = match self.state {
             State::Plain(w) => w.finish()?,
-            State::Compressed(w) => w.finish()?,
+            State::Compressed(w) => {
+                // The header is written last: the caller hashes the file.
+                let (v, f) = w.finish()?;
+                (v, f, None)
+            }
             _ => {
                 return Err(Error::InvalidOption {
                     option: "finish",
@@ -117,6 +121,7 @@ impl ImageSink for Qcow2Writer {
             format: Format::Qcow2,
             virtual_size,
             file_size,
+            sha256,
         })
     }
 }
@@ -293,9 +298,9 @@ impl PlainWriter {
         self.out.write_at(host, data)
     }
 
-    fn finish(self) -> Result<(u64, u64)> {
-        self.out.finish(self.file_size)?;
-        Ok((self.geo.size, self.file_size))
+    fn finish(self) -> Result<(u64, u64, Option<[u8; 32]>)> {
+        let (_, sha256) = self.out.finish_hashed(self.file_size)?;
+        Ok((self.geo.size, self.file_size, sha256))
     }
 }
 

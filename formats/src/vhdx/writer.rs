@@ -14,7 +14,10 @@
 //!
 //! GUIDs come from `WriteOptions::seed`, or, without one, from a SHA-256 of
 //! the layout and of the data as it streams: the same disk always gives the
-//! same bytes.
+//! same bytes. With a seed everything is known in `begin`, so the file is
+//! written strictly front to back (identifier, headers, region tables, BAT,
+//! metadata, then blocks) and hashed as it goes ([`crate::hash`]); without
+//! one, the identifier, headers, region tables and metadata come in `finish`.
 
 use std::fs::File;
 use std::ops::Range;
@@ -29,6 +32,7 @@ use super::region::{self, Region, Regions, REGION_OFFSETS};
 use super::{
     payload_bat_index, DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIB, MIN_BLOCK_SIZE,
 };
+use crate::hash::StreamHash;
 use crate::io::WriteAt;
 use crate::{Error, Format, ImageSink, ImageSummary, Result, Subformat, WriteOptions};
 
@@ -68,6 +72,8 @@ pub struct VhdxWriter {
     fixed: bool,
     seed: Option<[u8; 32]>,
     hasher: Sha256,
+    /// SHA-256 of the file as written (front to back when seeded).
+    hash: StreamHash,
     layout: Option<Layout>,
 }
 
@@ -98,6 +104,7 @@ impl VhdxWriter {
             fixed: opts.subformat == Subformat::Fixed,
             seed: opts.seed,
             hasher: Sha256::new(),
+            hash: StreamHash::new(),
             layout: None,
         })
     }
@@ -199,7 +206,40 @@ impl VhdxWriter {
         self.put(&buf, pos, "BAT")
     }
 
+    /// Writes the file type identifier, both headers and both region tables
+    /// (everything below 1 MiB), naming the disk from `seed`.
+    fn write_headers(&mut self, layout: &mut Layout, seed: &[u8; 32]) -> Result<()> {
+        layout.params.disk_id = Guid::derive(seed, "vhdx-virtual-disk-id");
+        let header = |seq| Header {
+            sequence_number: seq,
+            file_write_guid: Guid::derive(seed, "vhdx-file-write"),
+            data_write_guid: Guid::derive(seed, "vhdx-data-write"),
+            log_guid: Guid::ZERO,
+            log_version: 0,
+            version: 1,
+            log_length: LOG_LENGTH,
+            log_offset: LOG_OFFSET,
+        };
+        self.put(&encode_file_identifier(CREATOR), 0, "file type identifier")?;
+        // Headers 1 and 2 differ only in SequenceNumber: header 2 is current.
+        self.put(&header(1).encode(), HEADER_OFFSETS[0], "header 1")?;
+        self.put(&header(2).encode(), HEADER_OFFSETS[1], "header 2")?;
+        let regions = region::encode(&layout.regions);
+        self.put(&regions, REGION_OFFSETS[0], "region table 1")?;
+        self.put(&regions, REGION_OFFSETS[1], "region table 2")
+    }
+
+    /// Writes the metadata region (after `write_headers` named the disk).
+    fn write_metadata(&mut self, layout: &Layout) -> Result<()> {
+        self.put(
+            &metadata::encode(&layout.params),
+            layout.regions.metadata.offset,
+            "metadata",
+        )
+    }
+
     fn put(&mut self, buf: &[u8], offset: u64, what: &str) -> Result<()> {
+        self.hash.write_at(offset, buf);
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| Error::io(format!("vhdx: writing the {what} at {offset}"), e))
@@ -258,14 +298,24 @@ impl ImageSink for VhdxWriter {
         self.file
             .set_len(file_len)
             .map_err(|e| Error::io("vhdx: sizing the file", e))?;
+        let mut layout = layout;
+        if let Some(seed) = self.seed {
+            self.write_headers(&mut layout, &seed)?;
+        }
         self.write_bat(&layout)?;
+        if self.seed.is_some() {
+            self.write_metadata(&layout)?;
+        }
         self.layout = Some(layout);
         Ok(())
     }
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         let layout = self.layout.take().ok_or_else(|| not_begun("write_data"))?;
-        self.hasher.update(data);
+        // The content hash only names the disk when no seed does.
+        if self.seed.is_none() {
+            self.hasher.update(data);
+        }
         let mut done = 0usize;
         let result = loop {
             if done == data.len() {
@@ -296,37 +346,17 @@ impl ImageSink for VhdxWriter {
 
     fn finish(mut self: Box<Self>) -> Result<ImageSummary> {
         let mut layout = self.layout.take().ok_or_else(|| not_begun("finish"))?;
-        let seed = self
-            .seed
-            .unwrap_or_else(|| self.hasher.clone().finalize().into());
-        layout.params.disk_id = Guid::derive(&seed, "vhdx-virtual-disk-id");
-        let header = |seq| Header {
-            sequence_number: seq,
-            file_write_guid: Guid::derive(&seed, "vhdx-file-write"),
-            data_write_guid: Guid::derive(&seed, "vhdx-data-write"),
-            log_guid: Guid::ZERO,
-            log_version: 0,
-            version: 1,
-            log_length: LOG_LENGTH,
-            log_offset: LOG_OFFSET,
-        };
-        self.put(&encode_file_identifier(CREATOR), 0, "file type identifier")?;
-        // Headers 1 and 2 differ only in SequenceNumber: header 2 is current.
-        self.put(&header(1).encode(), HEADER_OFFSETS[0], "header 1")?;
-        self.put(&header(2).encode(), HEADER_OFFSETS[1], "header 2")?;
-        let regions = region::encode(&layout.regions);
-        self.put(&regions, REGION_OFFSETS[0], "region table 1")?;
-        self.put(&regions, REGION_OFFSETS[1], "region table 2")?;
-        self.put(
-            &metadata::encode(&layout.params),
-            layout.regions.metadata.offset,
-            "metadata",
-        )?;
+        if self.seed.is_none() {
+            let seed: [u8; 32] = self.hasher.clone().finalize().into();
+            self.write_headers(&mut layout, &seed)?;
+            self.write_metadata(&layout)?;
+        }
         let file_size = layout.data_start + layout.stored_blocks * u64::from(self.block_size);
         Ok(ImageSummary {
             format: Format::Vhdx,
             virtual_size: layout.params.virtual_size,
             file_size,
+            sha256: self.hash.clone().finish(file_size),
         })
     }
 }
