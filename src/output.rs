@@ -24,19 +24,17 @@ pub fn install_signal_cleanup() {
         };
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                remove_live();
+                // Held until exit: a commit in progress finishes first (it
+                // holds the lock through its renames), and none starts after.
+                let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+                for p in live.iter() {
+                    let _ = std::fs::remove_file(p);
+                }
                 eprintln!("imgbuild: interrupted (signal {sig}); temporary outputs removed");
                 std::process::exit(128 + sig);
             }
         });
     });
-}
-
-fn remove_live() {
-    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    for p in live.iter() {
-        let _ = std::fs::remove_file(p);
-    }
 }
 
 fn register(p: &Path) {
@@ -125,11 +123,177 @@ impl AtomicFile {
     }
 }
 
+/// Commits several files as one: all are flushed and every destination is
+/// checked first, then each is renamed into place; if a rename fails, the
+/// ones already renamed are rolled back to the previous files (kept as hard
+/// links until the end), so the destinations hold either all the new files
+/// or all the old ones. SIGINT/SIGTERM cannot interrupt the renames: the
+/// signal handler waits for them (they hold the lock of live temporaries).
+pub fn commit_all(files: Vec<AtomicFile>) -> Result<()> {
+    let mut files = files;
+    for f in &files {
+        let file = f.file.as_ref().expect("file is present until commit");
+        file.sync_all()
+            .with_context(|| format!("cannot flush {}", f.tmp.display()))?;
+    }
+    for f in &files {
+        if let Ok(m) = std::fs::symlink_metadata(&f.dst) {
+            if m.is_dir() {
+                anyhow::bail!(
+                    "cannot replace {}: it is a directory; nothing was written",
+                    f.dst.display()
+                );
+            }
+        }
+    }
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    // Previous outputs, kept under a second name until every rename is done.
+    let mut backups = Vec::new();
+    for f in &files {
+        let backup = f.tmp.with_file_name(
+            f.tmp
+                .file_name()
+                .expect("temporaries have a file name")
+                .to_string_lossy()
+                .replace(".tmp-imgbuild-", ".old-imgbuild-"),
+        );
+        let _ = std::fs::remove_file(&backup);
+        backups.push(match std::fs::hard_link(&f.dst, &backup) {
+            Ok(()) => Backup::Link(backup),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Backup::NoPrevious,
+            // No hard links here: the previous file cannot be kept aside.
+            Err(_) => Backup::Unavailable,
+        });
+    }
+    let mut failed = None;
+    let mut renamed = 0;
+    for f in &files {
+        if let Err(e) = std::fs::rename(&f.tmp, &f.dst) {
+            failed = Some(anyhow::Error::new(e).context(format!(
+                "cannot rename {} to {}",
+                f.tmp.display(),
+                f.dst.display()
+            )));
+            break;
+        }
+        renamed += 1;
+    }
+    if failed.is_some() {
+        for (f, backup) in files.iter().zip(&backups).take(renamed) {
+            let _ = match backup {
+                Backup::Link(b) => std::fs::rename(b, &f.dst),
+                Backup::NoPrevious => std::fs::remove_file(&f.dst),
+                Backup::Unavailable => Ok(()),
+            };
+        }
+    }
+    for b in &backups {
+        if let Backup::Link(b) = b {
+            let _ = std::fs::remove_file(b);
+        }
+    }
+    for f in &mut files {
+        if failed.is_some() {
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+        f.file = None;
+        live.remove(&f.tmp);
+    }
+    drop(live);
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            if let Some(dir) = files.first().and_then(|f| f.tmp.parent()) {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What [`commit_all`] kept of a destination's previous file.
+enum Backup {
+    /// A hard link to it.
+    Link(PathBuf),
+    /// There was none.
+    NoPrevious,
+    /// It exists but could not be linked.
+    Unavailable,
+}
+
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if self.file.take().is_some() {
             let _ = std::fs::remove_file(&self.tmp);
             unregister(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn pending(dir: &Path, name: &str, text: &str) -> AtomicFile {
+        let f = AtomicFile::create(&dir.join(name)).unwrap();
+        std::fs::write(f.temp_path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn commit_all_replaces_every_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), "old a").unwrap();
+        let files = vec![pending(d.path(), "a", "new a"), pending(d.path(), "b", "new b")];
+        commit_all(files).unwrap();
+        assert_eq!(names(d.path()), ["a", "b"]);
+        assert_eq!(std::fs::read_to_string(d.path().join("a")).unwrap(), "new a");
+        assert_eq!(std::fs::read_to_string(d.path().join("b")).unwrap(), "new b");
+    }
+
+    #[test]
+    fn a_failed_rename_rolls_back_the_renamed_ones() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), "old a").unwrap();
+        std::fs::write(d.path().join("c"), "old c").unwrap();
+        let a = pending(d.path(), "a", "new a");
+        let b = pending(d.path(), "b", "new b");
+        let c = pending(d.path(), "c", "new c");
+        // The third rename fails: its temporary is gone.
+        std::fs::remove_file(c.temp_path()).unwrap();
+        let err = commit_all(vec![a, b, c]).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot rename"), "{err:#}");
+        assert_eq!(names(d.path()), ["a", "c"]);
+        assert_eq!(std::fs::read_to_string(d.path().join("a")).unwrap(), "old a");
+        assert_eq!(std::fs::read_to_string(d.path().join("c")).unwrap(), "old c");
+        assert!(LIVE.lock().unwrap().iter().all(|p| !p.starts_with(d.path())));
+    }
+
+    #[test]
+    fn a_directory_in_the_way_fails_before_any_rename() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), "old a").unwrap();
+        std::fs::create_dir(d.path().join("b")).unwrap();
+        let files = vec![pending(d.path(), "a", "new a"), pending(d.path(), "b", "new b")];
+        let err = commit_all(files).unwrap_err();
+        assert!(format!("{err:#}").contains("it is a directory"), "{err:#}");
+        assert_eq!(names(d.path()), ["a", "b"]);
+        assert_eq!(std::fs::read_to_string(d.path().join("a")).unwrap(), "old a");
     }
 }

@@ -168,13 +168,11 @@ impl Pending {
             .collect()
     }
 
-    /// Renames everything into place.
+    /// Renames everything into place, all or nothing (see
+    /// [`crate::output::commit_all`]).
     pub fn commit(self) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
-        for (f, _) in self.files {
-            out.push(f.path().to_path_buf());
-            f.commit()?;
-        }
+        let out = self.files.iter().map(|(f, _)| f.path().to_path_buf()).collect();
+        crate::output::commit_all(self.files.into_iter().map(|(f, _)| f).collect())?;
         Ok(out)
     }
 }
