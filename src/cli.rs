@@ -109,6 +109,13 @@ enum Command {
 struct VerifyArgs {
     /// The output directory of a build.
     dir: PathBuf,
+    /// Also build this recipe again (in a temporary directory) and compare
+    /// every output byte for byte, naming the regions that differ.
+    #[arg(long, value_name = "RECIPE")]
+    rebuild: Option<PathBuf>,
+    /// No progress output during --rebuild.
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -309,22 +316,42 @@ fn stdout(text: &str) -> Result<()> {
 }
 
 fn verify(a: VerifyArgs) -> Result<()> {
-    let (n, bad) = imgbuild::verify::verify_dir(&a.dir)?;
-    for m in &bad {
-        eprintln!(
-            "MISMATCH {}: expected {}, found {}",
-            m.name, m.expected, m.found
+    let plan = a.rebuild.as_deref().map(load_plan).transpose()?;
+    let v = imgbuild::verify::verify_dir(&a.dir)?;
+    for p in &v.problems {
+        eprintln!("MISMATCH {}: {}", a.dir.join(&p.file).display(), p.message);
+    }
+    let mut failed = !v.problems.is_empty();
+    if !failed {
+        println!(
+            "{} outputs intact: {}",
+            v.checked.len(),
+            v.checked.join(", ")
         );
     }
-    if !bad.is_empty() {
-        bail!(
-            "{} of {n} outputs in {} do not match {}",
-            bad.len(),
-            a.dir.display(),
-            imgbuild::verify::SUMS
-        );
+    if let (Some(plan), Some(recipe)) = (plan, &a.rebuild) {
+        let progress = imgbuild::progress::Progress::new(imgbuild::progress::Mode::detect(a.quiet));
+        let r = imgbuild::verify::rebuild::rebuild_and_compare(&a.dir, &plan, progress)?;
+        print!("{}", imgbuild::verify::rebuild::render(&r, &a.dir));
+        if r.differing.is_empty() {
+            println!(
+                "{} outputs identical to a rebuild of {}",
+                r.identical.len(),
+                recipe.display()
+            );
+        } else {
+            eprintln!(
+                "{} of {} outputs differ from a rebuild of {}",
+                r.differing.len(),
+                r.differing.len() + r.identical.len(),
+                recipe.display()
+            );
+            failed = true;
+        }
     }
-    println!("{n} outputs match {}", imgbuild::verify::SUMS);
+    if failed {
+        bail!("{} does not verify", a.dir.display());
+    }
     Ok(())
 }
 

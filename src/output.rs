@@ -260,11 +260,20 @@ mod tests {
     fn commit_all_replaces_every_file() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("a"), "old a").unwrap();
-        let files = vec![pending(d.path(), "a", "new a"), pending(d.path(), "b", "new b")];
+        let files = vec![
+            pending(d.path(), "a", "new a"),
+            pending(d.path(), "b", "new b"),
+        ];
         commit_all(files).unwrap();
         assert_eq!(names(d.path()), ["a", "b"]);
-        assert_eq!(std::fs::read_to_string(d.path().join("a")).unwrap(), "new a");
-        assert_eq!(std::fs::read_to_string(d.path().join("b")).unwrap(), "new b");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("a")).unwrap(),
+            "new a"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("b")).unwrap(),
+            "new b"
+        );
     }
 
     #[test]
@@ -280,9 +289,19 @@ mod tests {
         let err = commit_all(vec![a, b, c]).unwrap_err();
         assert!(format!("{err:#}").contains("cannot rename"), "{err:#}");
         assert_eq!(names(d.path()), ["a", "c"]);
-        assert_eq!(std::fs::read_to_string(d.path().join("a")).unwrap(), "old a");
-        assert_eq!(std::fs::read_to_string(d.path().join("c")).unwrap(), "old c");
-        assert!(LIVE.lock().unwrap().iter().all(|p| !p.starts_with(d.path())));
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("a")).unwrap(),
+            "old a"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("c")).unwrap(),
+            "old c"
+        );
+        assert!(LIVE
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|p| !p.starts_with(d.path())));
     }
 
     #[test]
@@ -290,10 +309,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("a"), "old a").unwrap();
         std::fs::create_dir(d.path().join("b")).unwrap();
-        let files = vec![pending(d.path(), "a", "new a"), pending(d.path(), "b", "new b")];
+        let files = vec![
+            pending(d.path(), "a", "new a"),
+            pending(d.path(), "b", "new b"),
+        ];
         let err = commit_all(files).unwrap_err();
         assert!(format!("{err:#}").contains("it is a directory"), "{err:#}");
         assert_eq!(names(d.path()), ["a", "b"]);
-        assert_eq!(std::fs::read_to_string(d.path().join("a")).unwrap(), "old a");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("a")).unwrap(),
+            "old a"
+        );
     }
 }

@@ -1,5 +1,8 @@
-//! `imgbuild verify`: re-hash outputs against `SHA256SUMS`, and compare two
-//! builds byte for byte, saying which output and which regions differ.
+//! `imgbuild verify`: re-hash outputs against `SHA256SUMS`, cross-check
+//! `manifest.json`, and ([`rebuild`]) compare a build with a rebuild byte
+//! for byte, saying which output and which regions differ.
+
+pub mod rebuild;
 
 use std::fs::File;
 use std::io::Read;
@@ -67,40 +70,176 @@ pub fn write_sums(entries: &[(String, String)]) -> String {
     e.iter().map(|(s, n)| format!("{s}  {n}\n")).collect()
 }
 
-/// One output whose hash does not match.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Mismatch {
-    /// File name.
-    pub name: String,
-    /// Hash recorded.
-    pub expected: String,
-    /// Hash now (or "missing").
-    pub found: String,
+/// Name of the manifest in an output directory.
+pub const MANIFEST: &str = "manifest.json";
+
+/// The manifest's key holding its own digest (see [`seal`]).
+const SELF_KEY: &str = "\"self_sha256\": \"";
+/// The value [`seal`] replaces: 64 zeros.
+pub const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Fills in a JSON text's last `"self_sha256": "000…0"` with the SHA-256 of
+/// the text as it is with the zeros, so that any changed byte of the file
+/// shows (the value is the file's digest with the value itself zeroed).
+pub fn seal(text: &str) -> String {
+    match text.rfind(SELF_KEY) {
+        Some(at) if text[at + SELF_KEY.len()..].starts_with(ZEROS) => {
+            let digest = hex(&Sha256::digest(text.as_bytes()));
+            let v = at + SELF_KEY.len();
+            format!("{}{digest}{}", &text[..v], &text[v + ZEROS.len()..])
+        }
+        _ => text.to_string(),
+    }
 }
 
-/// Re-hashes every file listed in `dir/SHA256SUMS`.
-pub fn verify_dir(dir: &Path) -> Result<(usize, Vec<Mismatch>)> {
+/// Checks a text sealed by [`seal`]: `Err` says what is wrong.
+pub fn check_seal(text: &str) -> std::result::Result<(), String> {
+    let at = text
+        .rfind(SELF_KEY)
+        .ok_or_else(|| "has no \"self_sha256\"".to_string())?;
+    let v = at + SELF_KEY.len();
+    let recorded = text
+        .get(v..v + 64)
+        .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+        .ok_or_else(|| "its \"self_sha256\" is not a SHA-256".to_string())?;
+    let zeroed = format!("{}{ZEROS}{}", &text[..v], &text[v + 64..]);
+    let found = hex(&Sha256::digest(zeroed.as_bytes()));
+    if found == recorded {
+        Ok(())
+    } else {
+        Err(format!(
+            "its content does not match its self_sha256 (recorded {recorded}, content hashes to {found}): it changed after the build"
+        ))
+    }
+}
+
+/// One thing wrong in an output directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file concerned.
+    pub file: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What [`verify_dir`] checked and found.
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// Files checked (images, then `manifest.json` if present).
+    pub checked: Vec<String>,
+    /// Everything wrong; empty when the directory is intact.
+    pub problems: Vec<Problem>,
+}
+
+/// Re-hashes every file listed in `dir/SHA256SUMS` and, when
+/// `manifest.json` is present, checks its own digest ([`check_seal`]) and
+/// that its `outputs` (file, sha256, file_size) agree with the files and
+/// with `SHA256SUMS`.
+pub fn verify_dir(dir: &Path) -> Result<Verified> {
     let sums_path = dir.join(SUMS);
     let text = std::fs::read_to_string(&sums_path)
         .with_context(|| format!("cannot read {}", sums_path.display()))?;
     let entries = read_sums(&text)?;
-    let mut bad = Vec::new();
+    let mut v = Verified::default();
+    let mut found = std::collections::BTreeMap::new();
     for (expected, name) in &entries {
         let path = dir.join(name);
-        let found = if path.exists() {
-            sha256_file(&path)?
-        } else {
-            "missing".to_string()
-        };
-        if &found != expected {
-            bad.push(Mismatch {
-                name: name.clone(),
-                expected: expected.clone(),
-                found,
+        v.checked.push(name.clone());
+        if !path.exists() {
+            v.problems.push(Problem {
+                file: name.clone(),
+                message: format!("missing (listed in {SUMS})"),
+            });
+            continue;
+        }
+        let sum = sha256_file(&path)?;
+        let len = std::fs::metadata(&path)?.len();
+        if &sum != expected {
+            v.problems.push(Problem {
+                file: name.clone(),
+                message: format!("sha256 {sum}, {SUMS} says {expected}"),
             });
         }
+        found.insert(name.clone(), (sum, len));
     }
-    Ok((entries.len(), bad))
+    let manifest_path = dir.join(MANIFEST);
+    if manifest_path.exists() {
+        v.checked.push(MANIFEST.to_string());
+        let mut bad = |message: String| {
+            v.problems.push(Problem {
+                file: MANIFEST.to_string(),
+                message,
+            })
+        };
+        let bytes = std::fs::read(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+        match String::from_utf8(bytes) {
+            Err(e) => bad(format!("not UTF-8: {e}")),
+            Ok(text) => {
+                if let Err(e) = check_seal(&text) {
+                    bad(e);
+                }
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Err(e) => bad(format!("not valid JSON: {e}")),
+                    Ok(m) => {
+                        for msg in cross_check(&m, &entries, &found) {
+                            bad(msg);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// Compares the manifest's `outputs` with `SHA256SUMS` and the files.
+fn cross_check(
+    m: &serde_json::Value,
+    sums: &[(String, String)],
+    found: &std::collections::BTreeMap<String, (String, u64)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(list) = m.get("outputs").and_then(|o| o.as_array()) else {
+        return vec!["has no \"outputs\" list".to_string()];
+    };
+    let mut listed = Vec::new();
+    for (i, o) in list.iter().enumerate() {
+        let (Some(file), Some(sha), Some(size)) = (
+            o.get("file").and_then(|x| x.as_str()),
+            o.get("sha256").and_then(|x| x.as_str()),
+            o.get("file_size").and_then(|x| x.as_u64()),
+        ) else {
+            out.push(format!("outputs[{i}] lacks file, sha256 or file_size"));
+            continue;
+        };
+        listed.push(file);
+        match sums.iter().find(|(_, n)| n == file) {
+            None => out.push(format!("lists {file}, which {SUMS} does not")),
+            Some((s, _)) if s != sha => {
+                out.push(format!("records sha256 {sha} for {file}, {SUMS} says {s}"))
+            }
+            Some(_) => {}
+        }
+        // A file that differs from SHA256SUMS is reported as itself; here
+        // only what the manifest alone gets wrong.
+        let intact = sums
+            .iter()
+            .any(|(s, n)| n == file && found.get(file).is_some_and(|f| &f.0 == s));
+        if let Some((_, len)) = found.get(file).filter(|_| intact) {
+            if *len != size {
+                out.push(format!(
+                    "records file_size {size} for {file}, the file has {len} bytes"
+                ));
+            }
+        }
+    }
+    for (_, n) in sums {
+        if !listed.contains(&n.as_str()) {
+            out.push(format!("does not list {n}, which {SUMS} does"));
+        }
+    }
+    out
 }
 
 /// The byte ranges where two files differ (adjacent differences within
@@ -150,6 +289,22 @@ mod tests {
         assert_eq!(read_sums(&text).unwrap().len(), 2);
         assert!(read_sums(&format!("{s}  ../etc/passwd\n")).is_err());
         assert!(read_sums("xyz  a\n").is_err());
+    }
+
+    #[test]
+    fn a_sealed_text_detects_every_changed_byte() {
+        let text = format!("{{\n  \"a\": \"bc\",\n  \"self_sha256\": \"{ZEROS}\"\n}}\n");
+        let sealed = seal(&text);
+        assert_ne!(sealed, text);
+        assert_eq!(check_seal(&sealed), Ok(()));
+        let bytes = sealed.as_bytes();
+        for i in 0..bytes.len() {
+            let mut b = bytes.to_vec();
+            b[i] ^= 0x01;
+            if let Ok(t) = String::from_utf8(b) {
+                assert!(check_seal(&t).is_err(), "byte {i} changed unnoticed");
+            }
+        }
     }
 
     #[test]

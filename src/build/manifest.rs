@@ -34,6 +34,9 @@ pub struct Manifest<'a> {
     pub packages: Vec<Package<'a>>,
     /// The images.
     pub outputs: &'a [OutputInfo],
+    /// SHA-256 of this file with this value set to 64 zeros
+    /// (`imgbuild verify` checks it: any changed byte shows).
+    pub self_sha256: &'static str,
 }
 
 /// One installed package.
@@ -66,11 +69,14 @@ impl<'a> Manifest<'a> {
                 })
                 .collect(),
             outputs,
+            self_sha256: crate::verify::ZEROS,
         }
     }
 
     /// Pretty JSON with a trailing newline.
     pub fn to_json(&self) -> anyhow::Result<String> {
-        Ok(serde_json::to_string_pretty(self)? + "\n")
+        Ok(crate::verify::seal(
+            &(serde_json::to_string_pretty(self)? + "\n"),
+        ))
     }
 }

@@ -171,7 +171,11 @@ impl Pending {
     /// Renames everything into place, all or nothing (see
     /// [`crate::output::commit_all`]).
     pub fn commit(self) -> Result<Vec<PathBuf>> {
-        let out = self.files.iter().map(|(f, _)| f.path().to_path_buf()).collect();
+        let out = self
+            .files
+            .iter()
+            .map(|(f, _)| f.path().to_path_buf())
+            .collect();
         crate::output::commit_all(self.files.into_iter().map(|(f, _)| f).collect())?;
         Ok(out)
     }
