@@ -319,7 +319,7 @@ fn verify(a: VerifyArgs) -> Result<()> {
     let plan = a.rebuild.as_deref().map(load_plan).transpose()?;
     let v = imgbuild::verify::verify_dir(&a.dir)?;
     for p in &v.problems {
-        eprintln!("MISMATCH {}: {}", a.dir.join(&p.file).display(), p.message);
+        eprintln!("MISMATCH {}: {}", p.file, p.message);
     }
     let mut failed = !v.problems.is_empty();
     if !failed {

@@ -141,6 +141,48 @@ pub fn verify_dir(dir: &Path) -> Result<Verified> {
         .with_context(|| format!("cannot read {}", sums_path.display()))?;
     let entries = read_sums(&text)?;
     let mut v = Verified::default();
+    let mut manifest_problems = Vec::new();
+    // The manifest first: when it is intact, a file that matches it but not
+    // SHA256SUMS means SHA256SUMS changed.
+    let manifest_path = dir.join(MANIFEST);
+    let manifest = if manifest_path.exists() {
+        let bytes = std::fs::read(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+        match String::from_utf8(bytes) {
+            Err(e) => {
+                manifest_problems.push(format!("not UTF-8: {e}"));
+                None
+            }
+            Ok(text) => {
+                if let Err(e) = check_seal(&text) {
+                    manifest_problems.push(e);
+                }
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Err(e) => {
+                        manifest_problems.push(format!("not valid JSON: {e}"));
+                        None
+                    }
+                    Ok(m) => Some(m),
+                }
+            }
+        }
+    } else {
+        None
+    };
+    let recorded = |name: &str| -> Option<String> {
+        if !manifest_problems.is_empty() {
+            return None;
+        }
+        manifest
+            .as_ref()?
+            .get("outputs")?
+            .as_array()?
+            .iter()
+            .find(|o| o.get("file").and_then(|f| f.as_str()) == Some(name))?
+            .get("sha256")?
+            .as_str()
+            .map(str::to_string)
+    };
     let mut found = std::collections::BTreeMap::new();
     for (expected, name) in &entries {
         let path = dir.join(name);
@@ -155,39 +197,37 @@ pub fn verify_dir(dir: &Path) -> Result<Verified> {
         let sum = sha256_file(&path)?;
         let len = std::fs::metadata(&path)?.len();
         if &sum != expected {
-            v.problems.push(Problem {
-                file: name.clone(),
-                message: format!("sha256 {sum}, {SUMS} says {expected}"),
-            });
+            v.problems
+                .push(if recorded(name).as_deref() == Some(sum.as_str()) {
+                    Problem {
+                        file: SUMS.to_string(),
+                        message: format!(
+                            "lists {expected} for {name}, but the file and {MANIFEST} have {sum}"
+                        ),
+                    }
+                } else {
+                    Problem {
+                        file: name.clone(),
+                        message: format!("sha256 {sum}, {SUMS} says {expected}"),
+                    }
+                });
         }
         found.insert(name.clone(), (sum, len));
     }
-    let manifest_path = dir.join(MANIFEST);
     if manifest_path.exists() {
         v.checked.push(MANIFEST.to_string());
-        let mut bad = |message: String| {
+        if let Some(m) = &manifest {
+            // A changed SHA256SUMS is reported above, as itself.
+            let sums_changed = v.problems.iter().any(|p| p.file == SUMS);
+            if !sums_changed {
+                manifest_problems.extend(cross_check(m, &entries, &found));
+            }
+        }
+        for message in manifest_problems {
             v.problems.push(Problem {
                 file: MANIFEST.to_string(),
                 message,
-            })
-        };
-        let bytes = std::fs::read(&manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-        match String::from_utf8(bytes) {
-            Err(e) => bad(format!("not UTF-8: {e}")),
-            Ok(text) => {
-                if let Err(e) = check_seal(&text) {
-                    bad(e);
-                }
-                match serde_json::from_str::<serde_json::Value>(&text) {
-                    Err(e) => bad(format!("not valid JSON: {e}")),
-                    Ok(m) => {
-                        for msg in cross_check(&m, &entries, &found) {
-                            bad(msg);
-                        }
-                    }
-                }
-            }
+            });
         }
     }
     Ok(v)
