@@ -101,7 +101,7 @@ enum Command {
     Convert(ConvertArgs),
     /// Show an image's format, sizes, header facts, partitions and data map.
     Inspect(InspectArgs),
-    /// Re-hash a build's outputs against its SHA256SUMS.
+    /// Check a build's outputs against SHA256SUMS and manifest.json (--rebuild: byte for byte against a rebuild).
     Verify(VerifyArgs),
 }
 

@@ -111,10 +111,10 @@ fn pair() -> Option<&'static Pair> {
         let tar = debian_tar()?;
         let root = root().join("pair");
         let _ = std::fs::remove_dir_all(&root);
-        let text = recipe("1GiB", "golden");
+        let recipe_text = recipe("1GiB", "golden");
         // Build A: recipe in one directory, run from its parent, relative
         // output, UTC, C locale, umask 022, all CPUs.
-        let ra = recipe_dir(&root.join("one"), &tar, &text);
+        let ra = recipe_dir(&root.join("one"), &tar, &recipe_text);
         std::fs::create_dir_all(root.join("tmp-a")).unwrap();
         run_ok(
             with_umask(
@@ -133,7 +133,7 @@ fn pair() -> Option<&'static Pair> {
         // Build B: recipe two levels down elsewhere, run from an unrelated
         // directory, absolute output, Chatham time (+12:45/+13:45), a UTF-8
         // locale, umask 077, one CPU (taskset), --json.
-        let rb = recipe_dir(&root.join("two/deeper"), &tar, &text);
+        let rb = recipe_dir(&root.join("two/deeper"), &tar, &recipe_text);
         let cwd = root.join("elsewhere");
         std::fs::create_dir_all(&cwd).unwrap();
         std::fs::create_dir_all(root.join("tmp-b")).unwrap();
@@ -161,14 +161,10 @@ fn pair() -> Option<&'static Pair> {
         Some(Pair {
             a: root.join("out-a"),
             b: out_b,
-            json: text_of(&out.stdout),
+            json: text(&out.stdout),
         })
     })
     .as_ref()
-}
-
-fn text_of(b: &[u8]) -> String {
-    text(b)
 }
 
 #[test]
@@ -358,7 +354,10 @@ impl Drop for Mount {
 fn a_full_disk_is_reported_with_the_file_and_leaves_nothing() {
     let Some(tar) = debian_tar() else { return };
     let d = root().join("full");
-    let _ = Command::new("umount").arg(d.join("out")).status();
+    let _ = Command::new("umount")
+        .arg(d.join("out"))
+        .stderr(Stdio::null())
+        .status();
     let _ = std::fs::remove_dir_all(&d);
     let r = recipe_dir(&d.join("r"), &tar, &recipe("1GiB", "full"));
     let out = d.join("out");
