@@ -260,6 +260,7 @@ fn convert(a: ConvertArgs) -> Result<()> {
             CompressArg::Zstd => Compression::Zstd,
         }),
         threads: a.threads,
+        hash: false,
         block_size: a.block_size,
         logical_sector_size: a.logical_sector_size,
         subformat: match a.subformat {

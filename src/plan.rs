@@ -290,6 +290,8 @@ impl TargetPlan {
             logical_sector_size: self.logical_sector_size,
             subformat: self.subformat.unwrap_or_default(),
             seed: Some(seed.derive(&format!("target.{}", self.name))),
+            // SHA256SUMS needs every output's hash: take it while writing.
+            hash: true,
         }
     }
 }

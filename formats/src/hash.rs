@@ -39,6 +39,24 @@ impl StreamHash {
         }
     }
 
+    /// A hash that is not computed: `finish` gives `None` (the caller did not
+    /// ask for one, see [`crate::WriteOptions::hash`]).
+    pub fn disabled() -> Self {
+        Self {
+            ordered: false,
+            ..Self::new()
+        }
+    }
+
+    /// `new()` when `on`, else `disabled()`.
+    pub fn enabled(on: bool) -> Self {
+        if on {
+            Self::new()
+        } else {
+            Self::disabled()
+        }
+    }
+
     /// Records `data` written at `offset`. A gap since the last write is
     /// hashed as zeros; a write before the end of the last one gives up.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) {

@@ -87,7 +87,7 @@ impl Format {
     /// A writer for this format into `file`.
     pub fn sink(self, file: File, opts: &WriteOptions) -> Result<Box<dyn ImageSink>> {
         match self {
-            Format::Raw => Ok(Box::new(raw::RawWriter::new(file))),
+            Format::Raw => Ok(Box::new(raw::RawWriter::with_hash(file, opts.hash))),
             Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Writer::new(file, opts)?)),
             Format::Vhdx => Ok(Box::new(vhdx::VhdxWriter::new(file, opts)?)),
             Format::Vhd => Ok(Box::new(vhd::VhdWriter::new(file, opts))),
@@ -137,6 +137,10 @@ pub struct WriteOptions {
     pub logical_sector_size: Option<u32>,
     /// VHDX dynamic (default) or fixed.
     pub subformat: Subformat,
+    /// Compute the SHA-256 of the file while writing it, where the format is
+    /// written front to back (`ImageSummary::sha256`). Off by default: hashing
+    /// costs CPU that `convert` does not need.
+    pub hash: bool,
     /// Seed for every GUID/id a format stores (VHDX GUIDs, VHD unique id).
     /// `None`: derived from the disk's content.
     pub seed: Option<[u8; 32]>,

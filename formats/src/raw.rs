@@ -19,10 +19,15 @@ pub struct RawWriter {
 impl RawWriter {
     /// A writer into `file` (which should be empty).
     pub fn new(file: File) -> Self {
+        Self::with_hash(file, false)
+    }
+
+    /// A writer into `file` that also hashes what it writes when `hash`.
+    pub fn with_hash(file: File, hash: bool) -> Self {
         Self {
             file,
             size: 0,
-            hash: StreamHash::new(),
+            hash: StreamHash::enabled(hash),
         }
     }
 }

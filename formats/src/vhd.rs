@@ -119,7 +119,7 @@ impl VhdWriter {
             file,
             seed: opts.seed,
             hasher: Sha256::new(),
-            hash: StreamHash::new(),
+            hash: StreamHash::enabled(opts.hash),
             size: 0,
             current_size: 0,
         }

@@ -113,7 +113,12 @@ fn sinks(dir: &Path, names: &[(&str, Format, WriteOptions)]) -> Vec<Box<dyn Imag
         .iter()
         .map(|(name, format, o)| {
             let f = File::create(dir.join(name)).expect("create");
-            format.sink(f, o).expect("sink")
+            // Hash while writing, as a build does for SHA256SUMS.
+            let o = WriteOptions {
+                hash: true,
+                ..o.clone()
+            };
+            format.sink(f, &o).expect("sink")
         })
         .collect()
 }
@@ -261,4 +266,24 @@ fn a_read_error_reaches_the_caller_with_several_sinks() {
         err.to_string().contains(&format!("offset {}", 6 * MIB)),
         "{err}"
     );
+}
+
+#[test]
+fn no_hash_is_computed_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(16 << 20, &[(4096, 70_000)]);
+    for format in [Format::Raw, Format::Qcow2, Format::Vhdx, Format::Vhd] {
+        let f = File::create(dir.path().join(format.name())).unwrap();
+        let sink = format
+            .sink(
+                f,
+                &WriteOptions {
+                    seed: Some([1; 32]),
+                    ..WriteOptions::default()
+                },
+            )
+            .unwrap();
+        let summary = write_images(&disk, vec![sink]).unwrap();
+        assert_eq!(summary[0].sha256, None, "{format}");
+    }
 }

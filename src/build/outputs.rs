@@ -71,9 +71,15 @@ impl Pending {
         let mut sinks = Vec::new();
         for s in specs {
             let f = AtomicFile::create(&dir.join(&s.file_name))?;
+            // SHA256SUMS needs every hash: take it while writing where the
+            // format allows (the rest is read back below).
+            let options = WriteOptions {
+                hash: true,
+                ..s.options.clone()
+            };
             let sink = s
                 .format
-                .sink(f.file()?, &s.options)
+                .sink(f.file()?, &options)
                 .with_context(|| format!("cannot write {}", s.file_name))?;
             sinks.push(sink);
             files.push(f);

@@ -29,11 +29,16 @@ pub struct SeqWriter {
 impl SeqWriter {
     /// A writer into `file`, starting at offset 0.
     pub fn new(file: File) -> Self {
+        Self::with_hash(file, false)
+    }
+
+    /// A writer into `file` that also hashes what it writes when `hash`.
+    pub fn with_hash(file: File, hash: bool) -> Self {
         Self {
             file,
             start: 0,
             buf: Vec::with_capacity(FLUSH_AT + (2 << 20)),
-            hash: StreamHash::new(),
+            hash: StreamHash::enabled(hash),
         }
     }
 

@@ -31,6 +31,7 @@ pub struct Qcow2Writer {
     cluster_bits: u32,
     compression: Option<Compression>,
     threads: usize,
+    hash: bool,
 }
 
 enum State {
@@ -66,6 +67,7 @@ impl Qcow2Writer {
             cluster_bits: cs.trailing_zeros(),
             compression: opts.compression,
             threads,
+            hash: opts.hash,
         })
     }
 }
@@ -80,7 +82,9 @@ impl ImageSink for Qcow2Writer {
         };
         let geo = Geometry::new(size, self.cluster_bits)?;
         self.state = match self.compression {
-            None => State::Plain(Box::new(PlainWriter::begin(file, geo, allocated)?)),
+            None => State::Plain(Box::new(PlainWriter::begin(
+                file, geo, allocated, self.hash,
+            )?)),
             Some(kind) => State::Compressed(Box::new(CompressedWriter::begin(
                 file,
                 geo,
@@ -229,7 +233,7 @@ struct PlainWriter {
 }
 
 impl PlainWriter {
-    fn begin(file: File, geo: Geometry, allocated: &[Range<u64>]) -> Result<Self> {
+    fn begin(file: File, geo: Geometry, allocated: &[Range<u64>], hash: bool) -> Result<Self> {
         let cs = geo.cs;
         let guest_runs = cluster_runs(allocated, cs, geo.size)?;
         let data_clusters: u64 = guest_runs.iter().map(|r| r.end - r.start).sum();
@@ -251,7 +255,7 @@ impl PlainWriter {
             host += n * cs;
         }
 
-        let mut out = SeqWriter::new(file);
+        let mut out = SeqWriter::with_hash(file, hash);
         out.write_at(
             0,
             &geo.header(l1_offset, rt_offset, rc, CompressionType::Deflate)

@@ -104,7 +104,7 @@ impl VhdxWriter {
             fixed: opts.subformat == Subformat::Fixed,
             seed: opts.seed,
             hasher: Sha256::new(),
-            hash: StreamHash::new(),
+            hash: StreamHash::enabled(opts.hash),
             layout: None,
         })
     }

@@ -3,45 +3,17 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 
 use imgbuild_formats::{
     write_images, DiskImage, Format, ImageSummary, VirtualDisk, VirtualDiskBuilder, WriteOptions,
 };
 
-/// True when the tool is on PATH. With `CI=true` a missing tool fails the
-/// test; locally it skips with a printed reason.
-pub fn require_tool(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required in CI (scripts/install-deps.sh installs it)");
-        }
-        eprintln!("SKIPPED: {tool} is not installed (run scripts/install-deps.sh)");
-    }
-    found
-}
-
-/// Runs a command and panics with its output unless it succeeds.
-pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+// The tool helpers are the ones every formats oracle test uses.
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{require_tool, run_ok};
 
 /// Stdout of a successful command, as text.
 pub fn stdout_of(cmd: &mut Command) -> String {
