@@ -21,5 +21,5 @@ apt-get install -y -qq ovmf mmdebstrap libarchive13 libvhdi-utils libqcow-utils 
 apt-get install -y -qq python3-libvhdi >/dev/null
 # tree::drivers tests: lsinitramfs (oracle) and lz4 -l (lz4 legacy initramfs writer)
 apt-get install -y -qq initramfs-tools-core lz4 >/dev/null
-qemu-img --version | head -1
-mke2fs -V 2>&1 | head -1
+qemu-img --version | sed -n 1p   # not head: a SIGPIPE would fail under pipefail
+mke2fs -V 2>&1 | sed -n 1p
