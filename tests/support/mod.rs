@@ -4,45 +4,14 @@
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-/// True when the tool is on PATH. With `CI=true` a missing tool fails the
-/// test (so CI cannot go green without running it); locally it skips with a
-/// printed reason.
-pub fn require_tool(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required in CI (scripts/install-deps.sh installs it)");
-        }
-        eprintln!("SKIPPED: {tool} is not installed (run scripts/install-deps.sh)");
-    }
-    found
-}
-
-/// Runs a command, returning its output; panics if it cannot start.
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// Runs a command and panics with its output unless it succeeds.
-pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+// `require_tool`, `run` and `run_ok` are the formats crate's test helpers:
+// one definition of "a missing tool fails in CI, skips locally".
+#[path = "../../formats/tests/common/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use common::{require_tool, run, run_ok};
 
 /// The imgbuild binary built for these tests.
 pub fn imgbuild() -> Command {
