@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::hash::StreamHash;
+use crate::hash::{ContentId, StreamHash};
 use crate::io::{be32, be64, check_range, ReadAt, SizedFile, WriteAt};
 use crate::{DiskImage, Error, Format, ImageSink, ImageSummary, Result, WriteOptions};
 
@@ -105,7 +105,7 @@ pub fn checksum(f: &[u8; FOOTER_SIZE]) -> u32 {
 pub struct VhdWriter {
     file: File,
     seed: Option<[u8; 32]>,
-    hasher: Sha256,
+    hasher: ContentId,
     /// The hash of the file being written (data in order, footer last).
     hash: StreamHash,
     size: u64,
@@ -118,7 +118,7 @@ impl VhdWriter {
         Self {
             file,
             seed: opts.seed,
-            hasher: Sha256::new(),
+            hasher: ContentId::new(b"imgbuild-vhd-content\0"),
             hash: StreamHash::enabled(opts.hash),
             size: 0,
             current_size: 0,
@@ -135,11 +135,10 @@ impl ImageSink for VhdWriter {
                     detail: format!("{size} cannot be rounded up to 1 MiB"),
                 })?;
         (self.size, self.current_size) = (size, current_size);
-        self.hasher.update(b"imgbuild-vhd-content\0");
-        self.hasher.update(size.to_le_bytes());
+        self.hasher.meta(&size.to_le_bytes());
         for r in allocated {
-            self.hasher.update(r.start.to_le_bytes());
-            self.hasher.update(r.end.to_le_bytes());
+            self.hasher.meta(&r.start.to_le_bytes());
+            self.hasher.meta(&r.end.to_le_bytes());
         }
         self.file
             .set_len(current_size + FOOTER_SIZE as u64)
@@ -149,7 +148,7 @@ impl ImageSink for VhdWriter {
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         // The content hash only names the disk when no seed does.
         if self.seed.is_none() {
-            self.hasher.update(data);
+            self.hasher.data(offset, data);
         }
         if offset
             .checked_add(data.len() as u64)
@@ -171,9 +170,7 @@ impl ImageSink for VhdWriter {
     }
 
     fn finish(mut self: Box<Self>) -> Result<ImageSummary> {
-        let seed = self
-            .seed
-            .unwrap_or_else(|| self.hasher.clone().finalize().into());
+        let seed = self.seed.unwrap_or_else(|| self.hasher.clone().finish());
         let mut h = Sha256::new();
         h.update(b"imgbuild-vhd-unique-id\0");
         h.update(seed);

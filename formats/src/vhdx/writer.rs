@@ -22,8 +22,6 @@
 use std::fs::File;
 use std::ops::Range;
 
-use sha2::{Digest, Sha256};
-
 use super::bat::{entry, BatGeometry, PAYLOAD_BLOCK_FULLY_PRESENT, PAYLOAD_BLOCK_ZERO};
 use super::guid::Guid;
 use super::header::{encode_file_identifier, Header, CREATOR, HEADER_OFFSETS};
@@ -32,7 +30,7 @@ use super::region::{self, Region, Regions, REGION_OFFSETS};
 use super::{
     payload_bat_index, DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, MIB, MIN_BLOCK_SIZE,
 };
-use crate::hash::StreamHash;
+use crate::hash::{ContentId, StreamHash};
 use crate::io::WriteAt;
 use crate::{Error, Format, ImageSink, ImageSummary, Result, Subformat, WriteOptions};
 
@@ -71,7 +69,7 @@ pub struct VhdxWriter {
     logical_sector: u32,
     fixed: bool,
     seed: Option<[u8; 32]>,
-    hasher: Sha256,
+    hasher: ContentId,
     /// SHA-256 of the file as written (front to back when seeded).
     hash: StreamHash,
     layout: Option<Layout>,
@@ -103,7 +101,7 @@ impl VhdxWriter {
             logical_sector,
             fixed: opts.subformat == Subformat::Fixed,
             seed: opts.seed,
-            hasher: Sha256::new(),
+            hasher: ContentId::new(b"imgbuild-vhdx-content\0"),
             hash: StreamHash::enabled(opts.hash),
             layout: None,
         })
@@ -281,18 +279,17 @@ fn present_runs(allocated: &[Range<u64>], bs: u64, payload_blocks: u64) -> Vec<R
 impl ImageSink for VhdxWriter {
     fn begin(&mut self, size: u64, allocated: &[Range<u64>]) -> Result<()> {
         let layout = self.plan(size, allocated)?;
-        self.hasher.update(b"imgbuild-vhdx-content\0");
         for v in [
             size,
             u64::from(self.block_size),
             u64::from(self.logical_sector),
             u64::from(self.fixed),
         ] {
-            self.hasher.update(v.to_le_bytes());
+            self.hasher.meta(&v.to_le_bytes());
         }
         for r in allocated {
-            self.hasher.update(r.start.to_le_bytes());
-            self.hasher.update(r.end.to_le_bytes());
+            self.hasher.meta(&r.start.to_le_bytes());
+            self.hasher.meta(&r.end.to_le_bytes());
         }
         let file_len = layout.data_start + layout.stored_blocks * u64::from(self.block_size);
         self.file
@@ -314,7 +311,7 @@ impl ImageSink for VhdxWriter {
         let layout = self.layout.take().ok_or_else(|| not_begun("write_data"))?;
         // The content hash only names the disk when no seed does.
         if self.seed.is_none() {
-            self.hasher.update(data);
+            self.hasher.data(offset, data);
         }
         let mut done = 0usize;
         let result = loop {
@@ -347,7 +344,7 @@ impl ImageSink for VhdxWriter {
     fn finish(mut self: Box<Self>) -> Result<ImageSummary> {
         let mut layout = self.layout.take().ok_or_else(|| not_begun("finish"))?;
         if self.seed.is_none() {
-            let seed: [u8; 32] = self.hasher.clone().finalize().into();
+            let seed: [u8; 32] = self.hasher.clone().finish();
             self.write_headers(&mut layout, &seed)?;
             self.write_metadata(&layout)?;
         }
