@@ -119,8 +119,8 @@ pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
 
     let step = opts.progress.step("configuring the tree");
     configure(&mut tree, plan, epoch)?;
-    let info = boot_info(&tree, plan, epoch)?;
-    let driver_reports = check_drivers(&tree, plan, &info)?;
+    let kernel = boot::find_kernel(&tree).context("cannot find what to boot")?;
+    let driver_reports = check_drivers(&tree, plan, &kernel)?;
     write_driver_config(&mut tree, plan, epoch)?;
     let layout = layout::uefi_plan(plan.size, plan.layout.esp_size, &plan.seed)?;
     let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
@@ -173,7 +173,7 @@ pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
     Ok(Prepared {
         disks,
         layout,
-        kernel_version: info.kernel_version,
+        kernel_version: kernel.version,
         packages,
         root_min_size: root.data_len(),
         drivers: driver_reports,
@@ -367,41 +367,29 @@ fn boot_options(
     }
 }
 
-fn boot_info(tree: &Tree, plan: &Plan, epoch: i64) -> Result<boot::BootInfo> {
-    let (_, info) = boot::esp_tree(
-        tree,
-        &boot_options(plan, "00000000-0000-0000-0000-000000000000", "", "", epoch),
-    )
-    .context("cannot find what to boot")?;
-    Ok(info)
-}
-
+/// Checks every target's drivers. The kernel's module lists are read and the
+/// initramfs is unpacked once, whatever the number of targets.
 fn check_drivers(
     tree: &Tree,
     plan: &Plan,
-    info: &boot::BootInfo,
+    kernel: &boot::Kernel,
 ) -> Result<Vec<(String, drivers::DriverReport)>> {
-    let initrd = match &info.initrd {
-        Some(p) => match tree.lookup(p.as_bytes()).map(|id| &tree.inode(id).kind) {
-            Some(crate::tree::Kind::File(data)) => Some(data.clone()),
-            _ => None,
-        },
-        None => None,
+    let version = &kernel.version;
+    let modules = drivers::KernelModules::read(tree, version)
+        .with_context(|| format!("cannot read the modules of kernel {version}"))?;
+    let initramfs = match &kernel.initrd {
+        Some((path, data)) => {
+            let listing = crate::tree::cpio::list(data)
+                .map_err(drivers::DriverError::Initramfs)
+                .with_context(|| format!("cannot read the initramfs {path}"))?;
+            drivers::initramfs_modules(&listing, version)
+        }
+        None => Default::default(),
     };
     let mut reports = Vec::new();
     for t in &plan.targets {
-        let report = drivers::check(
-            tree,
-            &info.kernel_version,
-            hypervisor(t.hypervisor),
-            initrd.as_ref(),
-        )
-        .with_context(|| {
-            format!(
-                "target {:?} cannot boot kernel {}",
-                t.name, info.kernel_version
-            )
-        })?;
+        let report = drivers::check_modules(&modules, &initramfs, hypervisor(t.hypervisor))
+            .with_context(|| format!("target {:?} cannot boot kernel {version}", t.name))?;
         reports.push((t.name.clone(), report));
     }
     Ok(reports)

@@ -250,10 +250,14 @@ fn check_options(opts: &BootOptions) -> Result<(), BootError> {
 }
 
 /// The kernel and initrd chosen, as (path in the OS tree, contents).
-struct Kernel {
-    version: String,
-    kernel: (String, FileData),
-    initrd: Option<(String, FileData)>,
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// The kernel version (`6.1.0-40-cloud-amd64`).
+    pub version: String,
+    /// The kernel image.
+    pub kernel: (String, FileData),
+    /// Its initramfs, if there is one.
+    pub initrd: Option<(String, FileData)>,
 }
 
 /// A regular file at `path` after resolving every symlink.
@@ -271,7 +275,7 @@ fn file_at(os: &Tree, path: &str) -> Option<(String, FileData)> {
 /// The newest `vmlinuz-<version>` in `/boot` by Debian version order; the
 /// targets of `/vmlinuz` and `/boot/vmlinuz` count as candidates too (so a
 /// kernel kept elsewhere and linked is found).
-fn find_kernel(os: &Tree) -> Result<Kernel, BootError> {
+pub fn find_kernel(os: &Tree) -> Result<Kernel, BootError> {
     let mut candidates: Vec<(String, String)> = Vec::new(); // (version, path)
     if let Some(boot) = os.resolve(b"boot", true).ok().and_then(|p| os.lookup(&p)) {
         for (name, _) in os.children(boot) {

@@ -126,13 +126,7 @@ pub fn qemu_virtual_size(img: &Path, qemu_fmt: &str) -> u64 {
         .lines()
         .find(|l| l.starts_with("virtual size:"))
         .unwrap_or_else(|| panic!("no virtual size in {out}"));
-    let inner = line.rsplit('(').next().unwrap();
-    inner
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap_or_else(|_| panic!("bad line {line}"))
+    bytes_in_parens(line)
 }
 
 /// Python with libvhdi's bindings (Debian `python3-libvhdi`), the data
@@ -195,6 +189,11 @@ pub fn vhdiinfo_media_size(path: &Path) -> u64 {
         .lines()
         .find(|l| l.contains("Media size"))
         .unwrap_or_else(|| panic!("no media size: {out}"));
+    bytes_in_parens(line)
+}
+
+/// The byte count in a line like `virtual size: 3 GiB (3221225472 bytes)`.
+fn bytes_in_parens(line: &str) -> u64 {
     let inner = line.rsplit('(').next().unwrap();
     inner
         .split_whitespace()
