@@ -20,6 +20,16 @@ pub trait ReadAt: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// `Some(true)` when `len` bytes from `offset` are known to be all zero
+    /// without reading them (a source that scanned itself, like an OS tar
+    /// hashed on a background thread), `Some(false)` when known not to be,
+    /// `None` when unknown. Writers use it to leave holes; a wrong `Some`
+    /// would lose data, so only answer what was measured.
+    fn known_zero(&self, offset: u64, len: u64) -> Option<bool> {
+        let _ = (offset, len);
+        None
+    }
 }
 
 impl ReadAt for File {
