@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use imgbuild::output::AtomicFile;
+use imgbuild::recipe::RecipeErrors;
 use imgbuild_formats::{Compression, Format, Subformat, WriteOptions};
 
 /// Declarative guest-image builder: one recipe, qcow2 for KVM and VHDX for Hyper-V.
@@ -356,18 +357,6 @@ fn verify(a: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-/// Recipe diagnostics, already rendered (exit code 2).
-#[derive(Debug)]
-struct RecipeErrors(String);
-
-impl std::fmt::Display for RecipeErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RecipeErrors {}
-
 fn load_plan(recipe: &Path) -> Result<imgbuild::plan::Plan> {
     imgbuild::recipe::check(recipe)
         .map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)).into())
@@ -387,9 +376,11 @@ fn build_options(
 }
 
 fn build(a: BuildArgs) -> Result<()> {
-    let plan = load_plan(&a.recipe)?;
+    // The OS tarball hashes on a thread while the tree is read and configured.
+    let plan = imgbuild::recipe::check_deferred(&a.recipe)
+        .map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)))?;
     let opts = build_options(a.output, a.cache_dir, a.quiet || a.json);
-    let report = imgbuild::build::build(&plan, &opts)?;
+    let report = imgbuild::build::build_deferred(plan, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !a.quiet {
@@ -450,11 +441,24 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
         },
     };
     // Default seed: the tar's content, so the same tar gives the same image
-    // wherever it lies and however its path is spelled.
+    // wherever it lies and however its path is spelled. The same read maps
+    // the tar's zero sectors, which become holes in ext4.
+    let zeros = imgbuild::source::zeros::ZeroMap::new();
+    let digest = imgbuild::source::digest::DigestJob::spawn(
+        a.source.clone(),
+        imgbuild::source::digest::Want {
+            sha256: a.seed.is_none(),
+            content_id: false,
+        },
+        Some(zeros.clone()),
+    );
     let seed = match &a.seed {
         Some(s) => imgbuild::ids::Seed::from_bytes(s.as_bytes()),
         None => {
-            imgbuild::ids::Seed::from_bytes(imgbuild::verify::sha256_file(&a.source)?.as_bytes())
+            let d = digest
+                .join()
+                .with_context(|| format!("cannot read {}", a.source.display()))?;
+            imgbuild::ids::Seed::from_bytes(d.sha256.as_bytes())
         }
     };
     let disk = imgbuild::build::make_fs(&imgbuild::build::MakeFs {
@@ -471,6 +475,7 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
         seed,
         epoch,
         source: a.source.clone(),
+        zeros: Some(zeros),
     })?;
     let out = AtomicFile::create(&a.output)?;
     let opts = WriteOptions {

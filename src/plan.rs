@@ -81,8 +81,16 @@ pub struct Input {
     pub path: PathBuf,
     /// SHA-256 of the file's bytes (hex).
     pub sha256: String,
+    /// Its content id (see [`crate::source::digest::Want`]): what the seed
+    /// hashes, so that ids can be drawn before the SHA-256 is done.
+    #[serde(skip)]
+    pub content_id: [u8; 32],
     /// Length in bytes.
     pub len: u64,
+    /// Its zero sectors, measured while hashing (the OS tarball only): lets
+    /// the ext4 writer leave holes without reading the data again.
+    #[serde(skip)]
+    pub zeros: Option<std::sync::Arc<crate::source::zeros::ZeroMap>>,
 }
 
 /// Partition layout: GPT with an EFI system partition and an ext4 root

@@ -156,15 +156,20 @@ fn sha256_mismatch_names_expected_and_found() {
     if !require_tool("sha256sum") {
         return;
     }
-    let dir = tempdir();
-    std::fs::write(dir.path().join("rootfs.tar"), b"not the tar you pinned").expect("write");
-    let found = sha256sum(&dir.path().join("rootfs.tar"));
-    let want = "0".repeat(64);
-    let text = format!("[image]\nname = \"g\"\nsize = \"1GiB\"\n[os]\nsource = {{ tar = \"rootfs.tar\", sha256 = \"{want}\" }}\n[targets.kvm]\n");
-    assert_eq!(
-        errors_in(dir.path(), &text),
-        format!(
-            r#"error: sha256 mismatch for `rootfs.tar`
+    // Small inputs are hashed while resolving; large ones on threads, the
+    // pin checked when their SHA-256 is done: the same diagnostic either way.
+    for len in [22, 17 << 20] {
+        let dir = tempdir();
+        let mut content = b"not the tar you pinned".to_vec();
+        content.resize(len, 7);
+        std::fs::write(dir.path().join("rootfs.tar"), &content).expect("write");
+        let found = sha256sum(&dir.path().join("rootfs.tar"));
+        let want = "0".repeat(64);
+        let text = format!("[image]\nname = \"g\"\nsize = \"1GiB\"\n[os]\nsource = {{ tar = \"rootfs.tar\", sha256 = \"{want}\" }}\n[targets.kvm]\n");
+        assert_eq!(
+            errors_in(dir.path(), &text),
+            format!(
+                r#"error: sha256 mismatch for `rootfs.tar`
  --> recipe.toml:5:41
   |
 5 | source = {{ tar = "rootfs.tar", sha256 = "{want}" }}
@@ -174,9 +179,44 @@ fn sha256_mismatch_names_expected_and_found() {
              found {found}
           the file changed, or the recipe's digest is stale
 "#,
-            carets = "^".repeat(66)
-        )
+                carets = "^".repeat(66)
+            ),
+            "{len} bytes"
+        );
+    }
+}
+
+#[test]
+fn build_with_a_stale_pin_on_a_large_tar_fails_as_a_recipe_error_and_writes_nothing() {
+    // The OS tar is read while its SHA-256 runs on another thread; this one
+    // is not even a tar, but the stale pin is the cause worth reporting.
+    let dir = tempdir();
+    std::fs::write(dir.path().join("rootfs.tar"), vec![1u8; 17 << 20]).expect("write");
+    let text = format!(
+        "[image]\nname = \"g\"\nsize = \"1GiB\"\n[os]\nsource = {{ tar = \"rootfs.tar\", sha256 = \"{}\" }}\n[targets.kvm]\n",
+        "0".repeat(64)
     );
+    std::fs::write(dir.path().join("recipe.toml"), text).expect("write");
+    let out_dir = dir.path().join("out");
+    let out = support::imgbuild()
+        .arg("build")
+        .arg(dir.path().join("recipe.toml"))
+        .arg("-o")
+        .arg(&out_dir)
+        .arg("--quiet")
+        .output()
+        .expect("run imgbuild");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error: sha256 mismatch for `rootfs.tar`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("recipe.toml:5:41"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing written: {left:?}");
 }
 
 #[test]

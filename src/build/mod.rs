@@ -23,7 +23,7 @@ use crate::fs::{ext4, fat};
 use crate::layout::{self, LayoutPlan};
 use crate::plan::{NetworkPlan, OsPlan, Plan, TargetPlan};
 use crate::progress::Progress;
-use crate::recipe::Hypervisor as RecipeHypervisor;
+use crate::recipe::{Deferred, Hypervisor as RecipeHypervisor, RecipeErrors};
 use crate::size::human;
 use crate::source;
 use crate::tree::{boot, config, drivers, systemd, Meta, Timestamp, Tree};
@@ -105,23 +105,43 @@ impl Timer<'_> {
 
 /// Runs every check and assembles the disks without writing any output.
 pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
+    prepare_deferred(&mut Deferred::ready(plan.clone()), opts)
+}
+
+/// [`prepare`] for a plan whose inputs may still be read on other threads:
+/// the OS tree is read, configured and its drivers checked meanwhile; the
+/// content ids (and so the seed) are awaited before the first id is drawn.
+/// The SHA-256s may still be computing when this returns.
+pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<Prepared> {
     let mut timings = BTreeMap::new();
     let mut t = Timer {
         timings: &mut timings,
         start: Instant::now(),
     };
-    let epoch = i64::try_from(plan.epoch).context("epoch out of range")?;
+    // Only what `Deferred::early` guarantees final is read before `finish`.
+    let early = deferred.early();
+    let epoch = i64::try_from(early.epoch).context("epoch out of range")?;
 
-    let step = opts.progress.step("reading the OS tree");
-    let mut tree = read_os(plan, opts, epoch)?;
-    drop(step);
-    t.lap("read_os");
+    let mut early_steps = || -> Result<_> {
+        let step = opts.progress.step("reading the OS tree");
+        let mut tree = read_os(early, opts, epoch)?;
+        drop(step);
+        t.lap("read_os");
 
-    let step = opts.progress.step("configuring the tree");
-    configure(&mut tree, plan, epoch)?;
-    let kernel = boot::find_kernel(&tree).context("cannot find what to boot")?;
-    let driver_reports = check_drivers(&tree, plan, &kernel)?;
-    write_driver_config(&mut tree, plan, epoch)?;
+        let step = opts.progress.step("configuring the tree");
+        configure(&mut tree, early, epoch)?;
+        let kernel = boot::find_kernel(&tree).context("cannot find what to boot")?;
+        let driver_reports = check_drivers(&tree, early, &kernel)?;
+        write_driver_config(&mut tree, early, epoch)?;
+        t.lap("configure");
+        Ok((tree, kernel, driver_reports, step))
+    };
+    let (mut tree, kernel, driver_reports, step) = early_steps()?;
+    deferred
+        .seed()
+        .map_err(|d| RecipeErrors(crate::recipe::render_all(&d)))?;
+    t.lap("input_ids");
+    let plan = deferred.early();
     let layout = layout::uefi_plan(plan.size, plan.layout.esp_size, &plan.seed)?;
     let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
     config::write_fstab(
@@ -183,7 +203,24 @@ pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
 
 /// Builds the plan into `opts.out_dir`: all outputs or none.
 pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
-    let mut prepared = prepare(plan, opts)?;
+    build_deferred(Deferred::ready(plan.clone()), opts)
+}
+
+/// [`build`] for a plan whose input digests may still be computing (see
+/// [`prepare_deferred`]).
+pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<BuildReport> {
+    let mut prepared = match prepare_deferred(&mut deferred, opts) {
+        Ok(p) => p,
+        // A recipe problem the digests find (a stale `sha256` pin) explains
+        // more than whatever it made fail meanwhile: it wins.
+        Err(e) => {
+            deferred
+                .finish()
+                .map_err(|d| RecipeErrors(crate::recipe::render_all(&d)))?;
+            return Err(e);
+        }
+    };
+    let plan = deferred.early();
     std::fs::create_dir_all(&opts.out_dir).with_context(|| {
         format!(
             "cannot create the output directory {}",
@@ -215,6 +252,15 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
             .timings
             .insert(format!("write_outputs.{phase}"), *secs);
     }
+    // The inputs' SHA-256s ran beside the writing; a pin that does not match
+    // fails the build here, before anything is renamed into place.
+    let t = Instant::now();
+    let plan = &deferred
+        .finish()
+        .map_err(|d| RecipeErrors(crate::recipe::render_all(&d)))?;
+    prepared
+        .timings
+        .insert("input_sha256_wait".into(), t.elapsed().as_secs_f64());
     let images = pending.images();
     let sums: Vec<(String, String)> = images
         .iter()
@@ -245,14 +291,20 @@ fn dir_meta(epoch: i64) -> Meta {
 
 fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
     let mut tree = Tree::new(dir_meta(epoch));
-    let tar_opts = |_: ()| source::tar::TarOptions {
+    let tar_opts = |zeros| source::tar::TarOptions {
         temp_dir: opts.temp_dir.clone(),
         owners: source::tar::Owners::Numeric,
         clamp_mtime: Some(epoch),
+        zeros,
     };
     match &plan.os {
         OsPlan::Tar { path, written, .. } => {
-            source::tar::read_tar(path, &mut tree, &tar_opts(()))
+            let zeros = plan
+                .inputs
+                .iter()
+                .find(|i| &i.path == path)
+                .and_then(|i| i.zeros.clone());
+            source::tar::read_tar(path, &mut tree, &tar_opts(zeros))
                 .with_context(|| format!("cannot read the OS tarball {written}"))?;
         }
         OsPlan::Dir {
@@ -288,7 +340,7 @@ fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
             };
             let tar = source::mmdebstrap::bootstrap(&spec, &opts.cache_dir)
                 .with_context(|| format!("cannot bootstrap Debian {suite} with mmdebstrap"))?;
-            source::tar::read_tar(&tar, &mut tree, &tar_opts(()))
+            source::tar::read_tar(&tar, &mut tree, &tar_opts(None))
                 .with_context(|| format!("cannot read the bootstrapped tree {}", tar.display()))?;
         }
     }
@@ -483,6 +535,8 @@ pub struct MakeFs {
     pub epoch: i64,
     /// Source tarball.
     pub source: PathBuf,
+    /// Its zero sectors, when they were measured (see [`crate::source::zeros`]).
+    pub zeros: Option<std::sync::Arc<crate::source::zeros::ZeroMap>>,
 }
 
 /// One filesystem from a tarball, as a disk of exactly `size` bytes.
@@ -492,6 +546,7 @@ pub fn make_fs(m: &MakeFs) -> Result<VirtualDisk> {
         temp_dir: None,
         owners: source::tar::Owners::Numeric,
         clamp_mtime: None,
+        zeros: m.zeros.clone(),
     };
     source::tar::read_tar(&m.source, &mut tree, &opts)
         .with_context(|| format!("cannot read {}", m.source.display()))?;

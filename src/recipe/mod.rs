@@ -31,23 +31,39 @@ pub use serde_spanned::Spanned;
 pub use diagnostic::{render_all, Diagnostic, SourceMap};
 pub use load::{load, load_str, read};
 pub use network::{Network, NetworkMode, NetworkTable};
-pub use resolve::{resolve, Environment, DEFAULT_EPOCH, DEFAULT_ESP_SIZE, MIN_ESP_SIZE};
+pub use resolve::{
+    resolve, resolve_deferred, Deferred, Environment, DEFAULT_EPOCH, DEFAULT_ESP_SIZE, MIN_ESP_SIZE,
+};
 
 use crate::plan::Plan;
 
 /// Loads and resolves the recipe at `path`, reading `SOURCE_DATE_EPOCH` from
 /// the process environment: everything `imgbuild check` does.
 pub fn check(path: &Path) -> Result<Plan, Vec<Diagnostic>> {
-    check_source(&read(path)?, &Environment::from_process())
+    check_deferred(path)?.finish()
+}
+
+/// [`check`] without waiting for the digests of large inputs (see
+/// [`Deferred`]).
+pub fn check_deferred(path: &Path) -> Result<Deferred, Vec<Diagnostic>> {
+    check_source_deferred(&read(path)?, &Environment::from_process())
 }
 
 /// Loads and resolves the recipe text in `map`. Unlike `load` followed by
 /// `resolve`, problems of both stages are reported together: when loading
 /// could recover from its errors, the recovered recipe is resolved too.
 pub fn check_source(map: &SourceMap, env: &Environment) -> Result<Plan, Vec<Diagnostic>> {
+    check_source_deferred(map, env)?.finish()
+}
+
+/// [`check_source`] without waiting for the digests of large inputs.
+pub fn check_source_deferred(
+    map: &SourceMap,
+    env: &Environment,
+) -> Result<Deferred, Vec<Diagnostic>> {
     let (recipe, mut diags) = load::load_recovering(map);
     if let Some(recipe) = recipe {
-        match resolve(&recipe, map, env) {
+        match resolve_deferred(&recipe, map, env) {
             Ok(plan) if diags.is_empty() => return Ok(plan),
             Ok(_) => {}
             // Problems with placeholders are consequences of load errors.
@@ -60,6 +76,19 @@ pub fn check_source(map: &SourceMap, env: &Environment) -> Result<Plan, Vec<Diag
     diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
     Err(diags)
 }
+
+/// Recipe diagnostics, rendered: the error a build returns when the recipe
+/// is at fault (the CLI exits with 2 for it).
+#[derive(Debug)]
+pub struct RecipeErrors(pub String);
+
+impl std::fmt::Display for RecipeErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RecipeErrors {}
 
 /// The recipe's JSON Schema (draft 7, which Taplo / Even Better TOML read),
 /// generated from the same types the loader deserializes.

@@ -317,7 +317,7 @@ fn file_content(cx: &mut Cx, f: &FileEntry, path: &str, span: Range<usize>) -> O
     match (&f.content, &f.source) {
         (Some(c), None) => Some(Content::Inline(c.clone())),
         (None, Some(s)) => cx
-            .input(format!("config.files[{path}]"), s)
+            .input(format!("config.files[{path}]"), s, false)
             .map(Content::File),
         (Some(_), Some(s)) => {
             cx.error(
@@ -447,7 +447,7 @@ fn cloud_init(cx: &mut Cx, ci: &CloudInit, image_name: &str, host: &str) -> Clou
                 }
                 (Some(s), None) => Content::Inline(s.clone()),
                 (None, Some(f)) => cx
-                    .input(format!("config.cloud_init.{role}"), f)
+                    .input(format!("config.cloud_init.{role}"), f, false)
                     .map_or(Content::Inline(String::new()), Content::File),
                 (None, None) => Content::Inline(default),
             }

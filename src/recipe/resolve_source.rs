@@ -1,7 +1,7 @@
 //! `[os] source` → [`OsPlan`]: exactly one kind, keys that belong to it,
 //! paths resolved against the recipe's directory, tar digests verified.
 
-use super::resolve::Cx;
+use super::resolve::{Cx, OS_TAR_ROLE};
 use super::{MmdebstrapVariant, OsSource, Spanned};
 use crate::plan::OsPlan;
 
@@ -118,24 +118,17 @@ fn tar_source(cx: &mut Cx, tar: &Spanned<String>, sha256: Option<&Spanned<String
             None
         }
     });
-    let Some(i) = cx.input("os.source.tar".into(), tar) else {
+    let Some(i) = cx.input(OS_TAR_ROLE.into(), tar, true) else {
         return placeholder();
     };
-    let found = cx.inputs[i].sha256.clone();
     if let Some((want, span)) = expected {
-        if want != found {
-            let help = format!("expected {want}\n   found {found}\nthe file changed, or the recipe's digest is stale");
-            cx.error(
-                span,
-                format!("sha256 mismatch for `{}`", tar.get_ref()),
-                Some(help),
-            );
-        }
+        cx.pin(i, want, span);
     }
     OsPlan::Tar {
         path: cx.inputs[i].path.clone(),
         written: tar.get_ref().clone(),
-        sha256: found,
+        // Filled in with the digest (see `Deferred::finish`).
+        sha256: cx.inputs[i].sha256.clone(),
     }
 }
 

@@ -12,9 +12,11 @@
 //! (decompressed) tar or at the host file.
 
 pub mod decompress;
+pub mod digest;
 pub mod dir;
 pub mod mmdebstrap;
 pub mod tar;
+pub mod zeros;
 
 use std::io;
 use std::path::PathBuf;

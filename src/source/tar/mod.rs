@@ -27,6 +27,7 @@ pub use self::error::TarProblem;
 use self::header::{cstr, Header, BLOCK};
 use self::pax::Extended;
 use super::decompress::{open_decompressed, Compression};
+use super::zeros::ZeroMap;
 use super::SourceError;
 use crate::tree::{FileData, Inode, InodeId, Kind, Meta, Timestamp, Tree};
 
@@ -54,6 +55,9 @@ pub struct TarOptions {
     pub owners: Owners,
     /// SOURCE_DATE_EPOCH semantics: times after this are set to it.
     pub clamp_mtime: Option<i64>,
+    /// Zero sectors of the tar file as read from disk (measured while it was
+    /// hashed): lets writers leave holes. Ignored for a compressed tar.
+    pub zeros: Option<Arc<ZeroMap>>,
 }
 
 /// What [`read_tar`] put into the tree.
@@ -87,7 +91,11 @@ pub struct TarStats {
 /// alone.
 pub fn read_tar(path: &Path, tree: &mut Tree, opts: &TarOptions) -> Result<TarStats, SourceError> {
     let (file, compression) = open_decompressed(path, opts.temp_dir.as_deref())?;
-    let source = Arc::new(file);
+    let zeros = match compression {
+        Compression::None => opts.zeros.clone(),
+        _ => None,
+    };
+    let source = Arc::new(TarData { file, zeros });
     let stats = TarStats {
         compression: Some(compression),
         tar_bytes: source.len(),
@@ -115,8 +123,30 @@ pub fn read_tar(path: &Path, tree: &mut Tree, opts: &TarOptions) -> Result<TarSt
     }
 }
 
+/// The (decompressed) tar's bytes, with what is known of its zeros.
+struct TarData {
+    file: SizedFile,
+    zeros: Option<Arc<ZeroMap>>,
+}
+
+impl ReadAt for TarData {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn len(&self) -> u64 {
+        self.file.len()
+    }
+
+    fn known_zero(&self, offset: u64, len: u64) -> Option<bool> {
+        self.zeros
+            .as_ref()?
+            .known_zero(self.file.len(), offset, len)
+    }
+}
+
 struct Reader<'a> {
-    source: Arc<SizedFile>,
+    source: Arc<TarData>,
     opts: &'a TarOptions,
     tree: &'a mut Tree,
     stats: TarStats,
