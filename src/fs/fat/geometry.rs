@@ -43,8 +43,14 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// The geometry for a volume of `size` bytes, with the cluster size from
-    /// the fatgen103 table (`DskTableFAT32`, also what mkfs.fat uses).
+    /// The geometry for a volume of `size` bytes. Cluster size: the fatgen103
+    /// table (`DskTableFAT32`) from 8 GiB up; below, the largest of 4 KiB,
+    /// 2 KiB, 1 KiB and 512 B that keeps at least 65525 clusters, where the
+    /// table says 512 B up to 260 MiB. Fewer clusters mean a smaller FAT:
+    /// a 256 MiB ESP's two FATs are 0.5 MiB each with 2 KiB clusters, not
+    /// 2 MiB, and their unused (zero) tails no longer spread the volume's
+    /// few used sectors over several 1 MiB VHDX blocks. Whole 4 KiB clusters
+    /// also keep file data on page boundaries.
     pub fn for_size(size: u64) -> Result<Self, FatError> {
         if !size.is_multiple_of(SECTOR) {
             return Err(FatError::SizeNotSectorMultiple { size });
@@ -58,7 +64,18 @@ impl Geometry {
         }
         // Each row of the table starts where its cluster size already gives
         // well over 65525 clusters, so only 512-byte clusters can fall short.
-        match layout(total, default_sectors_per_cluster(total)) {
+        // Below 8 GiB the table's 512-byte clusters give way to the largest
+        // size up to 4 KiB that still leaves FAT32 its 65525 clusters.
+        let table = default_sectors_per_cluster(total);
+        let spc = if table <= 8 {
+            [8, 4, 2]
+                .into_iter()
+                .find(|&spc| layout(total, spc).is_some_and(|g| g.clusters >= MIN_CLUSTERS))
+                .unwrap_or(table)
+        } else {
+            table
+        };
+        match layout(total, spc) {
             Some(g) if g.clusters >= MIN_CLUSTERS => Ok(g),
             _ => Err(FatError::TooSmall {
                 size,
@@ -235,12 +252,15 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn esp_sizes_get_fatgen103_cluster_sizes() {
+    fn esp_sizes_get_the_largest_cluster_keeping_fat32() {
         for (size, cluster) in [
             (64 * MIB, 512),
-            (260 * MIB, 512),
+            (128 * MIB, 1024),
+            (256 * MIB, 2048),
+            (260 * MIB, 4096),
             (261 * MIB, 4096),
             (1024 * MIB, 4096),
+            (9 * 1024 * MIB, 8192),
         ] {
             let g = Geometry::for_size(size).unwrap();
             assert_eq!(g.cluster_size(), cluster, "size {size}");
