@@ -1,10 +1,19 @@
-//! Disk layout: the partition plan (GPT, 1 MiB alignment) and the assembly
-//! of filesystem images into one `VirtualDisk`.
+//! Disk layout: the partition plan (GPT) and the assembly of filesystem
+//! images into one `VirtualDisk`.
 //!
 //! ```text
-//! 0      1 MiB                 1 MiB + esp             size - 1 MiB   size
-//! | GPT  | ESP (FAT32)         | root (ext4)           | (free) | backup GPT |
+//! 0     20 KiB                      1 MiB + esp_size        size - 1 MiB   size
+//! | GPT | ESP (FAT32)               | root (ext4)           | (free) | backup GPT |
 //! ```
+//!
+//! The ESP starts at LBA 40, the first 4 KiB boundary after the partition
+//! array, and ends where a 1 MiB-aligned ESP of `esp_size` would; the root
+//! starts and ends on 1 MiB boundaries. 4 KiB is the alignment storage
+//! needs (UEFI 2.10 §5.3.2 asks for the physical block size; 1 MiB is its
+//! "may"). Starting the ESP at 1 MiB would leave the GPT's 17 KiB alone in
+//! the disk's first MiB, which a VHDX stores as a whole 1 MiB block: here
+//! the boot sector and FATs share it, and the ESP gains 1004 KiB (a 256 MiB
+//! ESP gets FAT32 with 4 KiB clusters: 65,525 of them need 256.5 MiB).
 
 pub mod gpt;
 
@@ -12,8 +21,11 @@ use imgbuild_formats::{VirtualDisk, VirtualDiskBuilder};
 
 use crate::ids::{parse_uuid, Seed};
 
-/// Partition alignment.
+/// Partition alignment (of the root, and of the ESP's end).
 pub const ALIGN: u64 = 1 << 20;
+/// Where the ESP starts: LBA 40, the first 4 KiB boundary after the
+/// primary GPT (LBA 0–33).
+pub const ESP_START: u64 = gpt::FIRST_USABLE.next_multiple_of(8) * gpt::LBA;
 
 /// One partition of the plan.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -24,9 +36,9 @@ pub struct PlannedPartition {
     pub type_guid: String,
     /// Unique GUID, textual (PARTUUID).
     pub guid: String,
-    /// Start in bytes (1 MiB aligned).
+    /// Start in bytes (4 KiB aligned; the root 1 MiB aligned).
     pub start: u64,
-    /// Size in bytes (a multiple of 1 MiB).
+    /// Size in bytes (the root: a multiple of 1 MiB).
     pub size: u64,
     /// GPT attribute bits.
     pub attributes: u64,
@@ -109,8 +121,8 @@ pub fn uefi_plan(size: u64, esp_size: u64, seed: &Seed) -> Result<LayoutPlan, La
                 name: "esp".into(),
                 type_guid: gpt::types::ESP.into(),
                 guid: guid("gpt.esp"),
-                start: ALIGN,
-                size: esp_size,
+                start: ESP_START,
+                size: ALIGN + esp_size - ESP_START,
                 attributes: 0,
             },
             PlannedPartition {
@@ -169,13 +181,15 @@ mod tests {
         let root = &plan.partitions[1];
         assert_eq!(root.start, 257 << 20);
         assert_eq!(root.start + root.size, (4 << 30) - (1 << 20));
-        assert_eq!(plan.partitions[0].type_guid, gpt::types::ESP);
+        let esp = &plan.partitions[0];
+        assert_eq!(esp.type_guid, gpt::types::ESP);
+        assert_eq!((esp.start, esp.start + esp.size), (40 * 512, 257 << 20));
     }
 
     #[test]
     fn assemble_places_filesystems_and_tables() {
         let plan = uefi_plan(16 << 20, 4 << 20, &Seed([2; 32])).unwrap();
-        let mut esp = VirtualDiskBuilder::new(4 << 20);
+        let mut esp = VirtualDiskBuilder::new(plan.partitions[0].size);
         esp.bytes(0, vec![0xAAu8; 512]);
         let esp = esp.build().unwrap();
         let root = VirtualDiskBuilder::new(plan.partitions[1].size)
@@ -183,7 +197,7 @@ mod tests {
             .unwrap();
         let disk = assemble(&plan, &[&esp, &root]).unwrap();
         let mut b = [0u8; 1];
-        disk.read_at(1 << 20, &mut b).unwrap();
+        disk.read_at(ESP_START, &mut b).unwrap();
         assert_eq!(b[0], 0xAA);
         let parts = gpt::read_partitions(&disk).unwrap().unwrap();
         assert_eq!(parts[1].guid, plan.partitions[1].guid);
