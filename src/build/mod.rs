@@ -340,7 +340,19 @@ fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
             };
             let tar = source::mmdebstrap::bootstrap(&spec, &opts.cache_dir)
                 .with_context(|| format!("cannot bootstrap Debian {suite} with mmdebstrap"))?;
-            source::tar::read_tar(&tar, &mut tree, &tar_opts(None))
+            // Not a recipe input (no digest): map its zeros on a thread of
+            // its own, for the holes; ext4 waits for the map if it must.
+            let zeros = source::zeros::ZeroMap::new();
+            let nothing_else = source::digest::Want {
+                sha256: false,
+                content_id: false,
+            };
+            drop(source::digest::DigestJob::spawn(
+                tar.clone(),
+                nothing_else,
+                Some(zeros.clone()),
+            ));
+            source::tar::read_tar(&tar, &mut tree, &tar_opts(Some(zeros)))
                 .with_context(|| format!("cannot read the bootstrapped tree {}", tar.display()))?;
         }
     }

@@ -97,7 +97,6 @@ fn read_all(path: &Path, want: Want, mut scan: Option<&mut ZeroScan>) -> io::Res
 #[derive(Debug)]
 pub struct DigestJob {
     path: PathBuf,
-    zeros: Option<Arc<ZeroMap>>,
     state: Job,
 }
 
@@ -112,6 +111,8 @@ impl DigestJob {
     /// Starts reading `path`.
     pub fn spawn(path: PathBuf, want: Want, zeros: Option<Arc<ZeroMap>>) -> Self {
         let (p, z) = (path.clone(), zeros.clone());
+        // If the thread dies, its `ZeroScan` unwinds and marks the map
+        // "unknown": nobody waits forever.
         let state = match std::thread::Builder::new()
             .name("digest".into())
             .spawn(move || digest_file(&p, want, z))
@@ -119,7 +120,7 @@ impl DigestJob {
             Ok(h) => Job::Running(h),
             Err(_) => Job::Done(digest_file(&path, want, zeros.clone())),
         };
-        Self { path, zeros, state }
+        Self { path, state }
     }
 
     /// Waits for the result.
@@ -127,10 +128,6 @@ impl DigestJob {
         match self.state {
             Job::Done(r) => r,
             Job::Running(h) => h.join().unwrap_or_else(|_| {
-                // Whoever waits on the map must not wait forever.
-                if let Some(z) = &self.zeros {
-                    z.abandon();
-                }
                 Err(io::Error::other(format!(
                     "reading {} failed (thread panicked)",
                     self.path.display()

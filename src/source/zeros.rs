@@ -157,13 +157,21 @@ impl ZeroScan {
         }
         self.map.set(Some(Measured {
             len: self.len,
-            bits: self.bits,
+            bits: std::mem::take(&mut self.bits),
         }));
     }
 
     /// Reading failed: every question about this file answers "unknown".
     pub fn fail(self) {
         self.map.set(None);
+    }
+}
+
+/// A scan dropped unfinished (its thread panicked) answers "unknown" too:
+/// whoever waits on the map must not wait forever.
+impl Drop for ZeroScan {
+    fn drop(&mut self) {
+        self.map.abandon();
     }
 }
 
