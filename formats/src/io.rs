@@ -105,6 +105,10 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn len(&self) -> u64 {
         (**self).len()
     }
+
+    fn known_zero(&self, offset: u64, len: u64) -> Option<bool> {
+        (**self).known_zero(offset, len)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
@@ -114,6 +118,10 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
 
     fn len(&self) -> u64 {
         (**self).len()
+    }
+
+    fn known_zero(&self, offset: u64, len: u64) -> Option<bool> {
+        (**self).known_zero(offset, len)
     }
 }
 
