@@ -700,3 +700,78 @@ fn bench_against_mke2fs() {
         size >> 20
     );
 }
+
+fn dumpe2fs(img: &Path) -> String {
+    let out = run_ok(Command::new("dumpe2fs").arg(img));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dumpe2fs` field `name:` of the header.
+fn field<'a>(dump: &'a str, name: &str) -> &'a str {
+    dump.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in dumpe2fs:\n{dump}"))
+        .trim()
+}
+
+/// sparse_super2 with one backup, as `mke2fs -O sparse_super2 -E
+/// num_backup_sb=1` writes it: the feature flags and `s_backup_bgs` equal
+/// mke2fs's, and dumpe2fs finds superblock copies in groups 0 and 1 only.
+#[test]
+fn one_backup_superblock_like_mke2fs_sparse_super2() {
+    if !has_tools() || !require_tool("dumpe2fs") || !require_tool("mke2fs") {
+        return;
+    }
+    let dir = support::tempdir();
+    let mut t = Tree::new(meta(0o755));
+    file(&mut t, "f", meta(0o644), b"x");
+    for (size, groups) in [(64u64 << 20, 1usize), (3 << 30, 24)] {
+        let img = write_raw(&t, &opts(size), dir.path(), "ss2.img");
+        e2fsck_clean(&img);
+        let ours = dumpe2fs(&img);
+        let theirs_img = dir.path().join("mke2fs.img");
+        let _ = std::fs::remove_file(&theirs_img);
+        run_ok(
+            Command::new("mke2fs")
+                .args(["-q", "-F", "-b", "4096", "-t", "ext4"])
+                .args(["-O", "sparse_super2", "-E", "num_backup_sb=1"])
+                .arg(&theirs_img)
+                .arg(format!("{}k", size / 1024)),
+        );
+        let theirs = dumpe2fs(&theirs_img);
+        let features = |d: &str| {
+            let f = field(d, "Filesystem features");
+            ["sparse_super2", "sparse_super"].map(|x| f.split(' ').any(|w| w == x))
+        };
+        assert_eq!(features(&ours), [true, true], "{ours}");
+        assert_eq!(features(&ours), features(&theirs));
+        let backups = |d: &str| {
+            d.lines()
+                .find(|l| l.starts_with("Backup block groups:"))
+                .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+        };
+        assert_eq!(backups(&ours), backups(&theirs), "{size}");
+        let supers: Vec<&str> = ours
+            .lines()
+            .filter(|l| l.contains("uperblock at "))
+            .collect();
+        assert_eq!(supers.len(), groups.min(2), "{supers:?}");
+        assert!(supers[0].contains("Primary superblock at 0,"), "{supers:?}");
+        if groups > 1 {
+            assert!(
+                supers[1].contains("Backup superblock at 32768,"),
+                "{supers:?}"
+            );
+        }
+        // The superblock bytes themselves: s_backup_bgs equal mke2fs's.
+        let sb = |p: &Path| {
+            let mut b = vec![0u8; 1024];
+            SizedFile::new(File::open(p).unwrap())
+                .unwrap()
+                .read_exact_at(&mut b, 1024)
+                .unwrap();
+            b[0x24C..0x254].to_vec()
+        };
+        assert_eq!(sb(&img), sb(&theirs_img), "s_backup_bgs at {size}");
+    }
+}

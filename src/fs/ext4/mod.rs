@@ -8,7 +8,8 @@
 //!      ─► group descriptors, bitmaps, superblocks ─► VirtualDisk extents
 //! ```
 //! Features: 4 KiB blocks, extents, 64bit, flex_bg (16), huge_file,
-//! dir_nlink, extra_isize, metadata_csum, sparse_super, filetype, ext_attr,
+//! dir_nlink, extra_isize, metadata_csum, sparse_super + sparse_super2 (one
+//! backup, in group 1), filetype, ext_attr,
 //! large_file, dir_index, has_journal. No resize_inode (so online growth is
 //! limited to the GDT blocks' spare room), no orphan_file.
 

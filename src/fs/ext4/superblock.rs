@@ -3,8 +3,12 @@
 //! ```text
 //! block 0: [1024 pad][superblock 1024][rest of block 0]   group 0
 //! block 1..: group descriptors (64 bytes each, 64bit)
-//! backups at the start of groups 1, 3^n, 5^n, 7^n (sparse_super)
+//! one backup at the start of group 1 (sparse_super2, s_backup_bgs = {0, 1})
 //! ```
+//!
+//! sparse_super2 (as `mke2fs -O sparse_super2 -E num_backup_sb=1`) instead
+//! of sparse_super's copies in groups 1, 3^n, 5^n, 7^n: each of those lone
+//! copies would cost a whole 1 MiB block of a VHDX.
 
 use super::csum::crc32c;
 use super::{Ext4Error, Ext4Options};
@@ -34,6 +38,7 @@ const EXT4_SUPER_MAGIC: u16 = 0xEF53;
 const COMPAT_HAS_JOURNAL: u32 = 0x4;
 const COMPAT_EXT_ATTR: u32 = 0x8;
 const COMPAT_DIR_INDEX: u32 = 0x20;
+const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 const INCOMPAT_FILETYPE: u32 = 0x2;
 const INCOMPAT_EXTENTS: u32 = 0x40;
 const INCOMPAT_64BIT: u32 = 0x80;
@@ -154,18 +159,21 @@ impl Geometry {
     }
 }
 
-/// sparse_super: groups 0, 1 and powers of 3, 5 and 7 hold backups.
+/// sparse_super2 with one backup: group 0 holds the superblock and GDT,
+/// group 1 (if any) the only copy (`s_backup_bgs`, super.rst).
 pub fn has_super(g: u64) -> bool {
-    if g <= 1 {
-        return true;
+    g <= 1
+}
+
+/// `s_backup_bgs` as mke2fs writes it for `num_backup_sb=1`: `{0, 1}`, or
+/// `{0, 0}` with a single group (lib/ext2fs/initialize.c clamps to the last
+/// group, drops a duplicate and sorts the pair).
+fn backup_bgs(groups: u32) -> [u32; 2] {
+    if groups >= 2 {
+        [0, 1]
+    } else {
+        [0, 0]
     }
-    [3u64, 5, 7].iter().any(|&b| {
-        let mut p = b;
-        while p < g {
-            p *= b;
-        }
-        p == g
-    })
 }
 
 /// Everything the superblock records besides the geometry.
@@ -224,12 +232,17 @@ pub fn encode(geo: &Geometry, opts: &Ext4Options, info: &SuperInfo, group: u32) 
     } else {
         0
     };
-    put32(&mut b, 0x5C, journal | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX);
+    put32(
+        &mut b,
+        0x5C,
+        journal | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX | COMPAT_SPARSE_SUPER2,
+    );
     put32(
         &mut b,
         0x60,
         INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG,
     );
+    // mke2fs keeps sparse_super set next to sparse_super2.
     let ro = RO_COMPAT_SPARSE_SUPER
         | RO_COMPAT_LARGE_FILE
         | RO_COMPAT_HUGE_FILE
@@ -262,6 +275,9 @@ pub fn encode(geo: &Geometry, opts: &Ext4Options, info: &SuperInfo, group: u32) 
     put32(&mut b, 0x160, FLAGS_SIGNED_HASH);
     b[0x174] = LOG_GROUPS_PER_FLEX as u8;
     b[0x175] = 1; // s_checksum_type: crc32c
+    let [bg0, bg1] = backup_bgs(geo.groups);
+    put32(&mut b, 0x24C, bg0); // s_backup_bgs[0]
+    put32(&mut b, 0x250, bg1); // s_backup_bgs[1]
     b[0x274] = t_hi; // s_wtime_hi
     b[0x276] = t_hi; // s_mkfs_time_hi
     b[0x277] = t_hi; // s_lastcheck_hi
@@ -275,8 +291,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sparse_super_groups() {
+    fn sparse_super2_keeps_one_backup() {
         let with: Vec<u64> = (0..100).filter(|&g| has_super(g)).collect();
-        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81]);
+        assert_eq!(with, vec![0, 1]);
+        assert_eq!(backup_bgs(1), [0, 0]);
+        assert_eq!(backup_bgs(24), [0, 1]);
     }
 }
