@@ -775,3 +775,78 @@ fn one_backup_superblock_like_mke2fs_sparse_super2() {
         assert_eq!(sb(&img), sb(&theirs_img), "s_backup_bgs at {size}");
     }
 }
+
+/// The 1 MiB blocks of `img` that hold data (SEEK_DATA/SEEK_HOLE: the raw
+/// sink leaves unwritten ranges as holes), each block once.
+fn data_mib(img: &Path) -> Vec<u64> {
+    let f = File::open(img).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut out: Vec<u64> = Vec::new();
+    for r in imgbuild_formats::raw::data_ranges(&f, len).unwrap() {
+        for m in r.start >> 20..=(r.end - 1) >> 20 {
+            if out.last() != Some(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// One flex group: dumpe2fs shows every group's bitmaps and inode table in
+/// one packed run after the primary GDT (in the order alloc.rs documents),
+/// e2fsck accepts it at 64 MiB, 3 GiB and 64 GiB, and a small tree's image
+/// touches only a handful of 1 MiB blocks (the start, group 1's backup,
+/// low groups' bitmaps + data + journal).
+#[test]
+fn metadata_is_packed_in_one_flex_group() {
+    if !has_tools() || !require_tool("dumpe2fs") {
+        return;
+    }
+    let dir = support::tempdir();
+    let mut t = Tree::new(meta(0o755));
+    file(&mut t, "etc/hostname", meta(0o644), b"dense\n");
+    file(&mut t, "bin/x", meta(0o755), &noise(300_000, 4));
+    for (size, groups) in [(64u64 << 20, 1u64), (3 << 30, 24), (64 << 30, 512)] {
+        let img = write_raw(&t, &opts(size), dir.path(), "flex.img");
+        e2fsck_clean(&img);
+        let d = dumpe2fs(&img);
+        let flex: u64 = field(&d, "Flex block group size").parse().unwrap();
+        assert!(
+            flex >= groups && flex >= 16 && flex / 2 < groups.max(16),
+            "{flex}"
+        );
+        // "Block bitmap at B (...)", "Inode bitmap at I", "Inode table at A-Z".
+        let at = |key: &str| -> Vec<u64> {
+            d.lines()
+                .filter_map(|l| {
+                    let rest = l.split(key).nth(1)?;
+                    let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    n.parse().ok()
+                })
+                .collect()
+        };
+        let (bb, ib, it) = (
+            at("Block bitmap at "),
+            at("Inode bitmap at "),
+            at("Inode table at "),
+        );
+        assert_eq!(bb.len() as u64, groups, "{d}");
+        let per: u64 = field(&d, "Inode blocks per group").parse().unwrap();
+        let gdt = (groups * 64).div_ceil(4096);
+        let n = groups as usize;
+        // The last group's bitmaps right after the GDT, then the tables.
+        assert_eq!((bb[n - 1], ib[n - 1]), (1 + gdt, 2 + gdt), "{d}");
+        assert_eq!(it[0], 3 + gdt, "{d}");
+        assert!(it.windows(2).all(|w| w[0] + per <= w[1]), "tables in order");
+        // Then the other groups' bitmaps, group 0's last (next to the data).
+        let after = it[n - 1] + per;
+        for g in 0..n - 1 {
+            let at = after + 2 * (n - 2 - g) as u64;
+            assert_eq!((bb[g], ib[g]), (at, at + 1), "group {g}");
+        }
+        // Nothing metadata beyond that: the flex group ends there.
+        assert!(bb.iter().chain(&ib).all(|&b| b < after + 2 * groups));
+        let mib = data_mib(&img);
+        assert!(mib.len() <= 5, "{size}: data in 1 MiB blocks {mib:?}");
+    }
+}

@@ -7,7 +7,9 @@
 //!      ─► per inode: allocate data, dirs (htree), extent trees, xattrs ─► inode table
 //!      ─► group descriptors, bitmaps, superblocks ─► VirtualDisk extents
 //! ```
-//! Features: 4 KiB blocks, extents, 64bit, flex_bg (16), huge_file,
+//! Features: 4 KiB blocks, extents, 64bit, flex_bg (one flex group of
+//! 2^max(4, ceil(log2 groups)) groups: all bitmaps and inode tables packed
+//! after the primary GDT), huge_file,
 //! dir_nlink, extra_isize, metadata_csum, sparse_super + sparse_super2 (one
 //! backup, in group 1), filetype, ext_attr,
 //! large_file, dir_index, has_journal. No resize_inode (so online growth is

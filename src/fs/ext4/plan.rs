@@ -185,7 +185,7 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
         geo: &geo,
         fs_seed,
         hasher: Hasher::new(&opts.hash_seed),
-        alloc: Allocator::new(&layout.reserved, geo.blocks),
+        alloc: Allocator::new(&layout.reserved, layout.data_start, geo.blocks),
         disk: VirtualDiskBuilder::new(opts.size),
         inodes: Vec::with_capacity(numbering.last as usize),
         dirs_per_group: vec![0; geo.groups as usize],

@@ -25,8 +25,9 @@ pub const INODE_SIZE: u64 = 256;
 pub const INODES_PER_BLOCK: u32 = (BLOCK_SIZE / INODE_SIZE) as u32;
 /// Group descriptor size with the 64bit feature.
 pub const DESC_SIZE: u64 = 64;
-/// `s_log_groups_per_flex`: 16 groups per flex group (mke2fs default).
-pub const LOG_GROUPS_PER_FLEX: u32 = 4;
+/// Smallest `s_log_groups_per_flex`: 16 groups per flex group (mke2fs's
+/// default). Larger filesystems get one flex group for all their groups.
+pub const MIN_LOG_GROUPS_PER_FLEX: u32 = 4;
 /// First non-reserved inode.
 pub const FIRST_INO: u32 = 11;
 /// Largest filesystem we lay out (64 TiB): bounds the group table in memory.
@@ -75,6 +76,10 @@ pub struct Geometry {
     pub journal_blocks: u64,
     /// `s_r_blocks_count`.
     pub reserved_blocks: u64,
+    /// `s_log_groups_per_flex`: large enough that one flex group holds
+    /// every group, so all bitmaps and inode tables sit together after the
+    /// primary GDT instead of in a lone 1 MiB VHDX block per 16 groups.
+    pub log_groups_per_flex: u32,
 }
 
 impl Geometry {
@@ -106,13 +111,12 @@ impl Geometry {
             let itable_blocks = ipg * INODE_SIZE / BLOCK_SIZE;
             let gdt_blocks = (groups * DESC_SIZE).div_ceil(BLOCK_SIZE);
             // mke2fs drops a last partial group too small for its own
-            // structures plus 50 blocks (lib/ext2fs/initialize.c).
+            // structures plus 50 blocks (lib/ext2fs/initialize.c). With one
+            // flex group, a last group after group 0 holds at most a
+            // superblock copy (group 1).
             let last = groups - 1;
             let rem = blocks % BLOCKS_PER_GROUP;
-            let mut overhead = if has_super(last) { 1 + gdt_blocks } else { 0 };
-            if last.is_multiple_of(1 << LOG_GROUPS_PER_FLEX) {
-                overhead += 2 + itable_blocks;
-            }
+            let overhead = if has_super(last) { 1 + gdt_blocks } else { 0 };
             if groups > 1 && rem != 0 && rem < overhead + 50 {
                 blocks -= rem;
                 continue;
@@ -130,6 +134,7 @@ impl Geometry {
                 gdt_blocks,
                 journal_blocks,
                 reserved_blocks,
+                log_groups_per_flex: log_groups_per_flex(groups),
             });
         }
     }
@@ -157,6 +162,13 @@ impl Geometry {
             0
         }
     }
+}
+
+/// `max(4, ceil(log2(groups)))`: one flex group for the whole filesystem
+/// (at most 2^19 groups, so at most 19: the kernel takes up to 31).
+fn log_groups_per_flex(groups: u64) -> u32 {
+    let ceil_log2 = u64::BITS - groups.saturating_sub(1).leading_zeros();
+    ceil_log2.max(MIN_LOG_GROUPS_PER_FLEX)
 }
 
 /// sparse_super2 with one backup: group 0 holds the superblock and GDT,
@@ -273,7 +285,7 @@ pub fn encode(geo: &Geometry, opts: &Ext4Options, info: &SuperInfo, group: u32) 
     put16(&mut b, 0x15C, EXTRA_ISIZE);
     put16(&mut b, 0x15E, EXTRA_ISIZE);
     put32(&mut b, 0x160, FLAGS_SIGNED_HASH);
-    b[0x174] = LOG_GROUPS_PER_FLEX as u8;
+    b[0x174] = geo.log_groups_per_flex as u8;
     b[0x175] = 1; // s_checksum_type: crc32c
     let [bg0, bg1] = backup_bgs(geo.groups);
     put32(&mut b, 0x24C, bg0); // s_backup_bgs[0]
@@ -296,5 +308,13 @@ mod tests {
         assert_eq!(with, vec![0, 1]);
         assert_eq!(backup_bgs(1), [0, 0]);
         assert_eq!(backup_bgs(24), [0, 1]);
+    }
+
+    #[test]
+    fn one_flex_group_covers_every_group() {
+        let got: Vec<u32> = [1, 16, 17, 24, 32, 33, 512, 1 << 19]
+            .map(log_groups_per_flex)
+            .to_vec();
+        assert_eq!(got, vec![4, 4, 5, 5, 5, 6, 9, 19]);
     }
 }
