@@ -792,6 +792,22 @@ fn data_mib(img: &Path) -> Vec<u64> {
     out
 }
 
+/// `(first, last)` physical block of every leaf extent in `debugfs ex`
+/// output (leaf rows have 9 numbers: level, depth, entry, entries, logical
+/// first-last, physical first-last, length; index rows have 8).
+fn extent_leaves(ex: &str) -> Vec<(u64, u64)> {
+    ex.lines()
+        .filter_map(|l| {
+            let nums: Vec<u64> = l
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|w| !w.is_empty())
+                .map(|w| w.parse().unwrap())
+                .collect();
+            (nums.len() == 9).then(|| (nums[6], nums[7]))
+        })
+        .collect()
+}
+
 /// One flex group: dumpe2fs shows every group's bitmaps and inode table in
 /// one packed run after the primary GDT (in the order alloc.rs documents),
 /// e2fsck accepts it at 64 MiB, 3 GiB and 64 GiB, and a small tree's image
@@ -847,6 +863,26 @@ fn metadata_is_packed_in_one_flex_group() {
         // Nothing metadata beyond that: the flex group ends there.
         assert!(bb.iter().chain(&ib).all(|&b| b < after + 2 * groups));
         let mib = data_mib(&img);
-        assert!(mib.len() <= 5, "{size}: data in 1 MiB blocks {mib:?}");
+        assert!(mib.len() <= 4, "{size}: data in 1 MiB blocks {mib:?}");
+        // The journal comes after the data, in one extent, its superblock
+        // in the 1 MiB block where the data ends.
+        let ex = debugfs(&img, "ex <8>");
+        let leaves = extent_leaves(&ex);
+        assert!(!leaves.is_empty(), "{ex}");
+        assert!(
+            leaves.windows(2).all(|w| w[0].1 + 1 == w[1].0),
+            "journal contiguous:\n{ex}"
+        );
+        let jstart = leaves[0].0;
+        let x = stat(&img, "/bin/x");
+        let data_end: u64 = x
+            .lines()
+            .skip_while(|l| !l.starts_with("EXTENTS:"))
+            .nth(1)
+            .and_then(|l| l.rsplit('-').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{x}"));
+        assert!(jstart > data_end, "journal {jstart} after data {data_end}");
+        assert_eq!(jstart >> 8, data_end >> 8, "same 1 MiB block");
     }
 }

@@ -189,6 +189,29 @@ impl<'a> Allocator<'a> {
         Ok(out)
     }
 
+    /// Allocates `n` contiguous blocks at the first place after everything
+    /// allocated so far where they fit; blocks skipped stay free.
+    pub fn contiguous(&mut self, n: u64) -> Result<Range<u64>, Full> {
+        loop {
+            while self.idx < self.reserved.len() && self.reserved[self.idx].end <= self.cursor {
+                self.idx += 1;
+            }
+            let next = self.reserved.get(self.idx);
+            if let Some(r) = next.filter(|r| r.start <= self.cursor) {
+                self.cursor = r.end;
+                continue;
+            }
+            let limit = next.map_or(self.end, |r| r.start.min(self.end));
+            if self.cursor.checked_add(n).is_some_and(|e| e <= limit) {
+                return Ok(self.alloc(n)?.remove(0));
+            }
+            match next {
+                Some(r) if r.start < self.end => self.cursor = r.end,
+                _ => return Err(Full),
+            }
+        }
+    }
+
     /// Allocates one block.
     pub fn one(&mut self) -> Result<u64, Full> {
         Ok(self.alloc(1)?[0].start)
@@ -214,6 +237,19 @@ mod tests {
         assert_eq!(a.alloc(5).unwrap(), vec![13..15, 20..23]);
         assert_eq!(a.alloc(8), Err(Full));
         assert_eq!(a.used(), vec![0..30]);
+    }
+
+    #[test]
+    fn contiguous_skips_gaps_too_small() {
+        let reserved = vec![0..10, 15..20, 40..50];
+        let mut a = Allocator::new(&reserved, 0, 60);
+        assert_eq!(a.alloc(2).unwrap(), vec![10..12]);
+        assert_eq!(a.contiguous(5).unwrap(), 20..25);
+        assert_eq!(a.alloc(1).unwrap(), vec![25..26]);
+        assert_eq!(a.contiguous(14).unwrap(), 26..40);
+        assert_eq!(a.contiguous(11), Err(Full));
+        assert_eq!(a.contiguous(10).unwrap(), 50..60);
+        assert_eq!(a.used(), vec![0..12, 15..60]);
     }
 
     #[test]

@@ -195,7 +195,6 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
         ctx.inodes
             .push(InodeSpec::default().encode(csum::inode_seed(fs_seed, ino)));
     }
-    let jnl_blocks = ctx.journal()?;
     let links = tree.link_counts();
     for (id, path) in &numbering.order {
         ctx.tree_inode(*id, path, &numbering, &links)?;
@@ -203,6 +202,9 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
             ctx.lost_found()?;
         }
     }
+    // After all data: the journal superblock (its only written block) then
+    // shares a 1 MiB block with the end of the data.
+    let jnl_blocks = ctx.journal()?;
     ctx.finish(&layout, numbering.last, jnl_blocks)
 }
 
@@ -258,12 +260,14 @@ impl Ctx<'_> {
         Ok(runs)
     }
 
+    /// The journal inode: one contiguous extent after everything else, only
+    /// its jbd2 superblock written.
     fn journal(&mut self) -> Result<[u32; 17], Ext4Error> {
         let n = self.geo.journal_blocks;
         if n == 0 {
             return Ok([0; 17]);
         }
-        let runs = self.alloc.alloc(n).map_err(full(self.opts))?;
+        let runs = [self.alloc.contiguous(n).map_err(full(self.opts))?];
         let sb = journal::superblock(u32::try_from(n).unwrap_or(u32::MAX), &self.opts.uuid);
         self.disk.bytes(runs[0].start * BLOCK_SIZE, sb);
         let (i_block, tree) = self.map(JOURNAL_INO, &runs, extent_tree::MAX_LEN)?;
