@@ -792,10 +792,11 @@ fn data_mib(img: &Path) -> Vec<u64> {
     out
 }
 
-/// `(first, last)` physical block of every leaf extent in `debugfs ex`
-/// output (leaf rows have 9 numbers: level, depth, entry, entries, logical
-/// first-last, physical first-last, length; index rows have 8).
-fn extent_leaves(ex: &str) -> Vec<(u64, u64)> {
+/// `(logical first, logical last, physical first, physical last)` of every
+/// leaf extent in `debugfs ex` output (leaf rows have 9 numbers: level,
+/// depth, entry, entries, logical first-last, physical first-last, length;
+/// index rows have 8).
+fn extent_leaves(ex: &str) -> Vec<(u64, u64, u64, u64)> {
     ex.lines()
         .filter_map(|l| {
             let nums: Vec<u64> = l
@@ -803,7 +804,7 @@ fn extent_leaves(ex: &str) -> Vec<(u64, u64)> {
                 .filter(|w| !w.is_empty())
                 .map(|w| w.parse().unwrap())
                 .collect();
-            (nums.len() == 9).then(|| (nums[6], nums[7]))
+            (nums.len() == 9).then(|| (nums[4], nums[5], nums[6], nums[7]))
         })
         .collect()
 }
@@ -870,10 +871,10 @@ fn metadata_is_packed_in_one_flex_group() {
         let leaves = extent_leaves(&ex);
         assert!(!leaves.is_empty(), "{ex}");
         assert!(
-            leaves.windows(2).all(|w| w[0].1 + 1 == w[1].0),
+            leaves.windows(2).all(|w| w[0].3 + 1 == w[1].2),
             "journal contiguous:\n{ex}"
         );
-        let jstart = leaves[0].0;
+        let jstart = leaves[0].2;
         let x = stat(&img, "/bin/x");
         let data_end: u64 = x
             .lines()
@@ -884,5 +885,108 @@ fn metadata_is_packed_in_one_flex_group() {
             .unwrap_or_else(|| panic!("{x}"));
         assert!(jstart > data_end, "journal {jstart} after data {data_end}");
         assert_eq!(jstart >> 8, data_end >> 8, "same 1 MiB block");
+    }
+}
+
+/// Bytes that answer `known_zero` by looking, as the lead's tar source does
+/// from the bitmap it computes while hashing.
+struct ZeroAware(Vec<u8>);
+
+impl ReadAt for ZeroAware {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn known_zero(&self, offset: u64, len: u64) -> Option<bool> {
+        let (a, b) = (offset as usize, (offset + len) as usize);
+        Some(self.0.get(a..b)?.iter().all(|&x| x == 0))
+    }
+}
+
+/// `(name, content, data blocks, extent tree blocks, extents as logical
+/// (first, last))`.
+type HoleCase = (&'static str, Vec<u8>, u64, u64, Vec<(u64, u64)>);
+
+/// Blocks a source knows are zero become holes, as with `mke2fs -d`: e2fsck
+/// is clean, `debugfs ex` shows extents with logical gaps, `dump` gives the
+/// bytes back, `i_size` is the length and `i_blocks` counts only the blocks
+/// with data (plus extent tree blocks).
+#[test]
+fn known_zero_blocks_become_holes() {
+    if !has_tools() {
+        return;
+    }
+    const B: usize = 4096;
+    let block = |k: usize, zero: bool| {
+        if zero {
+            vec![0u8; B]
+        } else {
+            noise(B, 100 + k as u64)
+        }
+    };
+    let mut first_mid_last: Vec<u8> = (0..9).flat_map(|k| block(k, k == 0 || k == 4)).collect();
+    first_mid_last.extend_from_slice(&[0; 100]);
+    let alternating: Vec<u8> = (0..60).flat_map(|k| block(k, k % 2 == 0)).collect();
+    let mut zero_tail = noise(3 * B, 7);
+    zero_tail.extend_from_slice(&vec![0u8; 2 * B]);
+    zero_tail.push(0);
+    let cases: Vec<HoleCase> = vec![
+        ("first-mid-last", first_mid_last, 7, 0, vec![(1, 3), (5, 8)]),
+        ("all-zero", vec![0u8; 5 * B + 7], 0, 0, vec![]),
+        ("zero-block", vec![0u8; B], 0, 0, vec![]),
+        (
+            "alternating",
+            alternating,
+            30,
+            1,
+            (0..30).map(|i| (2 * i + 1, 2 * i + 1)).collect(),
+        ),
+        ("zero-tail", zero_tail, 3, 0, vec![(0, 2)]),
+        ("dense", noise(3 * B + 5, 8), 4, 0, vec![(0, 3)]),
+    ];
+    // One source holding every file at 512-byte (not 4 KiB) aligned
+    // offsets, like a tar.
+    let mut all = vec![1u8; 512];
+    let mut at = Vec::new();
+    for (_, data, ..) in &cases {
+        at.push(all.len() as u64);
+        all.extend_from_slice(data);
+        all.resize(all.len().next_multiple_of(512) + 512, 3);
+    }
+    let src: Arc<dyn ReadAt> = Arc::new(ZeroAware(all));
+    let mut t = Tree::new(meta(0o755));
+    for ((name, data, ..), &offset) in cases.iter().zip(&at) {
+        node(
+            &mut t,
+            &format!("holes/{name}"),
+            meta(0o644),
+            Kind::File(FileData::Source {
+                source: src.clone(),
+                offset,
+                len: data.len() as u64,
+            }),
+        );
+    }
+    let dir = support::tempdir();
+    let img = write_raw(&t, &opts(64 << 20), dir.path(), "holes.img");
+    e2fsck_clean(&img);
+    for (name, data, blocks, tree, extents) in &cases {
+        let path = format!("/holes/{name}");
+        assert!(dump(&img, &path, dir.path()) == *data, "{path} reads back");
+        let s = stat(&img, &path);
+        assert!(s.contains(&format!("Size: {}\n", data.len())), "{s}");
+        assert!(
+            s.contains(&format!("Blockcount: {}\n", (blocks + tree) * 8)),
+            "{path}: {blocks} data + {tree} tree blocks:\n{s}"
+        );
+        let got: Vec<(u64, u64)> = extent_leaves(&debugfs(&img, &format!("ex {path}")))
+            .iter()
+            .map(|e| (e.0, e.1))
+            .collect();
+        assert_eq!(&got, extents, "{path}");
     }
 }

@@ -12,7 +12,9 @@
 //! after the primary GDT), huge_file,
 //! dir_nlink, extra_isize, metadata_csum, sparse_super + sparse_super2 (one
 //! backup, in group 1), filetype, ext_attr,
-//! large_file, dir_index, has_journal. No resize_inode (so online growth is
+//! large_file, dir_index, has_journal (one contiguous extent after all file
+//! data). Blocks a source knows are zero (`ReadAt::known_zero`) become holes,
+//! as with `mke2fs -d`. No resize_inode (so online growth is
 //! limited to the GDT blocks' spare room), no orphan_file.
 
 mod alloc;
