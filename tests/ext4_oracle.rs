@@ -700,3 +700,293 @@ fn bench_against_mke2fs() {
         size >> 20
     );
 }
+
+fn dumpe2fs(img: &Path) -> String {
+    let out = run_ok(Command::new("dumpe2fs").arg(img));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dumpe2fs` field `name:` of the header.
+fn field<'a>(dump: &'a str, name: &str) -> &'a str {
+    dump.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in dumpe2fs:\n{dump}"))
+        .trim()
+}
+
+/// sparse_super2 with one backup, as `mke2fs -O sparse_super2 -E
+/// num_backup_sb=1` writes it: the feature flags and `s_backup_bgs` equal
+/// mke2fs's, and dumpe2fs finds superblock copies in groups 0 and 1 only.
+#[test]
+fn one_backup_superblock_like_mke2fs_sparse_super2() {
+    if !has_tools() || !require_tool("dumpe2fs") || !require_tool("mke2fs") {
+        return;
+    }
+    let dir = support::tempdir();
+    let mut t = Tree::new(meta(0o755));
+    file(&mut t, "f", meta(0o644), b"x");
+    for (size, groups) in [(64u64 << 20, 1usize), (3 << 30, 24)] {
+        let img = write_raw(&t, &opts(size), dir.path(), "ss2.img");
+        e2fsck_clean(&img);
+        let ours = dumpe2fs(&img);
+        let theirs_img = dir.path().join("mke2fs.img");
+        let _ = std::fs::remove_file(&theirs_img);
+        run_ok(
+            Command::new("mke2fs")
+                .args(["-q", "-F", "-b", "4096", "-t", "ext4"])
+                .args(["-O", "sparse_super2", "-E", "num_backup_sb=1"])
+                .arg(&theirs_img)
+                .arg(format!("{}k", size / 1024)),
+        );
+        let theirs = dumpe2fs(&theirs_img);
+        let features = |d: &str| {
+            let f = field(d, "Filesystem features");
+            ["sparse_super2", "sparse_super"].map(|x| f.split(' ').any(|w| w == x))
+        };
+        assert_eq!(features(&ours), [true, true], "{ours}");
+        assert_eq!(features(&ours), features(&theirs));
+        let backups = |d: &str| {
+            d.lines()
+                .find(|l| l.starts_with("Backup block groups:"))
+                .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+        };
+        assert_eq!(backups(&ours), backups(&theirs), "{size}");
+        let supers: Vec<&str> = ours
+            .lines()
+            .filter(|l| l.contains("uperblock at "))
+            .collect();
+        assert_eq!(supers.len(), groups.min(2), "{supers:?}");
+        assert!(supers[0].contains("Primary superblock at 0,"), "{supers:?}");
+        if groups > 1 {
+            assert!(
+                supers[1].contains("Backup superblock at 32768,"),
+                "{supers:?}"
+            );
+        }
+        // The superblock bytes themselves: s_backup_bgs equal mke2fs's.
+        let sb = |p: &Path| {
+            let mut b = vec![0u8; 1024];
+            SizedFile::new(File::open(p).unwrap())
+                .unwrap()
+                .read_exact_at(&mut b, 1024)
+                .unwrap();
+            b[0x24C..0x254].to_vec()
+        };
+        assert_eq!(sb(&img), sb(&theirs_img), "s_backup_bgs at {size}");
+    }
+}
+
+/// The 1 MiB blocks of `img` that hold data (SEEK_DATA/SEEK_HOLE: the raw
+/// sink leaves unwritten ranges as holes), each block once.
+fn data_mib(img: &Path) -> Vec<u64> {
+    let f = File::open(img).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut out: Vec<u64> = Vec::new();
+    for r in imgbuild_formats::raw::data_ranges(&f, len).unwrap() {
+        for m in r.start >> 20..=(r.end - 1) >> 20 {
+            if out.last() != Some(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// `(logical first, logical last, physical first, physical last)` of every
+/// leaf extent in `debugfs ex` output (leaf rows have 9 numbers: level,
+/// depth, entry, entries, logical first-last, physical first-last, length;
+/// index rows have 8).
+fn extent_leaves(ex: &str) -> Vec<(u64, u64, u64, u64)> {
+    ex.lines()
+        .filter_map(|l| {
+            let nums: Vec<u64> = l
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|w| !w.is_empty())
+                .map(|w| w.parse().unwrap())
+                .collect();
+            (nums.len() == 9).then(|| (nums[4], nums[5], nums[6], nums[7]))
+        })
+        .collect()
+}
+
+/// One flex group: dumpe2fs shows every group's bitmaps and inode table in
+/// one packed run after the primary GDT (in the order alloc.rs documents),
+/// e2fsck accepts it at 64 MiB, 3 GiB and 64 GiB, and a small tree's image
+/// touches only a handful of 1 MiB blocks (the start, group 1's backup,
+/// low groups' bitmaps + data + journal).
+#[test]
+fn metadata_is_packed_in_one_flex_group() {
+    if !has_tools() || !require_tool("dumpe2fs") {
+        return;
+    }
+    let dir = support::tempdir();
+    let mut t = Tree::new(meta(0o755));
+    file(&mut t, "etc/hostname", meta(0o644), b"dense\n");
+    file(&mut t, "bin/x", meta(0o755), &noise(300_000, 4));
+    for (size, groups) in [(64u64 << 20, 1u64), (3 << 30, 24), (64 << 30, 512)] {
+        let img = write_raw(&t, &opts(size), dir.path(), "flex.img");
+        e2fsck_clean(&img);
+        let d = dumpe2fs(&img);
+        let flex: u64 = field(&d, "Flex block group size").parse().unwrap();
+        assert!(
+            flex >= groups && flex >= 16 && flex / 2 < groups.max(16),
+            "{flex}"
+        );
+        // "Block bitmap at B (...)", "Inode bitmap at I", "Inode table at A-Z".
+        let at = |key: &str| -> Vec<u64> {
+            d.lines()
+                .filter_map(|l| {
+                    let rest = l.split(key).nth(1)?;
+                    let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    n.parse().ok()
+                })
+                .collect()
+        };
+        let (bb, ib, it) = (
+            at("Block bitmap at "),
+            at("Inode bitmap at "),
+            at("Inode table at "),
+        );
+        assert_eq!(bb.len() as u64, groups, "{d}");
+        let per: u64 = field(&d, "Inode blocks per group").parse().unwrap();
+        let gdt = (groups * 64).div_ceil(4096);
+        let n = groups as usize;
+        // The last group's bitmaps right after the GDT, then the tables.
+        assert_eq!((bb[n - 1], ib[n - 1]), (1 + gdt, 2 + gdt), "{d}");
+        assert_eq!(it[0], 3 + gdt, "{d}");
+        assert!(it.windows(2).all(|w| w[0] + per <= w[1]), "tables in order");
+        // Then the other groups' bitmaps, group 0's last (next to the data).
+        let after = it[n - 1] + per;
+        for g in 0..n - 1 {
+            let at = after + 2 * (n - 2 - g) as u64;
+            assert_eq!((bb[g], ib[g]), (at, at + 1), "group {g}");
+        }
+        // Nothing metadata beyond that: the flex group ends there.
+        assert!(bb.iter().chain(&ib).all(|&b| b < after + 2 * groups));
+        let mib = data_mib(&img);
+        assert!(mib.len() <= 4, "{size}: data in 1 MiB blocks {mib:?}");
+        // The journal comes after the data, in one extent, its superblock
+        // in the 1 MiB block where the data ends.
+        let ex = debugfs(&img, "ex <8>");
+        let leaves = extent_leaves(&ex);
+        assert!(!leaves.is_empty(), "{ex}");
+        assert!(
+            leaves.windows(2).all(|w| w[0].3 + 1 == w[1].2),
+            "journal contiguous:\n{ex}"
+        );
+        let jstart = leaves[0].2;
+        let x = stat(&img, "/bin/x");
+        let data_end: u64 = x
+            .lines()
+            .skip_while(|l| !l.starts_with("EXTENTS:"))
+            .nth(1)
+            .and_then(|l| l.rsplit('-').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{x}"));
+        assert!(jstart > data_end, "journal {jstart} after data {data_end}");
+        assert_eq!(jstart >> 8, data_end >> 8, "same 1 MiB block");
+    }
+}
+
+/// Bytes that answer `known_zero` by looking, as the lead's tar source does
+/// from the bitmap it computes while hashing.
+struct ZeroAware(Vec<u8>);
+
+impl ReadAt for ZeroAware {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn known_zero(&self, offset: u64, len: u64) -> Option<bool> {
+        let (a, b) = (offset as usize, (offset + len) as usize);
+        Some(self.0.get(a..b)?.iter().all(|&x| x == 0))
+    }
+}
+
+/// `(name, content, data blocks, extent tree blocks, extents as logical
+/// (first, last))`.
+type HoleCase = (&'static str, Vec<u8>, u64, u64, Vec<(u64, u64)>);
+
+/// Blocks a source knows are zero become holes, as with `mke2fs -d`: e2fsck
+/// is clean, `debugfs ex` shows extents with logical gaps, `dump` gives the
+/// bytes back, `i_size` is the length and `i_blocks` counts only the blocks
+/// with data (plus extent tree blocks).
+#[test]
+fn known_zero_blocks_become_holes() {
+    if !has_tools() {
+        return;
+    }
+    const B: usize = 4096;
+    let block = |k: usize, zero: bool| {
+        if zero {
+            vec![0u8; B]
+        } else {
+            noise(B, 100 + k as u64)
+        }
+    };
+    let mut first_mid_last: Vec<u8> = (0..9).flat_map(|k| block(k, k == 0 || k == 4)).collect();
+    first_mid_last.extend_from_slice(&[0; 100]);
+    let alternating: Vec<u8> = (0..60).flat_map(|k| block(k, k % 2 == 0)).collect();
+    let mut zero_tail = noise(3 * B, 7);
+    zero_tail.extend_from_slice(&vec![0u8; 2 * B]);
+    zero_tail.push(0);
+    let cases: Vec<HoleCase> = vec![
+        ("first-mid-last", first_mid_last, 7, 0, vec![(1, 3), (5, 8)]),
+        ("all-zero", vec![0u8; 5 * B + 7], 0, 0, vec![]),
+        ("zero-block", vec![0u8; B], 0, 0, vec![]),
+        (
+            "alternating",
+            alternating,
+            30,
+            1,
+            (0..30).map(|i| (2 * i + 1, 2 * i + 1)).collect(),
+        ),
+        ("zero-tail", zero_tail, 3, 0, vec![(0, 2)]),
+        ("dense", noise(3 * B + 5, 8), 4, 0, vec![(0, 3)]),
+    ];
+    // One source holding every file at 512-byte (not 4 KiB) aligned
+    // offsets, like a tar.
+    let mut all = vec![1u8; 512];
+    let mut at = Vec::new();
+    for (_, data, ..) in &cases {
+        at.push(all.len() as u64);
+        all.extend_from_slice(data);
+        all.resize(all.len().next_multiple_of(512) + 512, 3);
+    }
+    let src: Arc<dyn ReadAt> = Arc::new(ZeroAware(all));
+    let mut t = Tree::new(meta(0o755));
+    for ((name, data, ..), &offset) in cases.iter().zip(&at) {
+        node(
+            &mut t,
+            &format!("holes/{name}"),
+            meta(0o644),
+            Kind::File(FileData::Source {
+                source: src.clone(),
+                offset,
+                len: data.len() as u64,
+            }),
+        );
+    }
+    let dir = support::tempdir();
+    let img = write_raw(&t, &opts(64 << 20), dir.path(), "holes.img");
+    e2fsck_clean(&img);
+    for (name, data, blocks, tree, extents) in &cases {
+        let path = format!("/holes/{name}");
+        assert!(dump(&img, &path, dir.path()) == *data, "{path} reads back");
+        let s = stat(&img, &path);
+        assert!(s.contains(&format!("Size: {}\n", data.len())), "{s}");
+        assert!(
+            s.contains(&format!("Blockcount: {}\n", (blocks + tree) * 8)),
+            "{path}: {blocks} data + {tree} tree blocks:\n{s}"
+        );
+        let got: Vec<(u64, u64)> = extent_leaves(&debugfs(&img, &format!("ex {path}")))
+            .iter()
+            .map(|e| (e.0, e.1))
+            .collect();
+        assert_eq!(&got, extents, "{path}");
+    }
+}

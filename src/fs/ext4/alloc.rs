@@ -1,17 +1,26 @@
 //! Block placement: where each group's bitmaps and inode table go (flex_bg,
-//! as mke2fs lays them out), and a bump allocator for everything else.
+//! as mke2fs lays out one flex group), and a bump allocator for everything else.
 //!
 //! ```text
-//! flex group f = groups 16f..16f+15, its metadata at the start of group 16f:
-//! [sb+GDT copy?][block bitmaps x16][inode bitmaps x16][inode tables x16][data...]
+//! one flex group for all n groups, its metadata right after the primary GDT
+//! (group 1's sb+GDT copy is skipped where it falls):
+//! [sb+GDT][bb,ib n-1][itable 0][itable 1]..[itable n-1][bb,ib n-2]..[bb,ib 0][data..][journal]
 //! ```
+//! Only what is used is written: inode tables as far as inodes are used,
+//! bitmaps of groups holding blocks or inodes (others are BLOCK_UNINIT /
+//! INODE_UNINIT). Data fills the low groups from the start, so the written
+//! bitmaps are those of groups 0..k (and the last group, which e2fsck wants
+//! initialised): with this order the image is two dense runs, superblock to
+//! the last used inode-table block, and group k's bitmaps to the journal
+//! superblock; every run boundary inside a 1 MiB block costs a VHDX up to
+//! 1 MiB.
 //! Data is handed out in increasing block order, skipping the reserved
 //! ranges (superblock copies and flex metadata), so the whole allocation is
 //! a sorted list of runs: cheap to keep even for a 64 TiB filesystem.
 
 use std::ops::Range;
 
-use super::superblock::{Geometry, LOG_GROUPS_PER_FLEX};
+use super::superblock::Geometry;
 
 /// Where one group's metadata lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +41,9 @@ pub struct Layout {
     pub groups: Vec<GroupMeta>,
     /// Superblock/GDT copies and flex metadata, sorted and merged.
     pub reserved: Vec<Range<u64>>,
+    /// First block after the flex metadata: data starts here, so that it
+    /// never lands in a gap the metadata left before group 1's backup.
+    pub data_start: u64,
 }
 
 /// The filesystem ran out of blocks.
@@ -39,7 +51,10 @@ pub struct Layout {
 pub struct Full;
 
 impl Layout {
-    /// Places the superblock copies and every flex group's metadata.
+    /// Places the superblock copies and the metadata of the one flex group
+    /// (module docs): the last group's bitmaps, every inode table, then the
+    /// other groups' bitmaps in descending group order, so that the bitmaps
+    /// of the low groups (the ones data fills) end right where data begins.
     pub fn new(geo: &Geometry) -> Result<Self, Full> {
         let mut reserved: Vec<Range<u64>> = Vec::new();
         for g in 0..geo.groups {
@@ -49,32 +64,39 @@ impl Layout {
             }
         }
         let supers = reserved.clone();
-        let flex = 1u32 << LOG_GROUPS_PER_FLEX;
-        let mut groups = Vec::with_capacity(geo.groups as usize);
-        for first in (0..geo.groups).step_by(flex as usize) {
-            let n = flex.min(geo.groups - first);
-            let mut cur = geo.group_start(first) + geo.super_blocks(first);
-            let bb = place(&supers, &mut cur, u64::from(n), geo.blocks)?;
-            let ib = place(&supers, &mut cur, u64::from(n), geo.blocks)?;
-            let mut tables = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                tables.push(place(&supers, &mut cur, geo.itable_blocks, geo.blocks)?);
-            }
-            for (i, &inode_table) in tables.iter().enumerate() {
-                let i = i as u64;
-                groups.push(GroupMeta {
-                    block_bitmap: bb + i,
-                    inode_bitmap: ib + i,
-                    inode_table,
-                });
-                reserved.push(inode_table..inode_table + geo.itable_blocks);
-            }
-            reserved.push(bb..bb + u64::from(n));
-            reserved.push(ib..ib + u64::from(n));
+        let n = u64::from(geo.groups);
+        let mut cur = geo.super_blocks(0);
+        let last = place(&supers, &mut cur, 2, geo.blocks)?;
+        let mut tables = Vec::with_capacity(geo.groups as usize);
+        for _ in 0..n {
+            let t = place(&supers, &mut cur, geo.itable_blocks, geo.blocks)?;
+            reserved.push(t..t + geo.itable_blocks);
+            tables.push(t);
         }
+        let pairs = place(&supers, &mut cur, 2 * (n - 1), geo.blocks)?;
+        reserved.push(last..last + 2);
+        reserved.push(pairs..pairs + 2 * (n - 1));
+        let groups = tables
+            .iter()
+            .enumerate()
+            .map(|(g, &inode_table)| {
+                let g = g as u64;
+                let bb = if g + 1 == n {
+                    last
+                } else {
+                    pairs + 2 * (n - 2 - g)
+                };
+                GroupMeta {
+                    block_bitmap: bb,
+                    inode_bitmap: bb + 1,
+                    inode_table,
+                }
+            })
+            .collect();
         Ok(Self {
             groups,
             reserved: merge(reserved),
+            data_start: cur,
         })
     }
 }
@@ -123,12 +145,12 @@ pub struct Allocator<'a> {
 }
 
 impl<'a> Allocator<'a> {
-    /// An allocator for blocks `0..end` avoiding `reserved` (sorted, merged).
-    pub fn new(reserved: &'a [Range<u64>], end: u64) -> Self {
+    /// An allocator for blocks `start..end` avoiding `reserved` (sorted, merged).
+    pub fn new(reserved: &'a [Range<u64>], start: u64, end: u64) -> Self {
         Self {
             reserved,
             idx: 0,
-            cursor: 0,
+            cursor: start,
             end,
             runs: Vec::new(),
         }
@@ -167,6 +189,29 @@ impl<'a> Allocator<'a> {
         Ok(out)
     }
 
+    /// Allocates `n` contiguous blocks at the first place after everything
+    /// allocated so far where they fit; blocks skipped stay free.
+    pub fn contiguous(&mut self, n: u64) -> Result<Range<u64>, Full> {
+        loop {
+            while self.idx < self.reserved.len() && self.reserved[self.idx].end <= self.cursor {
+                self.idx += 1;
+            }
+            let next = self.reserved.get(self.idx);
+            if let Some(r) = next.filter(|r| r.start <= self.cursor) {
+                self.cursor = r.end;
+                continue;
+            }
+            let limit = next.map_or(self.end, |r| r.start.min(self.end));
+            if self.cursor.checked_add(n).is_some_and(|e| e <= limit) {
+                return Ok(self.alloc(n)?.remove(0));
+            }
+            match next {
+                Some(r) if r.start < self.end => self.cursor = r.end,
+                _ => return Err(Full),
+            }
+        }
+    }
+
     /// Allocates one block.
     pub fn one(&mut self) -> Result<u64, Full> {
         Ok(self.alloc(1)?[0].start)
@@ -187,11 +232,24 @@ mod tests {
     #[test]
     fn allocator_skips_reserved_ranges() {
         let reserved = vec![0..10, 15..20];
-        let mut a = Allocator::new(&reserved, 30);
+        let mut a = Allocator::new(&reserved, 0, 30);
         assert_eq!(a.alloc(3).unwrap(), vec![10..13]);
         assert_eq!(a.alloc(5).unwrap(), vec![13..15, 20..23]);
         assert_eq!(a.alloc(8), Err(Full));
         assert_eq!(a.used(), vec![0..30]);
+    }
+
+    #[test]
+    fn contiguous_skips_gaps_too_small() {
+        let reserved = vec![0..10, 15..20, 40..50];
+        let mut a = Allocator::new(&reserved, 0, 60);
+        assert_eq!(a.alloc(2).unwrap(), vec![10..12]);
+        assert_eq!(a.contiguous(5).unwrap(), 20..25);
+        assert_eq!(a.alloc(1).unwrap(), vec![25..26]);
+        assert_eq!(a.contiguous(14).unwrap(), 26..40);
+        assert_eq!(a.contiguous(11), Err(Full));
+        assert_eq!(a.contiguous(10).unwrap(), 50..60);
+        assert_eq!(a.used(), vec![0..12, 15..60]);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!          [header, max 340][340 x 12-byte entries][tail: crc32c]
 //! ```
 //! Leaves are packed full (340 extents each) so e2fsck finds no level it
-//! could make narrower or shorter.
+//! could make narrower or shorter. Files with holes map logical blocks with
+//! gaps: an extent starts at any logical block, unmapped ones read as zeros.
 
 use std::ops::Range;
 
@@ -34,14 +35,53 @@ pub struct Extent {
     pub start: u64,
 }
 
-/// Cuts physical runs (in logical order from block 0) into extents of at
-/// most `max_len` blocks.
-pub fn from_runs(runs: &[Range<u64>], max_len: u32) -> Vec<Extent> {
+/// A piece of a file: logical block `.0` onward lives at physical `.1`.
+pub type Mapped = (u64, Range<u64>);
+
+/// Physical runs that hold logical blocks 0.. in order, without holes.
+pub fn consecutive(runs: &[Range<u64>]) -> Vec<Mapped> {
+    let mut logical = 0;
+    runs.iter()
+        .map(|r| {
+            let m = (logical, r.clone());
+            logical += r.end - r.start;
+            m
+        })
+        .collect()
+}
+
+/// Pairs the logical `segments` of a file that have blocks (increasing, the
+/// gaps between them are holes) with the physical `runs` allocated for them
+/// (as many blocks in all), cutting where either ends.
+pub fn pair(segments: &[Range<u64>], runs: &[Range<u64>]) -> Vec<Mapped> {
+    let mut out = Vec::new();
+    let mut phys = runs.iter().cloned();
+    let mut cur = phys.next().unwrap_or(0..0);
+    for seg in segments {
+        let mut logical = seg.start;
+        while logical < seg.end {
+            while cur.is_empty() {
+                match phys.next() {
+                    Some(r) => cur = r,
+                    None => return out,
+                }
+            }
+            let take = (seg.end - logical).min(cur.end - cur.start);
+            out.push((logical, cur.start..cur.start + take));
+            logical += take;
+            cur.start += take;
+        }
+    }
+    out
+}
+
+/// Cuts mapped pieces (increasing logical order; gaps between them are
+/// holes) into extents of at most `max_len` blocks.
+pub fn from_mapped(mapped: &[Mapped], max_len: u32) -> Vec<Extent> {
     let max_len = u64::from(max_len.clamp(1, MAX_LEN));
     let mut out = Vec::new();
-    let mut logical = 0u64;
-    for r in runs {
-        let mut start = r.start;
+    for (first, r) in mapped {
+        let (mut logical, mut start) = (*first, r.start);
         while start < r.end {
             let len = (r.end - start).min(max_len);
             out.push(Extent {
@@ -147,9 +187,25 @@ mod tests {
 
     #[test]
     fn runs_split_at_max_len() {
-        let e = from_runs(&[10..15, 20..21], 2);
+        let e = from_mapped(&consecutive(&[10..15, 20..21]), 2);
         let got: Vec<_> = e.iter().map(|e| (e.logical, e.len, e.start)).collect();
         assert_eq!(got, vec![(0, 2, 10), (2, 2, 12), (4, 1, 14), (5, 1, 20)]);
+    }
+
+    #[test]
+    fn holes_leave_logical_gaps() {
+        // Blocks 1..3 and 5..9 have data; 0, 3, 4 and 9.. are holes. The
+        // allocator gave 2 blocks at 100 and 4 at 200.
+        let m = pair(&[1..3, 5..9], &[100..102, 200..204]);
+        assert_eq!(m, vec![(1, 100..102), (5, 200..204)]);
+        let m = pair(&[1..3, 5..9], &[100..103, 200..203]);
+        assert_eq!(m, vec![(1, 100..102), (5, 102..103), (6, 200..203)]);
+        let e = from_mapped(&m, 2);
+        let got: Vec<_> = e.iter().map(|e| (e.logical, e.len, e.start)).collect();
+        assert_eq!(
+            got,
+            vec![(1, 2, 100), (5, 1, 102), (6, 2, 200), (8, 1, 202)]
+        );
     }
 
     #[test]

@@ -7,10 +7,21 @@
 //!      ─► per inode: allocate data, dirs (htree), extent trees, xattrs ─► inode table
 //!      ─► group descriptors, bitmaps, superblocks ─► VirtualDisk extents
 //! ```
-//! Features: 4 KiB blocks, extents, 64bit, flex_bg (16), huge_file,
-//! dir_nlink, extra_isize, metadata_csum, sparse_super, filetype, ext_attr,
-//! large_file, dir_index, has_journal. No resize_inode (so online growth is
-//! limited to the GDT blocks' spare room), no orphan_file.
+//! Features: 4 KiB blocks, extents, 64bit, huge_file, dir_nlink,
+//! extra_isize, metadata_csum, filetype, ext_attr, large_file, dir_index,
+//! has_journal, flex_bg, sparse_super + sparse_super2. No resize_inode (so
+//! online growth is limited to the GDT blocks' spare room), no orphan_file.
+//!
+//! The layout keeps the written blocks dense, since a VHDX stores every
+//! 1 MiB block holding any of them in full:
+//! - sparse_super2 with one backup (group 1), not copies in groups 3^n, 5^n, 7^n;
+//! - one flex group for all groups (`s_log_groups_per_flex` =
+//!   max(4, ceil(log2 groups))): every bitmap and inode table packed after
+//!   the primary GDT (alloc.rs), untouched groups' bitmaps never written;
+//! - the journal in one contiguous extent after all file data, so its
+//!   superblock (its only written block) sits where the data ends;
+//! - 4 KiB blocks a source knows are zero (`ReadAt::known_zero`) are holes,
+//!   as `mke2fs -d` makes them.
 
 mod alloc;
 mod csum;

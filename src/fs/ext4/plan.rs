@@ -9,7 +9,7 @@ use imgbuild_formats::{ReadAt, VirtualDisk, VirtualDiskBuilder};
 
 use super::alloc::{Allocator, Full, Layout};
 use super::dir::{self, ftype, Entry, Hasher};
-use super::extent_tree;
+use super::extent_tree::{self, consecutive, Mapped};
 use super::group::{self, GroupState, BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED};
 use super::inode::{device_block, InodeSpec, EXTENTS_FL, INDEX_FL};
 use super::superblock::{self, Geometry, SuperInfo, BLOCK_SIZE, FIRST_INO, INODE_SIZE};
@@ -49,7 +49,13 @@ pub fn data_estimate(tree: &Tree) -> u64 {
         }
         total += INODE_SIZE;
         total += match &tree.inode(id).kind {
-            Kind::File(d) => d.len().next_multiple_of(BLOCK_SIZE),
+            Kind::File(d) => {
+                data_segments(d)
+                    .iter()
+                    .map(|r| r.end - r.start)
+                    .sum::<u64>()
+                    * BLOCK_SIZE
+            }
             Kind::Dir(m) => (m.keys().map(|k| 12 + k.len() as u64).sum::<u64>() * 3 / 2)
                 .next_multiple_of(BLOCK_SIZE),
             Kind::Symlink(t) if t.len() >= 60 => BLOCK_SIZE,
@@ -57,6 +63,34 @@ pub fn data_estimate(tree: &Tree) -> u64 {
         };
     }
     total
+}
+
+/// The logical block ranges of a file that need blocks: all of them, except
+/// for a `Source` the 4 KiB blocks it knows are zero
+/// ([`ReadAt::known_zero`]), which become holes.
+fn data_segments(data: &FileData) -> Vec<Range<u64>> {
+    let len = data.len();
+    let blocks = len.div_ceil(BLOCK_SIZE);
+    let FileData::Source { source, offset, .. } = data else {
+        return std::iter::once(0..blocks)
+            .filter(|r| !r.is_empty())
+            .collect();
+    };
+    // `&**`: the source itself, not `Arc`'s `ReadAt` impl, which does not
+    // forward `known_zero` (it answers the default `None`).
+    let source: &dyn ReadAt = &**source;
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for k in 0..blocks {
+        let at = k * BLOCK_SIZE;
+        if source.known_zero(offset.saturating_add(at), BLOCK_SIZE.min(len - at)) == Some(true) {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.end == k => last.end = k + 1,
+            _ => out.push(k..k + 1),
+        }
+    }
+    out
 }
 
 /// Inode numbers: root 2, lost+found 11, the rest from 12 in walk order.
@@ -185,7 +219,7 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
         geo: &geo,
         fs_seed,
         hasher: Hasher::new(&opts.hash_seed),
-        alloc: Allocator::new(&layout.reserved, geo.blocks),
+        alloc: Allocator::new(&layout.reserved, layout.data_start, geo.blocks),
         disk: VirtualDiskBuilder::new(opts.size),
         inodes: Vec::with_capacity(numbering.last as usize),
         dirs_per_group: vec![0; geo.groups as usize],
@@ -195,7 +229,6 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
         ctx.inodes
             .push(InodeSpec::default().encode(csum::inode_seed(fs_seed, ino)));
     }
-    let jnl_blocks = ctx.journal()?;
     let links = tree.link_counts();
     for (id, path) in &numbering.order {
         ctx.tree_inode(*id, path, &numbering, &links)?;
@@ -203,6 +236,9 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
             ctx.lost_found()?;
         }
     }
+    // After all data: the journal superblock (its only written block) then
+    // shares a 1 MiB block with the end of the data.
+    let jnl_blocks = ctx.journal()?;
     ctx.finish(&layout, numbering.last, jnl_blocks)
 }
 
@@ -216,15 +252,15 @@ impl Ctx<'_> {
         self.inodes[(ino - 1) as usize] = bytes;
     }
 
-    /// Maps `runs` (in logical order) with an extent tree; returns `i_block`
-    /// and the number of tree blocks written.
+    /// Maps `mapped` (increasing logical blocks, gaps are holes) with an
+    /// extent tree; returns `i_block` and the number of tree blocks written.
     fn map(
         &mut self,
         ino: u32,
-        runs: &[Range<u64>],
+        mapped: &[Mapped],
         max_len: u32,
     ) -> Result<([u8; 60], u64), Ext4Error> {
-        let extents = extent_tree::from_runs(runs, max_len);
+        let extents = extent_tree::from_mapped(mapped, max_len);
         let n = extent_tree::tree_blocks(extents.len());
         let blocks: Vec<u64> = self
             .alloc
@@ -258,15 +294,17 @@ impl Ctx<'_> {
         Ok(runs)
     }
 
+    /// The journal inode: one contiguous extent after everything else, only
+    /// its jbd2 superblock written.
     fn journal(&mut self) -> Result<[u32; 17], Ext4Error> {
         let n = self.geo.journal_blocks;
         if n == 0 {
             return Ok([0; 17]);
         }
-        let runs = self.alloc.alloc(n).map_err(full(self.opts))?;
+        let runs = [self.alloc.contiguous(n).map_err(full(self.opts))?];
         let sb = journal::superblock(u32::try_from(n).unwrap_or(u32::MAX), &self.opts.uuid);
         self.disk.bytes(runs[0].start * BLOCK_SIZE, sb);
-        let (i_block, tree) = self.map(JOURNAL_INO, &runs, extent_tree::MAX_LEN)?;
+        let (i_block, tree) = self.map(JOURNAL_INO, &consecutive(&runs), extent_tree::MAX_LEN)?;
         let size = n * BLOCK_SIZE;
         let spec = InodeSpec {
             mode: 0o100600,
@@ -316,7 +354,7 @@ impl Ctx<'_> {
         let nblocks = d.blocks.len() as u64;
         let indexed = d.indexed;
         let runs = self.place_blocks(d.blocks)?;
-        let (i_block, tree) = self.map(ino, &runs, extent_tree::MAX_LEN)?;
+        let (i_block, tree) = self.map(ino, &consecutive(&runs), extent_tree::MAX_LEN)?;
         let flags = EXTENTS_FL | if indexed { INDEX_FL } else { 0 };
         let links = if links > LINK_MAX { 1 } else { links as u16 };
         let spec = InodeSpec {
@@ -442,16 +480,18 @@ impl Ctx<'_> {
                         len,
                     });
                 }
-                let runs = self
-                    .alloc
-                    .alloc(len.div_ceil(BLOCK_SIZE))
-                    .map_err(full(self.opts))?;
-                self.file_data(data, &runs);
-                let (i_block, tree) = self.map(ino, &runs, self.opts.max_extent_blocks)?;
+                // Blocks the source knows are zero become holes (mke2fs -d
+                // does the same): no block, no extent; they read as zeros.
+                let segments = data_segments(data);
+                let count: u64 = segments.iter().map(|r| r.end - r.start).sum();
+                let runs = self.alloc.alloc(count).map_err(full(self.opts))?;
+                let mapped = extent_tree::pair(&segments, &runs);
+                self.file_data(data, &mapped);
+                let (i_block, tree) = self.map(ino, &mapped, self.opts.max_extent_blocks)?;
                 spec.size = len;
                 spec.flags = EXTENTS_FL;
                 spec.i_block = i_block;
-                spec.blocks = len.div_ceil(BLOCK_SIZE) + tree;
+                spec.blocks = count + tree;
             }
             Kind::Symlink(target) => {
                 if target.is_empty() || target.len() > 4095 {
@@ -465,7 +505,8 @@ impl Ctx<'_> {
                     spec.i_block[..target.len()].copy_from_slice(target);
                 } else {
                     let runs = self.place_blocks(vec![target.clone()])?;
-                    let (i_block, tree) = self.map(ino, &runs, extent_tree::MAX_LEN)?;
+                    let (i_block, tree) =
+                        self.map(ino, &consecutive(&runs), extent_tree::MAX_LEN)?;
                     spec.flags = EXTENTS_FL;
                     spec.i_block = i_block;
                     spec.blocks = 1 + tree;
@@ -479,15 +520,16 @@ impl Ctx<'_> {
         self.finish_inode(ino, spec, meta, path)
     }
 
-    /// Places a file's contents by reference: one extent per physical run.
-    fn file_data(&mut self, data: &FileData, runs: &[Range<u64>]) {
+    /// Places a file's contents by reference: one disk extent per mapped
+    /// piece (holes get none).
+    fn file_data(&mut self, data: &FileData, mapped: &[Mapped]) {
         let len = data.len();
-        let mut done = 0u64;
-        for r in runs {
+        for (logical, r) in mapped {
+            let done = logical * BLOCK_SIZE;
             let n = ((r.end - r.start) * BLOCK_SIZE).min(len - done);
             let at = r.start * BLOCK_SIZE;
             match data {
-                FileData::Bytes(b) if runs.len() == 1 => {
+                FileData::Bytes(b) if mapped.len() == 1 => {
                     self.disk.bytes(at, b.clone());
                 }
                 FileData::Bytes(b) => {
@@ -498,7 +540,6 @@ impl Ctx<'_> {
                     self.disk.source(at, n, source.clone(), offset + done);
                 }
             }
-            done += n;
         }
     }
 

@@ -3,8 +3,12 @@
 //! ```text
 //! block 0: [1024 pad][superblock 1024][rest of block 0]   group 0
 //! block 1..: group descriptors (64 bytes each, 64bit)
-//! backups at the start of groups 1, 3^n, 5^n, 7^n (sparse_super)
+//! one backup at the start of group 1 (sparse_super2, s_backup_bgs = {0, 1})
 //! ```
+//!
+//! sparse_super2 (as `mke2fs -O sparse_super2 -E num_backup_sb=1`) instead
+//! of sparse_super's copies in groups 1, 3^n, 5^n, 7^n: each of those lone
+//! copies would cost a whole 1 MiB block of a VHDX.
 
 use super::csum::crc32c;
 use super::{Ext4Error, Ext4Options};
@@ -21,8 +25,9 @@ pub const INODE_SIZE: u64 = 256;
 pub const INODES_PER_BLOCK: u32 = (BLOCK_SIZE / INODE_SIZE) as u32;
 /// Group descriptor size with the 64bit feature.
 pub const DESC_SIZE: u64 = 64;
-/// `s_log_groups_per_flex`: 16 groups per flex group (mke2fs default).
-pub const LOG_GROUPS_PER_FLEX: u32 = 4;
+/// Smallest `s_log_groups_per_flex`: 16 groups per flex group (mke2fs's
+/// default). Larger filesystems get one flex group for all their groups.
+pub const MIN_LOG_GROUPS_PER_FLEX: u32 = 4;
 /// First non-reserved inode.
 pub const FIRST_INO: u32 = 11;
 /// Largest filesystem we lay out (64 TiB): bounds the group table in memory.
@@ -34,6 +39,7 @@ const EXT4_SUPER_MAGIC: u16 = 0xEF53;
 const COMPAT_HAS_JOURNAL: u32 = 0x4;
 const COMPAT_EXT_ATTR: u32 = 0x8;
 const COMPAT_DIR_INDEX: u32 = 0x20;
+const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 const INCOMPAT_FILETYPE: u32 = 0x2;
 const INCOMPAT_EXTENTS: u32 = 0x40;
 const INCOMPAT_64BIT: u32 = 0x80;
@@ -70,6 +76,10 @@ pub struct Geometry {
     pub journal_blocks: u64,
     /// `s_r_blocks_count`.
     pub reserved_blocks: u64,
+    /// `s_log_groups_per_flex`: large enough that one flex group holds
+    /// every group, so all bitmaps and inode tables sit together after the
+    /// primary GDT instead of in a lone 1 MiB VHDX block per 16 groups.
+    pub log_groups_per_flex: u32,
 }
 
 impl Geometry {
@@ -101,13 +111,12 @@ impl Geometry {
             let itable_blocks = ipg * INODE_SIZE / BLOCK_SIZE;
             let gdt_blocks = (groups * DESC_SIZE).div_ceil(BLOCK_SIZE);
             // mke2fs drops a last partial group too small for its own
-            // structures plus 50 blocks (lib/ext2fs/initialize.c).
+            // structures plus 50 blocks (lib/ext2fs/initialize.c). With one
+            // flex group, a last group after group 0 holds at most a
+            // superblock copy (group 1).
             let last = groups - 1;
             let rem = blocks % BLOCKS_PER_GROUP;
-            let mut overhead = if has_super(last) { 1 + gdt_blocks } else { 0 };
-            if last.is_multiple_of(1 << LOG_GROUPS_PER_FLEX) {
-                overhead += 2 + itable_blocks;
-            }
+            let overhead = if has_super(last) { 1 + gdt_blocks } else { 0 };
             if groups > 1 && rem != 0 && rem < overhead + 50 {
                 blocks -= rem;
                 continue;
@@ -125,6 +134,7 @@ impl Geometry {
                 gdt_blocks,
                 journal_blocks,
                 reserved_blocks,
+                log_groups_per_flex: log_groups_per_flex(groups),
             });
         }
     }
@@ -154,18 +164,28 @@ impl Geometry {
     }
 }
 
-/// sparse_super: groups 0, 1 and powers of 3, 5 and 7 hold backups.
+/// `max(4, ceil(log2(groups)))`: one flex group for the whole filesystem
+/// (at most 2^19 groups, so at most 19: the kernel takes up to 31).
+fn log_groups_per_flex(groups: u64) -> u32 {
+    let ceil_log2 = u64::BITS - groups.saturating_sub(1).leading_zeros();
+    ceil_log2.max(MIN_LOG_GROUPS_PER_FLEX)
+}
+
+/// sparse_super2 with one backup: group 0 holds the superblock and GDT,
+/// group 1 (if any) the only copy (`s_backup_bgs`, super.rst).
 pub fn has_super(g: u64) -> bool {
-    if g <= 1 {
-        return true;
+    g <= 1
+}
+
+/// `s_backup_bgs` as mke2fs writes it for `num_backup_sb=1`: `{0, 1}`, or
+/// `{0, 0}` with a single group (lib/ext2fs/initialize.c clamps to the last
+/// group, drops a duplicate and sorts the pair).
+fn backup_bgs(groups: u32) -> [u32; 2] {
+    if groups >= 2 {
+        [0, 1]
+    } else {
+        [0, 0]
     }
-    [3u64, 5, 7].iter().any(|&b| {
-        let mut p = b;
-        while p < g {
-            p *= b;
-        }
-        p == g
-    })
 }
 
 /// Everything the superblock records besides the geometry.
@@ -224,12 +244,17 @@ pub fn encode(geo: &Geometry, opts: &Ext4Options, info: &SuperInfo, group: u32) 
     } else {
         0
     };
-    put32(&mut b, 0x5C, journal | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX);
+    put32(
+        &mut b,
+        0x5C,
+        journal | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX | COMPAT_SPARSE_SUPER2,
+    );
     put32(
         &mut b,
         0x60,
         INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG,
     );
+    // mke2fs keeps sparse_super set next to sparse_super2.
     let ro = RO_COMPAT_SPARSE_SUPER
         | RO_COMPAT_LARGE_FILE
         | RO_COMPAT_HUGE_FILE
@@ -260,8 +285,11 @@ pub fn encode(geo: &Geometry, opts: &Ext4Options, info: &SuperInfo, group: u32) 
     put16(&mut b, 0x15C, EXTRA_ISIZE);
     put16(&mut b, 0x15E, EXTRA_ISIZE);
     put32(&mut b, 0x160, FLAGS_SIGNED_HASH);
-    b[0x174] = LOG_GROUPS_PER_FLEX as u8;
+    b[0x174] = geo.log_groups_per_flex as u8;
     b[0x175] = 1; // s_checksum_type: crc32c
+    let [bg0, bg1] = backup_bgs(geo.groups);
+    put32(&mut b, 0x24C, bg0); // s_backup_bgs[0]
+    put32(&mut b, 0x250, bg1); // s_backup_bgs[1]
     b[0x274] = t_hi; // s_wtime_hi
     b[0x276] = t_hi; // s_mkfs_time_hi
     b[0x277] = t_hi; // s_lastcheck_hi
@@ -275,8 +303,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sparse_super_groups() {
+    fn sparse_super2_keeps_one_backup() {
         let with: Vec<u64> = (0..100).filter(|&g| has_super(g)).collect();
-        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81]);
+        assert_eq!(with, vec![0, 1]);
+        assert_eq!(backup_bgs(1), [0, 0]);
+        assert_eq!(backup_bgs(24), [0, 1]);
+    }
+
+    #[test]
+    fn one_flex_group_covers_every_group() {
+        let got: Vec<u32> = [1, 16, 17, 24, 32, 33, 512, 1 << 19]
+            .map(log_groups_per_flex)
+            .to_vec();
+        assert_eq!(got, vec![4, 4, 5, 5, 5, 6, 9, 19]);
     }
 }
