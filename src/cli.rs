@@ -451,6 +451,7 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
             content_id: false,
         },
         Some(zeros.clone()),
+        false,
     );
     let seed = match &a.seed {
         Some(s) => imgbuild::ids::Seed::from_bytes(s.as_bytes()),

@@ -351,6 +351,7 @@ fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
                 tar.clone(),
                 nothing_else,
                 Some(zeros.clone()),
+                false,
             ));
             source::tar::read_tar(&tar, &mut tree, &tar_opts(Some(zeros)))
                 .with_context(|| format!("cannot read the bootstrapped tree {}", tar.display()))?;

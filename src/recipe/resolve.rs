@@ -176,12 +176,12 @@ impl Cx<'_> {
             };
             self.id_jobs.push(PendingDigest {
                 input: index,
-                job: DigestJob::spawn(path.clone(), id, zeros),
+                job: DigestJob::spawn(path.clone(), id, zeros, false),
                 on_error: on_error.clone(),
             });
             self.sha_jobs.push(PendingDigest {
                 input: index,
-                job: DigestJob::spawn(path, sha, None),
+                job: DigestJob::spawn(path, sha, None, true),
                 on_error,
             });
         } else {

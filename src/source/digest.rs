@@ -108,15 +108,25 @@ enum Job {
 }
 
 impl DigestJob {
-    /// Starts reading `path`.
-    pub fn spawn(path: PathBuf, want: Want, zeros: Option<Arc<ZeroMap>>) -> Self {
+    /// Starts reading `path`. A `background` job runs at the lowest
+    /// priority: for results needed only at the end (the input's SHA-256,
+    /// awaited before the outputs are renamed), so that it takes the CPU
+    /// the build leaves idle rather than slowing what everything waits for.
+    pub fn spawn(path: PathBuf, want: Want, zeros: Option<Arc<ZeroMap>>, background: bool) -> Self {
         let (p, z) = (path.clone(), zeros.clone());
         // If the thread dies, its `ZeroScan` unwinds and marks the map
         // "unknown": nobody waits forever.
         let state = match std::thread::Builder::new()
             .name("digest".into())
-            .spawn(move || digest_file(&p, want, z))
-        {
+            .spawn(move || {
+                if background {
+                    // Linux nice values are per thread: this one yields to
+                    // the build's critical path. Failing changes only speed.
+                    let _ =
+                        rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+                }
+                digest_file(&p, want, z)
+            }) {
             Ok(h) => Job::Running(h),
             Err(_) => Job::Done(digest_file(&path, want, zeros.clone())),
         };
