@@ -172,6 +172,51 @@ fn ext4_from_debian_rootfs_matches_it_entry_by_entry() {
 }
 
 #[test]
+fn zero_blocks_of_tar_files_become_holes() {
+    if !ext4_tools() {
+        return;
+    }
+    // The tar's zero sectors are mapped while it is hashed for the seed;
+    // ext4 then allocates no block for a zero 4 KiB block (as mke2fs -d).
+    const B: u64 = 4096;
+    let dir = tempdir();
+    let tar = dir.path().join("holes.tar");
+    let entries = serde_json::json!([
+        // 11 blocks: 0, 4, 5 and the partial last one are zero.
+        {"name": "holey", "size": 10 * B + 100,
+         "zero": [[0, B], [4 * B, 2 * B], [10 * B, 100]]},
+        {"name": "all-zero", "size": 3 * B, "zero": [[0, 3 * B]]},
+        {"name": "dense", "size": 3 * B},
+    ]);
+    make_tar(&tar, &entries);
+    let img = dir.path().join("holes.img");
+    let o = make_fs("ext4", "64M", &tar, &img);
+    assert!(o.status.success(), "{}", stderr(&o));
+    e2fsck_clean(&img);
+    fs_vs_tar(&tar, &img).expect("same contents as the tar");
+    for (file, blocks) in [("holey", 7), ("all-zero", 0), ("dense", 3)] {
+        let out = run_ok(
+            Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("stat /{file}"))
+                .arg(&img),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let count: u64 = text
+            .split("Blockcount: ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no Blockcount for {file}: {text}"));
+        assert_eq!(
+            count,
+            blocks * 8,
+            "{file}: 512-byte sectors allocated\n{text}"
+        );
+    }
+}
+
+#[test]
 fn ext4_as_qcow2_vhdx_and_vhd_equals_the_raw_image_and_inspects() {
     if !(require_tool("qemu-img") && require_tool("python3")) {
         return;

@@ -428,6 +428,16 @@ format = "raw"
         }
         other => panic!("expected a tar source, got {other:?}"),
     }
+    // The OS tar's read also maps its zero sectors (for ext4 holes); no
+    // other input needs that.
+    for input in &plan.inputs {
+        assert_eq!(
+            input.zeros.is_some(),
+            input.role == "os.source.tar",
+            "{}",
+            input.role
+        );
+    }
     assert_eq!(plan.config.network, NetworkPlan::None);
     assert_eq!(plan.config.timezone.as_deref(), Some("Europe/Paris"));
     let user = &plan.config.users[0];

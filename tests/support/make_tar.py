@@ -2,7 +2,8 @@
 """Writes a pax tar with Python's tarfile from a JSON list of entries:
 make_tar.py OUT.tar '[{"name": "a", "type": "file", "data": "text", ...}]'.
 Keys: name, type (file|dir|symlink|hardlink|chr|fifo), data (text, or
-"size": N for N bytes of a pattern), link, mode (default 0o644 / 0o755).
+"size": N for N bytes of a pattern, "zero": [[offset, length], ...] to zero
+ranges of it), link, mode (default 0o644 / 0o755).
 tarfile writes names as given, so `../x` and `/abs` reach the archive."""
 import io, json, sys, tarfile
 
@@ -20,7 +21,10 @@ with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
         i.devmajor, i.devminor = e.get("major", 1), e.get("minor", 3)
         if i.type == tarfile.REGTYPE:
             if "size" in e:
-                data = bytes((n * 7 + n // 251) % 256 for n in range(e["size"]))
+                data = bytearray((n * 7 + n // 251) % 256 for n in range(e["size"]))
+                for off, n in e.get("zero", []):
+                    data[off:off + n] = bytes(n)
+                data = bytes(data)
             else:
                 data = e.get("data", "").encode()
             i.size = len(data)
