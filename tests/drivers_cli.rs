@@ -350,6 +350,30 @@ fn azure_entry_carries_its_profile_cmdline_and_kvm_does_not() {
     // The profile's words come after the recipe's, as additions.
     assert_eq!(&azure[..kvm.len()], &kvm[..], "{azure:?}");
     assert_eq!(azure.len(), kvm.len() + azure_words.len(), "{azure:?}");
+    // The manifest records each disk's command line as the ESP has it.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("JSON");
+    let boot = manifest["boot"].as_array().expect("boot records");
+    assert_eq!(boot.len(), 2, "kvm+hyperv share a disk, azure has its own");
+    for (target, words) in [("kvm", &kvm), ("hyperv", &hyperv), ("azure", &azure)] {
+        let record = boot
+            .iter()
+            .find(|b| b["targets"].as_array().unwrap().iter().any(|t| t == target))
+            .unwrap_or_else(|| panic!("no boot record for {target}: {boot:?}"));
+        let recorded: Vec<&str> = record["cmdline"].as_str().unwrap().split(' ').collect();
+        assert_eq!(recorded, *words, "{target}");
+        assert!(
+            record["kernel"].as_str().unwrap().contains("vmlinuz"),
+            "{record}"
+        );
+        assert!(
+            record["loader"].as_str().unwrap().starts_with("tree:")
+                || record["loader"].as_str().unwrap().starts_with("host:"),
+            "{record}"
+        );
+    }
 }
 
 /// The stock Debian cloud kernel (scripts/debian-rootfs.sh) passes the

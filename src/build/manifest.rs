@@ -30,6 +30,9 @@ pub struct Manifest<'a> {
     pub layout: &'a LayoutPlan,
     /// The kernel booted.
     pub kernel_version: &'a str,
+    /// Per distinct disk: its targets, kernel, initrd, loader source and
+    /// kernel command line.
+    pub boot: Vec<&'a super::BootRecord>,
     /// Installed packages (dpkg status), sorted by name.
     pub packages: Vec<Package<'a>>,
     /// The images.
@@ -60,6 +63,7 @@ impl<'a> Manifest<'a> {
             inputs: &plan.inputs,
             layout: &prepared.layout,
             kernel_version: &prepared.kernel_version,
+            boot: prepared.disks.iter().map(|d| &d.boot).collect(),
             packages: prepared
                 .packages
                 .iter()

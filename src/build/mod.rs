@@ -48,6 +48,27 @@ pub struct Disk {
     pub disk: VirtualDisk,
     /// Targets written from it.
     pub targets: Vec<TargetPlan>,
+    /// How it boots (for the manifest).
+    pub boot: BootRecord,
+}
+
+/// How one disk boots, as the manifest records it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BootRecord {
+    /// The targets written from this disk.
+    pub targets: Vec<String>,
+    /// The kernel's path in the OS tree.
+    pub kernel: String,
+    /// The initrd's path in the OS tree.
+    pub initrd: Option<String>,
+    /// Where systemd-boot came from: `tree:/usr/lib/…` or, when the tree
+    /// has none, `host:/usr/lib/…` (then the image depends on the build
+    /// host's systemd-boot-efi package).
+    pub loader: String,
+    /// SHA-256 of that loader binary as written to the ESP.
+    pub loader_sha256: String,
+    /// The kernel command line the loader entry passes.
+    pub cmdline: String,
 }
 
 /// Everything checked and assembled, nothing written yet.
@@ -499,8 +520,19 @@ fn assemble_disks(
     let mut disks = Vec::new();
     for ((cmdline, extra), targets) in by_cmdline {
         let opts = boot_options(plan, &root_part.guid, cmdline, &extra, epoch);
-        let (esp, _) =
+        let (esp, info) =
             boot::esp_tree(tree, &opts).context("cannot build the EFI system partition")?;
+        let boot = BootRecord {
+            targets: targets.iter().map(|t| t.name.clone()).collect(),
+            kernel: info.kernel,
+            initrd: info.initrd,
+            loader: match info.loader {
+                boot::LoaderSource::Tree(p) => format!("tree:{p}"),
+                boot::LoaderSource::Host(p) => format!("host:{}", p.display()),
+            },
+            loader_sha256: loader_sha256(&esp)?,
+            cmdline: opts.kernel_cmdline(),
+        };
         let fat_opts = fat::FatOptions {
             size: esp_part.size,
             volume_id: plan.seed.u32("esp.volume_id"),
@@ -511,9 +543,26 @@ fn assemble_disks(
         };
         let esp = fat::write(&esp, &fat_opts).context("cannot lay out the EFI system partition")?;
         let disk = layout::assemble(layout, &[&esp, root])?;
-        disks.push(Disk { disk, targets });
+        disks.push(Disk {
+            disk,
+            targets,
+            boot,
+        });
     }
     Ok(disks)
+}
+
+/// SHA-256 of the ESP's `\EFI\BOOT\BOOTX64.EFI`.
+fn loader_sha256(esp: &Tree) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let id = esp
+        .lookup(b"/EFI/BOOT/BOOTX64.EFI")
+        .context("the ESP has no \\EFI\\BOOT\\BOOTX64.EFI")?;
+    let crate::tree::Kind::File(data) = &esp.inode(id).kind else {
+        bail!("the ESP's \\EFI\\BOOT\\BOOTX64.EFI is not a file");
+    };
+    let bytes = data.read_all().context("cannot read the boot loader")?;
+    Ok(crate::plan::hex(&Sha256::digest(&bytes)))
 }
 
 /// The cache directory: `$IMGBUILD_CACHE`, else `$XDG_CACHE_HOME/imgbuild`,

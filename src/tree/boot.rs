@@ -179,21 +179,29 @@ pub fn loader_conf(opts: &BootOptions) -> String {
     )
 }
 
+impl BootOptions {
+    /// The kernel command line the entry passes: `root=PARTUUID=… rw`, the
+    /// recipe's line, then the target's additions.
+    pub fn kernel_cmdline(&self) -> String {
+        let root = format!(
+            "root=PARTUUID={} rw",
+            self.root_partuuid.to_ascii_lowercase()
+        );
+        [
+            root.as_str(),
+            self.cmdline.trim(),
+            self.extra_cmdline.trim(),
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+}
+
 /// The Boot Loader Specification type #1 entry.
 pub fn entry_conf(opts: &BootOptions, version: &str, has_initrd: bool) -> String {
     let id = &opts.entry_id;
-    let root = format!(
-        "root=PARTUUID={} rw",
-        opts.root_partuuid.to_ascii_lowercase()
-    );
-    let options: Vec<&str> = [
-        root.as_str(),
-        opts.cmdline.trim(),
-        opts.extra_cmdline.trim(),
-    ]
-    .into_iter()
-    .filter(|s| !s.is_empty())
-    .collect();
     let mut s = format!(
         "title {}\nversion {version}\nlinux /{id}/{version}/linux\n",
         opts.title
@@ -201,7 +209,7 @@ pub fn entry_conf(opts: &BootOptions, version: &str, has_initrd: bool) -> String
     if has_initrd {
         s.push_str(&format!("initrd /{id}/{version}/initrd\n"));
     }
-    s.push_str(&format!("options {}\n", options.join(" ")));
+    s.push_str(&format!("options {}\n", opts.kernel_cmdline()));
     s
 }
 
