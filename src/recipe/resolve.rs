@@ -32,7 +32,7 @@ use super::{
 use crate::ids::Seed;
 use crate::plan::{hex, BootPlan, EpochSource, Input, LayoutPlan, OsPlan, Plan, TargetPlan};
 use crate::size::parse_size;
-use crate::source::digest::{digest_file, DigestJob, Want};
+use crate::source::digest::{digest_file, DigestJob, FileDigest, Want};
 use crate::source::zeros::ZeroMap;
 
 /// The epoch used when neither the recipe nor `SOURCE_DATE_EPOCH` gives one:
@@ -263,6 +263,8 @@ pub struct Deferred {
     sha_jobs: Vec<PendingDigest>,
     pins: Vec<Pin>,
     seed: SeedState,
+    /// Inputs that could not be read, with their diagnostics.
+    failed: Vec<(usize, Diagnostic)>,
 }
 
 enum SeedState {
@@ -281,6 +283,7 @@ impl Deferred {
             sha_jobs: Vec::new(),
             pins: Vec::new(),
             seed,
+            failed: Vec::new(),
         }
     }
 
@@ -293,20 +296,14 @@ impl Deferred {
 
     /// Waits for the inputs' content ids and draws the seed (at most once).
     pub fn seed(&mut self) -> Result<Seed, Vec<Diagnostic>> {
-        let mut diags = Vec::new();
         for j in std::mem::take(&mut self.id_jobs) {
-            let PendingDigest {
-                input,
-                job,
-                on_error,
-            } = j;
-            match job.join() {
-                Ok(d) => self.plan.inputs[input].content_id = d.content_id.unwrap_or_default(),
-                Err(e) => diags.push(read_error(on_error, &self.plan.inputs[input], &e)),
+            match j.wait(&self.plan.inputs) {
+                (i, Ok(d)) => self.plan.inputs[i].content_id = d.content_id.unwrap_or_default(),
+                (i, Err(d)) => self.failed.push((i, d)),
             }
         }
-        if !diags.is_empty() {
-            return Err(diags);
+        if !self.failed.is_empty() {
+            return Err(self.failed.iter().map(|(_, d)| d.clone()).collect());
         }
         let seed = match &self.seed {
             SeedState::Known(s) => *s,
@@ -328,24 +325,22 @@ impl Deferred {
 
     /// Waits for everything, checks the pins, gives the plan.
     pub fn finish(mut self) -> Result<Plan, Vec<Diagnostic>> {
-        let mut diags = self.seed().err().unwrap_or_default();
+        // Read errors land in `failed`, one per input.
+        let _ = self.seed();
         for j in std::mem::take(&mut self.sha_jobs) {
-            let PendingDigest {
-                input,
-                job,
-                on_error,
-            } = j;
-            let input = &mut self.plan.inputs[input];
-            match job.join() {
-                Ok(d) => {
-                    input.sha256 = d.sha256;
-                    input.len = d.len;
+            match j.wait(&self.plan.inputs) {
+                (i, Ok(d)) => {
+                    self.plan.inputs[i].sha256 = d.sha256;
+                    self.plan.inputs[i].len = d.len;
                 }
-                // One diagnostic per unreadable file.
-                Err(e) if diags.is_empty() => diags.push(read_error(on_error, input, &e)),
-                Err(_) => {}
+                (i, Err(d)) => {
+                    if !self.failed.iter().any(|(f, _)| *f == i) {
+                        self.failed.push((i, d));
+                    }
+                }
             }
         }
+        let mut diags: Vec<Diagnostic> = self.failed.drain(..).map(|(_, d)| d).collect();
         check_pins(
             std::mem::take(&mut self.pins),
             &self.plan.inputs,
@@ -369,10 +364,21 @@ impl Deferred {
     }
 }
 
-/// `on_error`, saying why `input` could not be read.
-fn read_error(mut on_error: Diagnostic, input: &Input, e: &std::io::Error) -> Diagnostic {
-    on_error.message = format!("cannot read `{}`: {}", input.written, io_reason(e));
-    on_error
+impl PendingDigest {
+    /// Waits for the job: the input's index and its digest, or the
+    /// diagnostic saying why the file could not be read.
+    fn wait(self, inputs: &[Input]) -> (usize, Result<FileDigest, Diagnostic>) {
+        let result = self.job.join().map_err(|e| {
+            let mut d = self.on_error;
+            d.message = format!(
+                "cannot read `{}`: {}",
+                inputs[self.input].written,
+                io_reason(&e)
+            );
+            d
+        });
+        (self.input, result)
+    }
 }
 
 /// The role of the OS tarball among the inputs.
@@ -433,6 +439,7 @@ pub fn resolve_deferred(
         sha_jobs: cx.sha_jobs,
         pins: later,
         seed,
+        failed: Vec::new(),
     })
 }
 
