@@ -90,8 +90,9 @@ pub enum LayoutError {
     Disk(#[from] imgbuild_formats::Error),
 }
 
-/// The standard UEFI layout: an ESP of `esp_size` at 1 MiB, then a root
-/// partition filling the disk up to the last whole MiB before the backup GPT.
+/// The standard UEFI layout: an ESP from LBA 40 to 1 MiB + `esp_size`, then
+/// a root partition filling the disk up to the last whole MiB before the
+/// backup GPT (module docs).
 /// GUIDs come from `seed` (`gpt.disk`, `gpt.esp`, `gpt.root`).
 pub fn uefi_plan(size: u64, esp_size: u64, seed: &Seed) -> Result<LayoutPlan, LayoutError> {
     if !size.is_multiple_of(ALIGN) || !esp_size.is_multiple_of(ALIGN) {

@@ -13,13 +13,14 @@
 //! - **Seed**: `[image] seed` hashed, else SHA-256 over the recipe's bytes
 //!   and each input's role and content id (CRC-32C per 64 KiB fed to
 //!   SHA-256: ten times faster than the input's SHA-256, which the build
-//!   then computes while writing the images). A `dir` source is not hashed (walking
-//!   a tree to hash it costs as much as the build); only its written path
+//!   then computes while writing the images). A `dir` source is not hashed
+//!   (walking a tree to hash it costs as much as the build); only its written path
 //!   enters the seed, through the recipe bytes. mmdebstrap output is not an
 //!   input either: pin a snapshot mirror for reproducible bootstraps.
 //! - **ESP**: [`DEFAULT_ESP_SIZE`] (256 MiB), at least [`MIN_ESP_SIZE`]
 //!   (64 MiB, comfortably above FAT32's 65525-cluster floor at 512-byte
-//!   clusters, ~32 MiB), whole MiB.
+//!   clusters, ~32 MiB), whole MiB. The partition also takes the first MiB
+//!   after the GPT (it starts at LBA 40; see `layout`).
 
 use std::ops::Range;
 
