@@ -855,14 +855,41 @@ fn metadata_is_packed_in_one_flex_group() {
         assert_eq!((bb[n - 1], ib[n - 1]), (1 + gdt, 2 + gdt), "{d}");
         assert_eq!(it[0], 3 + gdt, "{d}");
         assert!(it.windows(2).all(|w| w[0] + per <= w[1]), "tables in order");
-        // Then the other groups' bitmaps, group 0's last (next to the data).
-        let after = it[n - 1] + per;
+        // Then, within 1 MiB, the other groups' bitmaps, group 0's last
+        // (next to the data); the written ones (here group 0's: the data
+        // stays in group 0) start on a 1 MiB boundary.
+        let tables_end = it[n - 1] + per;
+        let pairs = if n > 1 { bb[n - 2] } else { tables_end };
+        assert!(
+            (tables_end..tables_end + 256).contains(&pairs),
+            "bitmaps {pairs} within 1 MiB after the tables ending at {tables_end}"
+        );
         for g in 0..n - 1 {
-            let at = after + 2 * (n - 2 - g) as u64;
+            let at = pairs + 2 * (n - 2 - g) as u64;
             assert_eq!((bb[g], ib[g]), (at, at + 1), "group {g}");
         }
+        if n > 1 {
+            // Written bitmaps: groups dumpe2fs does not flag both
+            // BLOCK_UNINIT and INODE_UNINIT. The highest such group below
+            // the last has the lowest address of the written ones.
+            let written: Vec<usize> = d
+                .lines()
+                .filter(|l| l.starts_with("Group ") && l.contains(": (Blocks "))
+                .enumerate()
+                .filter(|(_, l)| !(l.contains("BLOCK_UNINIT") && l.contains("INODE_UNINIT")))
+                .map(|(g, _)| g)
+                .filter(|&g| g < n - 1)
+                .collect();
+            let k = *written.iter().max().expect("group 0 is written");
+            assert!(written.iter().all(|&g| g <= k));
+            assert_eq!(
+                bb[k] % 256,
+                0,
+                "group {k}'s bitmaps start a 1 MiB block\n{d}"
+            );
+        }
         // Nothing metadata beyond that: the flex group ends there.
-        assert!(bb.iter().chain(&ib).all(|&b| b < after + 2 * groups));
+        assert!(bb.iter().chain(&ib).all(|&b| b < pairs + 2 * groups));
         let mib = data_mib(&img);
         assert!(mib.len() <= 4, "{size}: data in 1 MiB blocks {mib:?}");
         // The journal comes after the data, in one extent, its superblock

@@ -4,7 +4,7 @@
 //! ```text
 //! one flex group for all n groups, its metadata right after the primary GDT
 //! (group 1's sb+GDT copy is skipped where it falls):
-//! [sb+GDT][bb,ib n-1][itable 0][itable 1]..[itable n-1][bb,ib n-2]..[bb,ib 0][data..][journal]
+//! [sb+GDT][bb,ib n-1][itable 0][itable 1]..[itable n-1](gap)[bb,ib n-2]..[bb,ib 0][data..][journal]
 //! ```
 //! Only what is used is written: inode tables as far as inodes are used,
 //! bitmaps of groups holding blocks or inodes (others are BLOCK_UNINIT /
@@ -13,14 +13,19 @@
 //! initialised): with this order the image is two dense runs, superblock to
 //! the last used inode-table block, and group k's bitmaps to the journal
 //! superblock; every run boundary inside a 1 MiB block costs a VHDX up to
-//! 1 MiB.
+//! 1 MiB. The gap (under 1 MiB, left free) puts the start of the second run,
+//! group k's bitmaps, on a 1 MiB boundary; `plan` guesses k from the data's
+//! size and lays out again in the rare case the guess was wrong.
 //! Data is handed out in increasing block order, skipping the reserved
 //! ranges (superblock copies and flex metadata), so the whole allocation is
 //! a sorted list of runs: cheap to keep even for a 64 TiB filesystem.
 
 use std::ops::Range;
 
-use super::superblock::Geometry;
+use super::superblock::{Geometry, BLOCK_SIZE};
+
+/// Filesystem blocks per 1 MiB (a VHDX payload block).
+const BLOCKS_PER_MIB: u64 = (1 << 20) / BLOCK_SIZE;
 
 /// Where one group's metadata lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +60,12 @@ impl Layout {
     /// (module docs): the last group's bitmaps, every inode table, then the
     /// other groups' bitmaps in descending group order, so that the bitmaps
     /// of the low groups (the ones data fills) end right where data begins.
-    pub fn new(geo: &Geometry) -> Result<Self, Full> {
+    /// `low` says how many low groups (0..low) will have written bitmaps:
+    /// the written part of that bitmap run then starts on a 1 MiB boundary
+    /// (the filesystem itself starting on one), so the second dense run
+    /// (those bitmaps, the data, the journal superblock) wastes no partly
+    /// used 1 MiB block at its start. Up to 255 blocks before it stay free.
+    pub fn new(geo: &Geometry, low: u32) -> Result<Self, Full> {
         let mut reserved: Vec<Range<u64>> = Vec::new();
         for g in 0..geo.groups {
             let n = geo.super_blocks(g);
@@ -73,7 +83,25 @@ impl Layout {
             reserved.push(t..t + geo.itable_blocks);
             tables.push(t);
         }
-        let pairs = place(&supers, &mut cur, 2 * (n - 1), geo.blocks)?;
+        // Group g < n-1 has its pair at pairs + 2(n-2-g): the written ones,
+        // groups low-1 down to 0, are the last 2·low blocks of the run.
+        let low = u64::from(low).clamp(1, n.max(2) - 1);
+        let skip = 2 * (n - 1).saturating_sub(low);
+        let pairs = loop {
+            if n == 1 {
+                // No low-group bitmaps: nothing to align, no space to give up.
+                break cur;
+            }
+            let aligned = (cur + skip).next_multiple_of(BLOCKS_PER_MIB) - skip;
+            let mut at = aligned;
+            let p = place(&supers, &mut at, 2 * (n - 1), geo.blocks)?;
+            if p == aligned {
+                cur = at;
+                break p;
+            }
+            // A superblock copy was in the way: align after it.
+            cur = p;
+        };
         reserved.push(last..last + 2);
         reserved.push(pairs..pairs + 2 * (n - 1));
         let groups = tables

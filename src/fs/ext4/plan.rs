@@ -211,12 +211,43 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
     }
     let numbering = number(tree)?;
     let geo = Geometry::new(opts, u64::from(numbering.last))?;
-    let layout = Layout::new(&geo).map_err(full(opts))?;
+    // The bitmaps written last, right before the data, are those of the low
+    // groups the data and journal reach (0..low). Layout starts them on a
+    // 1 MiB boundary, so it needs `low`: a first guess from the data's size,
+    // then, rarely, a second pass with what the first one found.
+    let guess = Layout::new(&geo, 1)
+        .map(|l| {
+            let end = l.data_start + data_estimate(tree) / BLOCK_SIZE + geo.journal_blocks;
+            (end / superblock::BLOCKS_PER_GROUP + 1).min(u64::from(geo.groups))
+        })
+        .unwrap_or(1);
+    let mut low = u32::try_from(guess).unwrap_or(geo.groups);
+    let mut passes = 0;
+    loop {
+        let (plan, found) = plan_with(tree, opts, &numbering, &geo, low)?;
+        passes += 1;
+        if found == low || passes == 3 {
+            return Ok(plan);
+        }
+        low = found;
+    }
+}
+
+/// [`plan`] with the layout for `low` written low groups; also returns how
+/// many low groups ended up with written bitmaps.
+fn plan_with(
+    tree: &Tree,
+    opts: &Ext4Options,
+    numbering: &Numbering,
+    geo: &Geometry,
+    low: u32,
+) -> Result<(Plan, u32), Ext4Error> {
+    let layout = Layout::new(geo, low).map_err(full(opts))?;
     let fs_seed = csum::fs_seed(&opts.uuid);
     let mut ctx = Ctx {
         tree,
         opts,
-        geo: &geo,
+        geo,
         fs_seed,
         hasher: Hasher::new(&opts.hash_seed),
         alloc: Allocator::new(&layout.reserved, layout.data_start, geo.blocks),
@@ -231,7 +262,7 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
     }
     let links = tree.link_counts();
     for (id, path) in &numbering.order {
-        ctx.tree_inode(*id, path, &numbering, &links)?;
+        ctx.tree_inode(*id, path, numbering, &links)?;
         if *id == ROOT && numbering.lost_found.is_none() {
             ctx.lost_found()?;
         }
@@ -239,7 +270,22 @@ pub fn plan(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
     // After all data: the journal superblock (its only written block) then
     // shares a 1 MiB block with the end of the data.
     let jnl_blocks = ctx.journal()?;
-    ctx.finish(&layout, numbering.last, jnl_blocks)
+    let found = written_low_groups(geo, &ctx.alloc.used(), numbering.last);
+    Ok((ctx.finish(&layout, numbering.last, jnl_blocks)?, found))
+}
+
+/// How many low groups (0..found, never the last group) get a written
+/// bitmap: the highest group below the last holding more than its own
+/// superblock copy, or in-use inodes, plus one.
+fn written_low_groups(geo: &Geometry, used: &[Range<u64>], last_ino: u32) -> u32 {
+    let ipg = geo.inodes_per_group;
+    (0..geo.groups.saturating_sub(1))
+        .rev()
+        .find(|&g| {
+            group::used_in_group(geo, g, used) != geo.super_blocks(g)
+                || last_ino.saturating_sub(g * ipg) > 0
+        })
+        .map_or(1, |g| g + 1)
 }
 
 impl Ctx<'_> {
