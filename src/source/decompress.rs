@@ -4,8 +4,11 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use imgbuild_formats::io::SizedFile;
+
+use super::zeros::{ZeroMap, ZeroScan};
 
 use super::SourceError;
 
@@ -52,12 +55,13 @@ pub fn detect(head: &[u8]) -> Result<Compression, &'static str> {
 
 /// Opens `path`; if it is compressed, decompresses it once into an unlinked
 /// temporary file in `temp_dir` (default: `std::env::temp_dir()`) and returns
-/// that instead. The returned file's offsets are those of the uncompressed
-/// stream.
+/// that instead, with the zero sectors of what was written (the same pass;
+/// see [`ZeroMap`]). The returned file's offsets are those of the
+/// uncompressed stream.
 pub fn open_decompressed(
     path: &Path,
     temp_dir: Option<&Path>,
-) -> Result<(SizedFile, Compression), SourceError> {
+) -> Result<(SizedFile, Compression, Option<Arc<ZeroMap>>), SourceError> {
     let io_err = |action: &'static str| {
         move |source: io::Error| SourceError::Io {
             path: path.to_owned(),
@@ -73,7 +77,7 @@ pub fn open_decompressed(
         method,
     })?;
     if method == Compression::None {
-        return Ok((SizedFile::new(file).map_err(io_err("stat"))?, method));
+        return Ok((SizedFile::new(file).map_err(io_err("stat"))?, method, None));
     }
     let file = File::open(path).map_err(io_err("open"))?;
     let dir: PathBuf = temp_dir.map_or_else(std::env::temp_dir, Path::to_owned);
@@ -83,7 +87,11 @@ pub fn open_decompressed(
         source,
     })?;
     let input = BufReader::with_capacity(1 << 20, file);
-    let mut out = BufWriter::with_capacity(1 << 20, tmp);
+    let zeros = ZeroMap::new();
+    let mut out = Scanning {
+        inner: BufWriter::with_capacity(1 << 20, tmp),
+        scan: ZeroScan::new(zeros.clone()),
+    };
     let action = match method {
         Compression::Gzip => "decompress gzip",
         Compression::Zstd => "decompress zstd",
@@ -102,12 +110,36 @@ pub fn open_decompressed(
     };
     copied.map_err(io_err(action))?;
     out.flush().map_err(io_err(action))?;
-    let tmp = out.into_inner().map_err(|e| SourceError::Io {
+    let Scanning { inner, scan } = out;
+    scan.finish();
+    let tmp = inner.into_inner().map_err(|e| SourceError::Io {
         path: path.to_owned(),
         action,
         source: e.into_error(),
     })?;
-    Ok((SizedFile::new(tmp).map_err(io_err("stat"))?, method))
+    Ok((
+        SizedFile::new(tmp).map_err(io_err("stat"))?,
+        method,
+        Some(zeros),
+    ))
+}
+
+/// A writer that maps the zero sectors of what passes through it.
+struct Scanning<W> {
+    inner: W,
+    scan: ZeroScan,
+}
+
+impl<W: Write> Write for Scanning<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.scan.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {

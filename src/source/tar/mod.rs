@@ -56,7 +56,8 @@ pub struct TarOptions {
     /// SOURCE_DATE_EPOCH semantics: times after this are set to it.
     pub clamp_mtime: Option<i64>,
     /// Zero sectors of the tar file as read from disk (measured while it was
-    /// hashed): lets writers leave holes. Ignored for a compressed tar.
+    /// hashed): lets writers leave holes. A compressed tar's are measured
+    /// while it is unpacked; this one is then ignored.
     pub zeros: Option<Arc<ZeroMap>>,
 }
 
@@ -90,10 +91,11 @@ pub struct TarStats {
 /// are created; hard links share the target's inode and leave its metadata
 /// alone.
 pub fn read_tar(path: &Path, tree: &mut Tree, opts: &TarOptions) -> Result<TarStats, SourceError> {
-    let (file, compression) = open_decompressed(path, opts.temp_dir.as_deref())?;
+    let (file, compression, unpacked_zeros) = open_decompressed(path, opts.temp_dir.as_deref())?;
+    // A compressed tar's zeros were mapped while it was unpacked.
     let zeros = match compression {
         Compression::None => opts.zeros.clone(),
-        _ => None,
+        _ => unpacked_zeros,
     };
     let source = Arc::new(TarData { file, zeros });
     let stats = TarStats {
