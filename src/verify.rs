@@ -17,25 +17,16 @@ pub const SUMS: &str = "SHA256SUMS";
 
 /// The SHA-256 of a file, as lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    let want = crate::source::digest::Want {
+        sha256: true,
+        content_id: false,
+    };
+    crate::source::digest::digest_file(path, want, None)
+        .map(|d| d.sha256)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// Lowercase hex of bytes.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use crate::plan::hex;
 
 /// Parses `SHA256SUMS` (`<64 hex>  <name>` per line, as sha256sum writes).
 pub fn read_sums(text: &str) -> Result<Vec<(String, String)>> {

@@ -17,11 +17,14 @@ use std::sync::Arc;
 
 use imgbuild_formats::ReadAt;
 
+pub mod acl;
 pub mod boot;
 pub mod config;
 pub mod cpio;
 pub mod drivers;
 pub mod systemd;
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// Index of an inode in a [`Tree`].
 pub type InodeId = usize;

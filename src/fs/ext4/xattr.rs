@@ -10,6 +10,7 @@
 use super::csum::crc32c;
 use super::inode::XATTR_SPACE;
 use super::superblock::BLOCK_SIZE;
+use crate::tree::acl::{ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ};
 
 /// `h_magic` / in-inode magic.
 const XATTR_MAGIC: u32 = 0xEA02_0000;
@@ -196,14 +197,6 @@ pub fn finish_block(body: &[u8], refcount: u32, block: u64, fs_seed: u32) -> Vec
     b[16..20].copy_from_slice(&c.to_le_bytes());
     b
 }
-
-// POSIX ACL tags (include/uapi/linux/posix_acl.h).
-const ACL_USER_OBJ: u16 = 0x01;
-const ACL_USER: u16 = 0x02;
-const ACL_GROUP_OBJ: u16 = 0x04;
-const ACL_GROUP: u16 = 0x08;
-const ACL_MASK: u16 = 0x10;
-const ACL_OTHER: u16 = 0x20;
 
 /// Converts the kernel's xattr ACL (`posix_acl_xattr_header` version 2, then
 /// 8-byte tag/perm/id entries) to ext4's (version 1, 4-byte entries for the

@@ -7,15 +7,10 @@
 use std::collections::BTreeMap;
 
 use super::TarProblem;
+use crate::tree::acl::{ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ};
 use crate::tree::{Kind, Tree};
 
 const POSIX_ACL_XATTR_VERSION: u32 = 2;
-const ACL_USER_OBJ: u16 = 0x01;
-const ACL_USER: u16 = 0x02;
-const ACL_GROUP_OBJ: u16 = 0x04;
-const ACL_GROUP: u16 = 0x08;
-const ACL_MASK: u16 = 0x10;
-const ACL_OTHER: u16 = 0x20;
 const ACL_UNDEFINED_ID: u32 = u32::MAX;
 /// Enough for any real ACL; bounds the work on hostile text.
 const MAX_ENTRIES: usize = 4096;

@@ -1,31 +1,9 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::tree::testing::{link, meta, put};
 
 const VER: &str = "6.1.0-test";
-
-fn meta(mode: u16) -> Meta {
-    Meta {
-        mode,
-        ..Meta::default()
-    }
-}
-
-fn put(tree: &mut Tree, path: &str, content: &str) {
-    let inode = Inode {
-        meta: meta(0o644),
-        kind: Kind::File(FileData::Bytes(content.as_bytes().into())),
-    };
-    tree.insert(path.as_bytes(), inode).expect("insert file");
-}
-
-fn link(tree: &mut Tree, path: &str, target: &str) {
-    let inode = Inode {
-        meta: meta(0o777),
-        kind: Kind::Symlink(target.as_bytes().to_vec()),
-    };
-    tree.insert(path.as_bytes(), inode).expect("insert symlink");
-}
 
 /// A merged-/usr tree (`/lib -> usr/lib`) whose kernel builds virtio in and
 /// ships the Hyper-V drivers as modules, like Debian's cloud kernel.

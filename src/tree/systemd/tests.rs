@@ -1,20 +1,5 @@
-use super::super::FileData;
 use super::*;
-
-fn meta(mode: u16) -> Meta {
-    Meta {
-        mode,
-        ..Meta::default()
-    }
-}
-
-fn put(tree: &mut Tree, path: &str, content: &str) {
-    let inode = Inode {
-        meta: meta(0o644),
-        kind: Kind::File(FileData::Bytes(content.as_bytes().into())),
-    };
-    tree.insert(path.as_bytes(), inode).expect("insert");
-}
+use crate::tree::testing::{meta, put};
 
 /// Debian-like: `/lib -> usr/lib`, units in /usr/lib/systemd/system.
 fn tree() -> Tree {
