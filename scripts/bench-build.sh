@@ -12,8 +12,8 @@
 #
 # Usage: scripts/bench-build.sh [--runs N] [--size 3G] [--tar PATH]
 #          [--imgbuild PATH] [--only pipeline,qemu,imgbuild] [--workdir DIR] [--keep]
-# Defaults: 5 runs, 3G, ${IMGBUILD_CACHE:-~/.cache/imgbuild}/debian-bookworm-test.tar
-# (made by scripts/debian-rootfs.sh when missing), imgbuild from $IMGBUILD or
+# Defaults: 5 runs, 3G, the tests' cached Debian rootfs tarball (path printed
+# by scripts/debian-rootfs.sh, which makes it when missing), imgbuild from $IMGBUILD or
 # ${CARGO_TARGET_DIR:-target}/release/imgbuild. --size 64G shows imgbuild's
 # peak RSS against the < 256 MiB bound; --only imgbuild skips the slow rest.
 # Runs are warm-cache (the page cache is not dropped: that needs root).
@@ -172,12 +172,8 @@ fi
 # --- Inputs.
 
 if [ -z "$tar_path" ]; then
-  tar_path=${IMGBUILD_CACHE:-$HOME/.cache/imgbuild}/debian-bookworm-test.tar
-  if [ ! -s "$tar_path" ]; then
-    [ -x "$here/debian-rootfs.sh" ] || die "$tar_path is missing and $here/debian-rootfs.sh is not there to make it"
-    log "making the Debian rootfs tarball with scripts/debian-rootfs.sh (needs root, takes minutes)"
-    tar_path=$("$here/debian-rootfs.sh")
-  fi
+  log "the Debian rootfs tarball: scripts/debian-rootfs.sh (makes it when missing: needs mmdebstrap, takes a minute)"
+  tar_path=$("$here/debian-rootfs.sh") || die "scripts/debian-rootfs.sh failed"
 fi
 [ -s "$tar_path" ] || die "tarball not found: $tar_path"
 tar_path=$(readlink -f "$tar_path")

@@ -13,7 +13,7 @@
 # flushes (fsync) when it closes the filesystem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TAR=${1:-${IMGBUILD_CACHE:-$HOME/.cache/imgbuild}/debian-bookworm-test.tar}
+TAR=${1:-$(scripts/debian-rootfs.sh)}
 RUNS=${2:-5}
 SIZE=${SIZE:-3G}
 EPOCH=1700000000
@@ -22,7 +22,7 @@ HASH_SEED=1f1e1d1c-1b1a-4918-9716-151413121110
 for tool in mke2fs e2fsck python3 /usr/bin/time; do
     command -v "$tool" >/dev/null || { echo "bench-ext4: $tool is required" >&2; exit 1; }
 done
-[ -f "$TAR" ] || { echo "bench-ext4: $TAR is missing (scripts/debian-rootfs.sh makes it)" >&2; exit 1; }
+[ -f "$TAR" ] || { echo "bench-ext4: $TAR is missing" >&2; exit 1; }
 
 cargo build --release -p imgbuild >&2
 IMGBUILD=${CARGO_TARGET_DIR:-$PWD/target}/release/imgbuild

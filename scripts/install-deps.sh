@@ -1,10 +1,47 @@
 #!/usr/bin/env bash
 # Installs every system tool imgbuild's tests and benchmarks use (Debian 12).
+#   scripts/install-deps.sh          install what is missing (as root)
+#   scripts/install-deps.sh --check  exit 1 and list what is missing (any user)
 # qemu 10 comes from bookworm-backports: plain bookworm's qemu-system-x86 would
 # replace qemu-img 10 with 7.2. The mirror is read from the existing apt source,
 # never written here.
 set -euo pipefail
-[ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root" >&2; exit 1; }
+# From bookworm-backports.
+backports=(qemu-system-x86 qemu-utils e2fsprogs)
+# From bookworm.
+packages=(ovmf mmdebstrap libarchive13 libvhdi-utils libqcow-utils
+  dosfstools mtools gdisk systemd-boot-efi acl cpio zstd xz-utils hyperfine time
+  systemd passwd util-linux file tar python3
+  # libvhdi's Python bindings: the data oracle for 4096-byte-sector VHDX (formats/tests/vhdx_oracle.rs)
+  python3-libvhdi
+  # tree::drivers tests: lsinitramfs (oracle) and lz4 -l (lz4 legacy initramfs writer)
+  initramfs-tools-core lz4
+  # GRUB's own grub-mkimage and modules: the oracle for our i386-pc core image
+  grub-common grub-pc-bin)
+
+missing() {
+  local p
+  for p in "${backports[@]}" "${packages[@]}"; do
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || echo "$p"
+  done
+  # qemu-img 10 (backports), not bookworm's 7.2.
+  if command -v qemu-img >/dev/null; then
+    v=$(qemu-img --version | sed -n '1s/^qemu-img version \([0-9]*\).*/\1/p')
+    [ "${v:-0}" -ge 10 ] || echo "qemu-utils(>=10, bookworm-backports)"
+  fi
+}
+
+if [ "${1:-}" = --check ]; then
+  m=$(missing)
+  [ -z "$m" ] && exit 0
+  echo "$m" | tr '\n' ' '; echo
+  exit 1
+fi
+if [ -z "$(missing)" ]; then
+  echo "install-deps.sh: every tool is installed"
+  exit 0
+fi
+[ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (missing: $(missing | tr '\n' ' '))" >&2; exit 1; }
 src=/etc/apt/sources.list.d/debian.sources
 bp=/etc/apt/sources.list.d/imgbuild-backports.sources
 if [ ! -f "$bp" ]; then
@@ -13,13 +50,7 @@ if [ ! -f "$bp" ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq -t bookworm-backports qemu-system-x86 qemu-utils e2fsprogs >/dev/null
-apt-get install -y -qq ovmf mmdebstrap libarchive13 libvhdi-utils libqcow-utils \
-  dosfstools mtools gdisk systemd-boot-efi acl cpio zstd xz-utils hyperfine time \
-  systemd passwd util-linux file >/dev/null
-# libvhdi's Python bindings: the data oracle for 4096-byte-sector VHDX (formats/tests/vhdx_oracle.rs)
-apt-get install -y -qq python3-libvhdi >/dev/null
-# tree::drivers tests: lsinitramfs (oracle) and lz4 -l (lz4 legacy initramfs writer)
-apt-get install -y -qq initramfs-tools-core lz4 >/dev/null
+apt-get install -y -qq -t bookworm-backports "${backports[@]}" >/dev/null
+apt-get install -y -qq "${packages[@]}" >/dev/null
 qemu-img --version | sed -n 1p   # not head: a SIGPIPE would fail under pipefail
 mke2fs -V 2>&1 | sed -n 1p

@@ -8,12 +8,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use imgbuild::tree::config::*;
 use imgbuild::tree::{FileData, Inode, Kind, Meta, Timestamp, Tree};
-use support::{require_tool, run, run_ok};
+use support::{debian_tar, require_tool, run, run_ok};
 
 /// Build epoch: 2023-11-14T22:13:20Z (day 19675).
 const EPOCH: i64 = 1_700_000_000;
@@ -34,27 +34,6 @@ const PARTS: [&str; 13] = [
     "./usr/share/zoneinfo/UTC",
     "./var/lib/dpkg/status",
 ];
-
-fn rootfs_tar() -> Option<PathBuf> {
-    let cache = std::env::var_os("IMGBUILD_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/imgbuild")))?;
-    let tar = cache.join("debian-bookworm-test.tar");
-    if tar.is_file() {
-        return Some(tar);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{} is required in CI (scripts/debian-rootfs.sh makes it)",
-            tar.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} is missing (run scripts/debian-rootfs.sh)",
-        tar.display()
-    );
-    None
-}
 
 /// Reads `dir/rel` (and below) into `tree` with its real metadata.
 fn load(tree: &mut Tree, dir: &Path, rel: &str) {
@@ -135,7 +114,7 @@ fn stdout(cmd: &mut Command) -> String {
 
 #[test]
 fn debian_rootfs_configured_passes_shadow_and_systemd_checks() {
-    let Some(tar) = rootfs_tar() else { return };
+    let Some(tar) = debian_tar() else { return };
     for tool in [
         "tar",
         "pwck",

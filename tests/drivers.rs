@@ -15,31 +15,7 @@ use std::time::Instant;
 use imgbuild::tree::cpio;
 use imgbuild::tree::drivers::{self, DriverError, Found, Hypervisor};
 use imgbuild::tree::{FileData, Inode, Kind, Meta, Tree};
-use support::{require_tool, run_ok, tempdir};
-
-/// The cached rootfs tar, or `None` (skip) outside CI when it is absent.
-fn debian_tar() -> Option<PathBuf> {
-    let cache = std::env::var_os("IMGBUILD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/imgbuild")
-        });
-    let tar = cache.join("debian-bookworm-test.tar");
-    if tar.is_file() {
-        return Some(tar);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{} is missing: run scripts/debian-rootfs.sh first",
-            tar.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} is missing (run scripts/debian-rootfs.sh)",
-        tar.display()
-    );
-    None
-}
+use support::{debian_tar, require_tool, run_ok, tempdir};
 
 /// The parts of the rootfs the driver check reads, extracted with `tar -x`
 /// once per tar (a stamp names its size and mtime) under the target's test

@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,48 +19,10 @@ use imgbuild::tree::boot::{esp_tree, BootOptions};
 use imgbuild::tree::{FileData, Inode, Kind, Meta, Timestamp, Tree};
 use imgbuild_formats::raw::RawWriter;
 use imgbuild_formats::{disk_from_image, write_images, Format, ImageSink, ReadAt};
-use support::{qemu, require_tool, run_ok, tempdir};
+use support::{debian_tar, qemu, require_tool, run_ok, tempdir};
 
 const MIB: u64 = 1 << 20;
 const EPOCH: i64 = 1_700_000_000;
-const TAR_NAME: &str = "debian-bookworm-test.tar";
-const PACKAGES: &str = "linux-image-cloud-amd64,systemd-sysv,udev,systemd-boot-efi,login,passwd,sudo,iproute2,kmod,initramfs-tools";
-
-/// The cached Debian bookworm rootfs tar the `source` tests share; made
-/// with mmdebstrap (as root, from the host's Debian mirror) when missing.
-fn rootfs_tar() -> Option<PathBuf> {
-    let cache = std::env::var_os("IMGBUILD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/imgbuild")
-        });
-    let tar = cache.join(TAR_NAME);
-    if tar.exists() {
-        return Some(tar);
-    }
-    if !require_tool("mmdebstrap") {
-        return None;
-    }
-    let sources =
-        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
-    let uri = sources
-        .lines()
-        .find_map(|l| l.strip_prefix("URIs:"))
-        .map(str::trim)
-        .unwrap_or("http://deb.debian.org/debian");
-    std::fs::create_dir_all(&cache).unwrap();
-    let partial = cache.join(format!("{TAR_NAME}.partial"));
-    run_ok(Command::new("mmdebstrap").args([
-        "--mode=root",
-        "--variant=minbase",
-        &format!("--include={PACKAGES}"),
-        "bookworm",
-        partial.to_str().unwrap(),
-        &format!("deb {uri} bookworm main"),
-    ]));
-    std::fs::rename(&partial, &tar).unwrap();
-    Some(tar)
-}
 
 fn octal(field: &[u8]) -> u64 {
     let s = String::from_utf8_lossy(field);
@@ -165,7 +127,7 @@ fn debian_boots_from_our_esp_and_gpt_under_ovmf() {
     if !require_tool(qemu::QEMU) || !require_tool("mke2fs") {
         return;
     }
-    let Some(tar) = rootfs_tar() else { return };
+    let Some(tar) = debian_tar() else { return };
     let dir = tempdir();
     let started = Instant::now();
 

@@ -16,7 +16,7 @@ use imgbuild::source::{read_tar, Owners, SourceError, TarOptions, TarProblem, Ta
 use imgbuild::tree::{FileData, Kind, Meta, Timestamp, Tree, TreeError, ROOT};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::{require_tool, run_ok, tempdir};
+use support::{debian_tar, require_tool, run_ok, tempdir};
 use tarbuild::{Hdr, TarBuf};
 
 fn new_tree() -> Tree {
@@ -708,26 +708,6 @@ fn pax_global_headers_are_ignored_and_root_owner_mapping_works() {
     let m = &tree.inode(tree.lookup(b"mine").unwrap()).meta;
     assert_eq!((m.uid, m.gid, m.mtime), (0, 0, Timestamp::from_secs(1_000)));
     assert!(tree.lookup(b"ignored").is_none());
-}
-
-fn debian_tar() -> Option<PathBuf> {
-    let cache = std::env::var_os("IMGBUILD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/imgbuild")
-        });
-    let tar = cache.join("debian-bookworm-test.tar");
-    if tar.is_file() {
-        return Some(tar);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{} is missing: run scripts/debian-rootfs.sh", tar.display());
-    }
-    eprintln!(
-        "SKIPPED: {} is missing (run scripts/debian-rootfs.sh)",
-        tar.display()
-    );
-    None
 }
 
 /// The real mmdebstrap output, entry by entry against Python's reading of it.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod qemu;
+pub mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +12,7 @@ use std::process::Command;
 #[path = "../../formats/tests/common/mod.rs"]
 mod common;
 #[allow(unused_imports)] // each test binary uses its own subset
-pub use common::{require_tool, run, run_ok};
+pub use common::{has_tool, require_tool, run, run_ok, skip};
 
 /// The imgbuild binary built for these tests.
 pub fn imgbuild() -> Command {
@@ -28,27 +29,17 @@ pub fn p(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// The cached Debian bookworm rootfs tarball made by `scripts/debian-rootfs.sh`.
-/// Missing: fails with `CI=true`, else `None` with a printed reason.
+/// The cached Debian bookworm rootfs tarball ([`rootfs::BOOKWORM`]), made
+/// or remade by [`rootfs::ensure`] when it is missing or not whole (once per
+/// test binary). `None` only when mmdebstrap is not installed outside CI:
+/// then the test is skipped out loud.
 pub fn debian_tar() -> Option<PathBuf> {
-    let cache = std::env::var_os("IMGBUILD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/imgbuild")
-        });
-    let tar = cache.join("debian-bookworm-test.tar");
-    if tar.exists() {
-        return Some(tar);
+    static TAR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let tar = TAR.get_or_init(|| {
+        has_tool("mmdebstrap").then(|| rootfs::ensure(&rootfs::BOOKWORM, &rootfs::cache_dir()))
+    });
+    if tar.is_none() {
+        skip("mmdebstrap is not installed, so there is no Debian rootfs (scripts/install-deps.sh installs it)");
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{} is missing: CI runs scripts/debian-rootfs.sh first",
-            tar.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} is missing (run scripts/debian-rootfs.sh)",
-        tar.display()
-    );
-    None
+    tar.clone()
 }

@@ -1,71 +1,228 @@
-//! Boots a disk image under QEMU with OVMF (UEFI) and watches the serial
-//! console. The guest is x86-64 on q35 with TCG (`IMGBUILD_QEMU_ACCEL`
-//! overrides, e.g. `kvm:tcg`), 1 GiB of RAM, the disk on virtio-blk.
+//! Boots a disk image under QEMU (TCG unless `IMGBUILD_QEMU_ACCEL` says
+//! otherwise, e.g. `kvm:tcg`) in one firmware mode and watches the serial
+//! console.
+//!
+//! | firmware | machine | firmware files |
+//! |---|---|---|
+//! | BIOS | `pc` (SeaBIOS, QEMU's default) | none |
+//! | UEFI | `q35` | `OVMF_CODE_4M.fd`, a copy of `OVMF_VARS_4M.fd` |
+//! | Secure Boot | `q35,smm=on`, pflash `secure=on` | `OVMF_CODE_4M.secboot.fd`, a copy of `OVMF_VARS_4M.ms.fd` (Microsoft keys, Secure Boot on) |
+//!
+//! At most `IMGBUILD_QEMU_JOBS` (default: the number of CPUs) guests run at
+//! once across every test process: each boot first takes one of that many
+//! lock files in the temp dir. Every boot is recorded (image, firmware,
+//! seconds, result) in `$IMGBUILD_TEST_REPORT/boots.txt` for the summary of
+//! `scripts/test.sh`.
 
-use std::io::Read;
-use std::path::Path;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Firmware code (Debian package ovmf).
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-/// Firmware variable store template, copied per boot (it is written to).
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// The emulator.
 pub const QEMU: &str = "qemu-system-x86_64";
+const OVMF_DIR: &str = "/usr/share/OVMF";
 
-/// Boots `image` (`format` as QEMU names it: raw, qcow2, vhdx, vpc) and
-/// returns the serial log once every pattern has appeared in it, in any
-/// order. On timeout, on QEMU exiting first, or when QEMU or OVMF are
-/// missing, returns an error holding the log so far. QEMU is killed either
-/// way.
+/// How the machine starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS on the `pc` machine: what QEMU, libvirt, Proxmox and
+    /// OpenStack use unless told otherwise.
+    Bios,
+    /// OVMF on q35 without Secure Boot.
+    Uefi,
+    /// OVMF on q35 with Secure Boot enforced and Microsoft's keys enrolled
+    /// (Hyper-V Generation 2 with the UEFI CA template, Azure Trusted Launch).
+    SecureBoot,
+}
+
+impl Firmware {
+    /// A short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+            Firmware::SecureBoot => "secure-boot",
+        }
+    }
+
+    /// (code, variable store template), none for BIOS.
+    fn ovmf(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Firmware::Bios => None,
+            Firmware::Uefi => Some(("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")),
+            Firmware::SecureBoot => Some(("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")),
+        }
+    }
+}
+
+/// How the disk is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bus {
+    /// virtio-blk (KVM's default).
+    Virtio,
+    /// The machine's IDE controller (PIIX on `pc`: how Hyper-V Generation 1
+    /// and Azure Generation 1 attach the boot disk).
+    Ide,
+}
+
+/// One boot.
+#[derive(Clone, Debug)]
+pub struct Boot<'a> {
+    /// The image.
+    pub image: &'a Path,
+    /// Its format as QEMU names it: raw, qcow2, vhdx, vpc.
+    pub format: &'a str,
+    /// Firmware mode.
+    pub firmware: Firmware,
+    /// Disk bus.
+    pub bus: Bus,
+    /// Open the image read-only, writes going to a throw-away overlay
+    /// (`-snapshot`), so that boots never change a built image and several
+    /// may share it.
+    pub snapshot: bool,
+    /// Every one of these must appear on the serial console.
+    pub patterns: &'a [&'a str],
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+impl<'a> Boot<'a> {
+    /// A snapshot boot on virtio with a ten-minute timeout.
+    pub fn new(
+        image: &'a Path,
+        format: &'a str,
+        firmware: Firmware,
+        patterns: &'a [&'a str],
+    ) -> Self {
+        Self {
+            image,
+            format,
+            firmware,
+            bus: Bus::Virtio,
+            snapshot: true,
+            patterns,
+            timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// The same boot on another bus.
+    pub fn bus(mut self, bus: Bus) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// Boots and returns the serial log once every pattern has appeared in
+    /// it, in any order; or an error holding the log so far (timeout, QEMU
+    /// exiting first, firmware missing). QEMU is killed either way.
+    pub fn run(&self) -> Result<String, String> {
+        let _slot = Slot::take();
+        let start = Instant::now();
+        let result = self.run_in_slot();
+        record(self, start.elapsed(), result.is_ok());
+        result
+    }
+
+    fn run_in_slot(&self) -> Result<String, String> {
+        let vars = tempfile::NamedTempFile::new().map_err(|e| format!("temp OVMF vars: {e}"))?;
+        let accel = std::env::var("IMGBUILD_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let mut cmd = Command::new(QEMU);
+        cmd.args(["-m", "1024", "-nographic", "-no-reboot"]);
+        match self.firmware.ovmf() {
+            None => {
+                cmd.args(["-machine", &format!("pc,accel={accel}")]);
+            }
+            Some((code, template)) => {
+                let code = Path::new(OVMF_DIR).join(code);
+                let template = Path::new(OVMF_DIR).join(template);
+                for needed in [&code, &template] {
+                    if !needed.exists() {
+                        return Err(format!("{} is missing (install ovmf)", needed.display()));
+                    }
+                }
+                std::fs::copy(&template, vars.path())
+                    .map_err(|e| format!("copying {}: {e}", template.display()))?;
+                if self.firmware == Firmware::SecureBoot {
+                    cmd.args(["-machine", &format!("q35,smm=on,accel={accel}")]);
+                    cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                } else {
+                    cmd.args(["-machine", &format!("q35,accel={accel}")]);
+                }
+                cmd.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    code.display()
+                ));
+                cmd.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.path().display()
+                ));
+            }
+        }
+        let bus = match self.bus {
+            Bus::Virtio => "virtio",
+            Bus::Ide => "ide",
+        };
+        cmd.arg("-drive").arg(format!(
+            "file={},format={},if={bus}{}",
+            self.image.display(),
+            self.format,
+            if self.snapshot { ",snapshot=on" } else { "" }
+        ));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+        let result = watch(&mut child, self.patterns, self.timeout);
+        // Ours alone: kill by the child handle, then reap.
+        let _ = child.kill();
+        let status = child.wait();
+        result.map_err(|log| {
+            format!(
+                "{} under {} ({:?} bus): {log}\n[qemu exit: {status:?}]",
+                self.image.display(),
+                self.firmware.name(),
+                self.bus
+            )
+        })
+    }
+}
+
+/// Boots `image` under OVMF (UEFI) on virtio, writing to the image itself;
+/// see [`Boot::run`].
 pub fn boot_until(
     image: &Path,
     format: &str,
     patterns: &[&str],
     timeout: Duration,
 ) -> Result<String, String> {
-    for needed in [OVMF_CODE, OVMF_VARS] {
-        if !Path::new(needed).exists() {
-            return Err(format!("{needed} is missing (install ovmf)"));
-        }
+    Boot {
+        snapshot: false,
+        timeout,
+        ..Boot::new(image, format, Firmware::Uefi, patterns)
     }
-    let vars = tempfile::NamedTempFile::new().map_err(|e| format!("temp OVMF vars: {e}"))?;
-    std::fs::copy(OVMF_VARS, vars.path()).map_err(|e| format!("copying {OVMF_VARS}: {e}"))?;
-    let accel = std::env::var("IMGBUILD_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-    let mut cmd = Command::new(QEMU);
-    cmd.args([
-        "-machine",
-        &format!("q35,accel={accel}"),
-        "-m",
-        "1024",
-        "-nographic",
-        "-no-reboot",
-    ])
-    .arg("-drive")
-    .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-    .arg("-drive")
-    .arg(format!(
-        "if=pflash,format=raw,file={}",
-        vars.path().display()
-    ))
-    .arg("-drive")
-    .arg(format!(
-        "file={},format={format},if=virtio",
-        image.display()
-    ))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
-    let result = watch(&mut child, patterns, timeout);
-    // Ours alone: kill by the child handle, then reap.
-    let _ = child.kill();
-    let status = child.wait();
-    result.map_err(|log| format!("{log}\n[qemu exit: {status:?}]"))
+    .run()
+}
+
+/// Boots and lets the guest run until it powers itself off (QEMU exits),
+/// returning the serial log; an error holding the log on timeout. For
+/// guests whose test unit ends with `systemctl poweroff`, so that their
+/// disk is clean afterwards.
+pub fn boot_until_poweroff(b: &Boot) -> Result<String, String> {
+    // No pattern can match the end of output: `watch` returns on QEMU's exit.
+    let never = ["\u{0}imgbuild: never printed\u{0}"];
+    let b = Boot {
+        patterns: &never,
+        ..b.clone()
+    };
+    match b.run() {
+        Ok(log) => Ok(log),
+        Err(e) if e.contains("QEMU exited before") => Ok(e),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads stdout and stderr on threads; returns Ok(log) when all patterns
@@ -111,5 +268,61 @@ fn pump(from: &mut impl Read, to: &mpsc::Sender<Vec<u8>>) {
         if n == 0 || to.send(buf[..n].to_vec()).is_err() {
             break;
         }
+    }
+}
+
+/// One of the machine-wide QEMU slots, held (a file lock) until dropped.
+struct Slot(#[allow(dead_code)] File);
+
+impl Slot {
+    fn take() -> Slot {
+        let jobs = std::env::var("IMGBUILD_QEMU_JOBS")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1);
+        let dir = std::env::temp_dir();
+        loop {
+            for i in 0..jobs {
+                let path: PathBuf = dir.join(format!("imgbuild-qemu-slot-{i}.lock"));
+                let Ok(f) = File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                else {
+                    continue;
+                };
+                if f.try_lock().is_ok() {
+                    return Slot(f);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn record(b: &Boot, took: Duration, ok: bool) {
+    let Some(dir) = std::env::var_os("IMGBUILD_TEST_REPORT") else {
+        return;
+    };
+    let name = b.image.file_name().unwrap_or_default().to_string_lossy();
+    let bus = match b.bus {
+        Bus::Virtio => "virtio",
+        Bus::Ide => "ide",
+    };
+    let line = format!(
+        "{name} ({bus})\t{}\t{:.1}\t{}\n",
+        b.firmware.name(),
+        took.as_secs_f64(),
+        if ok { "ok" } else { "FAILED" }
+    );
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut f) = File::options()
+        .create(true)
+        .append(true)
+        .open(Path::new(&dir).join("boots.txt"))
+    {
+        let _ = f.write_all(line.as_bytes());
     }
 }

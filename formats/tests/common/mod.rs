@@ -6,22 +6,60 @@ use std::sync::Arc;
 
 use imgbuild_formats::{VirtualDisk, VirtualDiskBuilder};
 
-/// True when `tool` is on PATH. With `CI=true` a missing tool fails the test;
-/// locally it skips with a printed reason.
+/// True when `tool` is on PATH. When it is not: with `CI=true` the test
+/// fails; otherwise it is skipped out loud ([`skip`]).
 pub fn require_tool(tool: &str) -> bool {
-    let found = Command::new("sh")
+    let found = has_tool(tool);
+    if !found {
+        skip(&format!(
+            "{tool} is not installed (scripts/install-deps.sh installs it)"
+        ));
+    }
+    found
+}
+
+/// True when `tool` is on PATH (nothing recorded).
+pub fn has_tool(tool: &str) -> bool {
+    Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
         .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required in CI (scripts/install-deps.sh installs it)");
-        }
-        eprintln!("SKIPPED: {tool} is not installed (run scripts/install-deps.sh)");
+        .unwrap_or(false)
+}
+
+/// Skips the calling test because a tool is missing: with `CI=true` it
+/// panics (CI installs every tool, so a skip there is a failure). Otherwise
+/// it prints the reason and appends it to `$IMGBUILD_TEST_REPORT/skips.txt`,
+/// which `scripts/test.sh` counts and lists in its summary (libtest itself
+/// would count the test as passed). The caller returns right after.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{reason}: with CI=true nothing is skipped");
     }
-    found
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| {
+            s.rsplit_once('-')
+                .map_or(s.clone(), |(name, _hash)| name.to_string())
+        })
+        .unwrap_or_default();
+    eprintln!("SKIPPED {binary}::{test}: {reason}");
+    if let Some(dir) = std::env::var_os("IMGBUILD_TEST_REPORT") {
+        use std::io::Write;
+        let _ = std::fs::create_dir_all(&dir);
+        let line = format!("{binary}::{test}\t{reason}\n");
+        // One short O_APPEND write per line: lines from parallel tests never interleave.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::path::Path::new(&dir).join("skips.txt"))
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
 }
 
 /// Runs a command; panics if it cannot start.
