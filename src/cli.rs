@@ -411,6 +411,9 @@ fn check(a: CheckArgs) -> Result<()> {
         for line in prepared.driver_lines() {
             println!("  {line}");
         }
+        for line in prepared.boot_lines() {
+            println!("  {line}");
+        }
     } else {
         println!(
             "{}: ok ({} target(s))",

@@ -103,6 +103,8 @@ pub struct LayoutPlan {
     pub esp_label: String,
     /// ext4 label of the root filesystem.
     pub root_label: String,
+    /// Grow the root partition and filesystem at first boot.
+    pub grow_root: bool,
 }
 
 /// The OS tree's source.
@@ -275,6 +277,10 @@ pub struct TargetPlan {
     pub hypervisor: Hypervisor,
     /// Full kernel command line for this target (boot cmdline + target cmdline; no `root=`).
     pub cmdline: String,
+    /// Firmware the disk must boot with.
+    pub firmware: FirmwareModes,
+    /// The UEFI boot chain must pass Secure Boot with Microsoft's keys.
+    pub secure_boot: bool,
     /// qcow2 cluster size in bytes.
     pub cluster_size: Option<u32>,
     /// qcow2 compression.
@@ -300,6 +306,35 @@ impl TargetPlan {
             seed: Some(seed.derive(&format!("target.{}", self.name))),
             // SHA256SUMS needs every output's hash: take it while writing.
             hash: true,
+        }
+    }
+}
+
+/// The firmware a disk boots with: BIOS, UEFI or both (hybrid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct FirmwareModes {
+    /// Legacy BIOS (SeaBIOS, Hyper-V and Azure Generation 1).
+    pub bios: bool,
+    /// UEFI (OVMF, Hyper-V and Azure Generation 2).
+    pub uefi: bool,
+}
+
+impl FirmwareModes {
+    /// From the recipe's word.
+    pub fn from_recipe(f: crate::recipe::Firmware) -> Self {
+        use crate::recipe::Firmware;
+        Self {
+            bios: matches!(f, Firmware::Bios | Firmware::Hybrid),
+            uefi: matches!(f, Firmware::Uefi | Firmware::Hybrid),
+        }
+    }
+
+    /// "bios", "uefi" or "hybrid".
+    pub fn name(self) -> &'static str {
+        match (self.bios, self.uefi) {
+            (true, true) => "hybrid",
+            (true, false) => "bios",
+            _ => "uefi",
         }
     }
 }

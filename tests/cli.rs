@@ -194,3 +194,60 @@ fn hostile_images_give_errors_and_no_output() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// `imgbuild check` on the shipped bookworm recipe asking for Secure Boot on
+/// its hyperv target with systemd-boot: exit 2, the loader named, the fix
+/// given, at the recipe's line and column; nothing bootstrapped (issue 10).
+#[test]
+fn check_refuses_secure_boot_with_systemd_boot_naming_the_loader_and_the_fix() {
+    let d = tempdir();
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/debian-bookworm.toml"),
+    )
+    .unwrap();
+    let text = shipped
+        .replace(
+            "loader = \"grub\"",
+            "loader = \"systemd-boot\"",
+        )
+        .replace(
+            "[targets.hyperv]                # debian-bookworm-hyperv.vhdx: Generation 2, UEFI + Secure Boot\nformat = \"vhdx\"",
+            "[targets.hyperv]\nformat = \"vhdx\"\nsecure_boot = true",
+        );
+    assert_ne!(text, shipped);
+    let recipe = p(d.path(), "bookworm-sb.toml");
+    std::fs::write(&recipe, &text).unwrap();
+    let cache = p(d.path(), "cache");
+    let out = run(imgbuild()
+        .arg("check")
+        .arg(&recipe)
+        .arg("--cache-dir")
+        .arg(&cache));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .position(|l| l == "secure_boot = true")
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "error: target `hyperv`: Secure Boot cannot work with loader \"systemd-boot\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("bookworm-sb.toml:{line}:15")),
+        "{err}"
+    );
+    assert!(
+        err.contains("use loader = \"grub\" with the packages shim-signed (signed by the Microsoft UEFI CA) and grub-efi-amd64-signed, or set secure_boot = false on target `hyperv`"),
+        "{err}"
+    );
+    // The kvm and azure targets' defaults (BIOS) are refused too, and nothing was bootstrapped.
+    assert!(
+        err.contains("target `kvm`: firmware `hybrid` (the kvm default) needs BIOS boot code"),
+        "{err}"
+    );
+    assert!(!cache.exists());
+}

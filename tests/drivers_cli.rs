@@ -4,7 +4,7 @@
 //! anything is written and passes for KVM; the stock Debian cloud kernel
 //! passes for kvm, hyperv and azure. Also: each target's loader entry on the
 //! ESP carries its hypervisor profile's command line (Azure's serial console
-//! and rootdelay), read back from the written images with `mtype`.
+//! and earlyprintk), read back from the written images with `mtype`.
 
 mod support;
 
@@ -134,12 +134,16 @@ fn synthetic_rootfs(dir: &Path, storvsc: bool) -> PathBuf {
     tar
 }
 
+/// A recipe over the synthetic tree: its loader is a stand-in
+/// systemd-boot (UEFI only, unsigned), so every target boots UEFI without
+/// Secure Boot, and it has no systemd-repart, so the root does not grow.
 fn recipe(dir: &Path, tar: &Path, targets: &str) -> PathBuf {
     let path = dir.join("recipe.toml");
+    let targets = targets.replace("]\n", "]\nfirmware = \"uefi\"\nsecure_boot = false\n");
     let text = format!(
-        "[image]\nname = \"synthetic\"\nsize = \"320MiB\"\nesp_size = \"64MiB\"\n\n\
+        "[image]\nname = \"synthetic\"\nsize = \"320MiB\"\nesp_size = \"64MiB\"\ngrow_root = false\n\n\
          [os]\nsource = {{ tar = \"{}\" }}\n\n\
-         [boot]\ncmdline = \"quiet\"\n\n\
+         [boot]\ncmdline = \"quiet\"\nloader = \"systemd-boot\"\n\n\
          [config]\nhostname = \"synthetic\"\nnetwork = \"none\"\n\n{targets}",
         tar.display()
     );
@@ -283,7 +287,7 @@ fn esp_entry(image: &Path, dir: &Path) -> String {
     let parts = gpt::read_partitions(&*disk)
         .expect("read GPT")
         .expect("has a GPT");
-    let esp = &parts[0];
+    let esp = &parts[1];
     assert_eq!(esp.type_guid, gpt::types::ESP, "{parts:?}");
     let mut bytes = vec![0u8; usize::try_from(esp.end - esp.start).expect("fits")];
     disk.read_exact_at(&mut bytes, esp.start).expect("read ESP");
@@ -368,11 +372,15 @@ fn azure_entry_carries_its_profile_cmdline_and_kvm_does_not() {
             record["kernel"].as_str().unwrap().contains("vmlinuz"),
             "{record}"
         );
-        assert!(
-            record["loader"].as_str().unwrap().starts_with("tree:")
-                || record["loader"].as_str().unwrap().starts_with("host:"),
+        assert_eq!(record["loader"], "systemd-boot", "{record}");
+        assert_eq!(record["firmware"], serde_json::json!(["uefi"]), "{record}");
+        let efi = record["efi"].as_array().unwrap();
+        assert_eq!(efi[0]["path"], "/EFI/BOOT/BOOTX64.EFI", "{record}");
+        assert_eq!(
+            efi[0]["source"], "tree:/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
             "{record}"
         );
+        assert_eq!(efi[0]["signed"], false, "{record}");
     }
 }
 

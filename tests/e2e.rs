@@ -1,14 +1,15 @@
 //! End to end: a recipe over a real Debian rootfs becomes a qcow2 for KVM and
-//! a VHDX for Hyper-V; QEMU (q35, OVMF, TCG) boots each to the recipe's
-//! hostname at the login prompt, with the recipe's unit's output on the
-//! serial console; and the disk read back holds the configuration.
+//! a VHDX for Hyper-V; QEMU (TCG) boots each with its platform's default
+//! firmware (the qcow2 with SeaBIOS, the VHDX with OVMF and Secure Boot) to
+//! the recipe's hostname at the login prompt, with the recipe's unit's
+//! output on the serial console; and the disk read back holds the
+//! configuration.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use support::*;
 
@@ -96,16 +97,16 @@ fn qcow2_and_vhdx_boot_to_login_with_the_enabled_unit() {
     let Some(out) = built() else { return };
     let patterns = [HELLO, "e2e-golden login:"];
     let boots: Vec<_> = [
-        ("golden-kvm.qcow2", "qcow2"),
-        ("golden-hyperv.vhdx", "vhdx"),
+        ("golden-kvm.qcow2", "qcow2", qemu::Firmware::Bios),
+        ("golden-hyperv.vhdx", "vhdx", qemu::Firmware::SecureBoot),
     ]
     .into_iter()
-    .map(|(file, fmt)| {
+    .map(|(file, fmt, firmware)| {
         let image = out.join(file);
         std::thread::spawn(move || {
             (
                 file,
-                qemu::boot_until(&image, fmt, &patterns, Duration::from_secs(600)),
+                qemu::Boot::new(&image, fmt, firmware, &patterns).run(),
             )
         })
     })
@@ -232,12 +233,20 @@ fn the_disk_read_back_holds_the_configuration() {
         .unwrap()
         .unwrap();
         assert!(
-            fstab.contains(&format!("PARTUUID={}\t/\text4", parts[1].guid)),
+            fstab.contains(&format!(
+                "PARTUUID={}\t/\text4\trw,discard,errors=remount-ro,x-systemd.growfs\t",
+                parts[2].guid
+            )),
             "{fstab}"
         );
         assert!(
-            fstab.contains(&format!("PARTUUID={}\t/boot/efi\tvfat", parts[0].guid)),
+            fstab.contains(&format!("PARTUUID={}\t/boot/efi\tvfat", parts[1].guid)),
             "{fstab}"
+        );
+        assert!(
+            debugfs(&root, "cat /etc/repart.d/50-imgbuild-root.conf")
+                .contains("Type=4f68bce3-e8cd-4db1-96e7-fbcaf984b709\n"),
+            "the root grows on first boot"
         );
 
         let mid = debugfs(&root, "stat /etc/machine-id");

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use imgbuild::fs::fat::{self, FatOptions};
 use imgbuild::ids::Seed;
-use imgbuild::layout::{assemble, uefi_plan};
-use imgbuild::tree::boot::{esp_tree, BootOptions};
+use imgbuild::layout::{self, assemble};
+use imgbuild::tree::boot::{esp_tree, BootOptions, LoaderKind};
 use imgbuild::tree::{FileData, Inode, Kind, Meta, Timestamp, Tree};
 use imgbuild_formats::raw::RawWriter;
 use imgbuild_formats::{disk_from_image, write_images, Format, ImageSink, ReadAt};
@@ -133,11 +133,22 @@ fn debian_boots_from_our_esp_and_gpt_under_ovmf() {
 
     let seed = Seed::from_bytes(b"imgbuild esp_boot test");
     let (size, esp_size) = (1280 * MIB, 128 * MIB);
-    let plan = uefi_plan(size, esp_size, &seed).unwrap();
-    let (esp_part, root_part) = (&plan.partitions[0], &plan.partitions[1]);
+    let plan = layout::plan(size, esp_size, &seed).unwrap();
+    let (bios_part, esp_part, root_part) = (
+        &plan.partitions[0],
+        &plan.partitions[1],
+        &plan.partitions[2],
+    );
 
     let os = tree_from_tar(&tar);
     let opts = BootOptions {
+        loader: LoaderKind::SystemdBoot,
+        bios: false,
+        uefi: true,
+        secure_boot: false,
+        root_fs_uuid: String::new(),
+        esp_partition: layout::ESP_ENTRY,
+        bios_boot_lba: bios_part.start / 512,
         entry_id: "debian".into(),
         title: "Debian GNU/Linux 12 (bookworm)".into(),
         root_partuuid: root_part.guid.clone(),
@@ -169,7 +180,10 @@ fn debian_boots_from_our_esp_and_gpt_under_ovmf() {
     );
     let root_disk =
         disk_from_image(imgbuild_formats::open(&root_img, Some(Format::Raw)).unwrap()).unwrap();
-    let disk = assemble(&plan, &[&esp_disk, &root_disk]).unwrap();
+    let no_bios = imgbuild_formats::VirtualDiskBuilder::new(bios_part.size)
+        .build()
+        .unwrap();
+    let disk = assemble(&plan, &[&no_bios, &esp_disk, &root_disk], None).unwrap();
     let image = dir.path().join("disk.raw");
     let sink: Box<dyn ImageSink> = Box::new(RawWriter::new(File::create(&image).unwrap()));
     write_images(&disk, vec![sink]).unwrap();

@@ -340,6 +340,7 @@ fn fat_inside_gpt_is_clean_for_sgdisk_fsck_and_mtools() {
         disk_size,
         parse_uuid("11111111-2222-3333-4444-555555555555").unwrap(),
         &[part],
+        None,
     )
     .unwrap();
     b.disk(start, &fs);

@@ -604,25 +604,159 @@ fn seed_follows_the_recipe_and_its_inputs_unless_given() {
 }
 
 #[test]
-fn shipped_mmdebstrap_recipe_resolves() {
+fn shipped_mmdebstrap_recipes_resolve_with_each_platform_s_firmware() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let plan =
-        recipe::check(&root.join("recipes/debian-bookworm.toml")).expect("shipped recipe is valid");
-    let outputs: Vec<&str> = plan.targets.iter().map(|t| t.output.as_str()).collect();
-    assert_eq!(
-        outputs,
-        ["debian-bookworm-hyperv.vhdx", "debian-bookworm-kvm.qcow2"]
+    for (release, suite) in [("bookworm", "bookworm"), ("trixie", "trixie")] {
+        let path = root.join(format!("recipes/debian-{release}.toml"));
+        let plan = recipe::check(&path).expect("shipped recipe is valid");
+        let targets: Vec<(&str, &str, bool)> = plan
+            .targets
+            .iter()
+            .map(|t| (t.output.as_str(), t.firmware.name(), t.secure_boot))
+            .collect();
+        let name = |ext: &str| format!("debian-{release}-{ext}");
+        assert_eq!(
+            targets,
+            [
+                (name("azure.vhd").as_str(), "hybrid", true),
+                (name("hyperv.vhdx").as_str(), "uefi", true),
+                (name("hyperv-gen1.vhdx").as_str(), "bios", false),
+                (name("kvm.qcow2").as_str(), "hybrid", false),
+            ],
+            "{release}"
+        );
+        assert_eq!(plan.boot.loader, recipe::Loader::Grub);
+        assert!(plan.layout.grow_root);
+        let OsPlan::Mmdebstrap {
+            suite: s, packages, ..
+        } = &plan.os
+        else {
+            panic!("mmdebstrap source: {:?}", plan.os)
+        };
+        assert_eq!(s, suite);
+        for p in [
+            "openssh-server",
+            "grub-pc-bin",
+            "grub-efi-amd64-signed",
+            "shim-signed",
+        ] {
+            assert!(packages.iter().any(|x| x == p), "{release}: {p}");
+        }
+    }
+}
+
+/// Each platform's firmware by default (issue 10): KVM hosts boot SeaBIOS
+/// or OVMF, Hyper-V Generation 2 UEFI with Secure Boot, Generation 1 BIOS,
+/// Azure both generations with Trusted Launch's Secure Boot.
+#[test]
+fn firmware_defaults_follow_the_platform_and_the_recipe_overrides_them() {
+    let text = minimal(
+        "
+[targets.hyperv]
+
+[targets.hyperv-gen1]
+
+[targets.azure]
+
+[targets.uefi-only]
+hypervisor = \"kvm\"
+firmware = \"uefi\"
+
+[targets.sb]
+hypervisor = \"kvm\"
+secure_boot = true
+",
     );
-    let OsPlan::Mmdebstrap {
-        suite, packages, ..
-    } = &plan.os
-    else {
-        panic!("mmdebstrap source: {:?}", plan.os)
-    };
-    assert_eq!(suite, "bookworm");
+    let plan = check_in(Path::new("/nonexistent"), &text, &Environment::default()).unwrap();
+    let got: Vec<(&str, Hypervisor, &str, bool)> = plan
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_str(),
+                t.hypervisor,
+                t.firmware.name(),
+                t.secure_boot,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("azure", Hypervisor::Azure, "hybrid", true),
+            ("hyperv", Hypervisor::Hyperv, "uefi", true),
+            ("hyperv-gen1", Hypervisor::HypervGen1, "bios", false),
+            ("kvm", Hypervisor::Kvm, "hybrid", false),
+            ("sb", Hypervisor::Kvm, "hybrid", true),
+            ("uefi-only", Hypervisor::Kvm, "uefi", false),
+        ]
+    );
+    let gen1 = plan
+        .targets
+        .iter()
+        .find(|t| t.name == "hyperv-gen1")
+        .unwrap();
+    assert_eq!(gen1.format, Format::Vhdx);
     assert!(
-        packages.iter().any(|p| p == "openssh-server"),
-        "ssh.service is enabled, so its package is installed"
+        !check_in(
+            Path::new("/x"),
+            &minimal("").replace("size = \"4GiB\"", "size = \"4GiB\"\ngrow_root = false"),
+            &Environment::default()
+        )
+        .unwrap()
+        .layout
+        .grow_root
+    );
+}
+
+/// `imgbuild check` refuses Secure Boot with systemd-boot (issue 10): it
+/// names the loader and the fix, at the key that asks for it.
+#[test]
+fn secure_boot_with_systemd_boot_is_refused_naming_the_loader_and_the_fix() {
+    let text = minimal("firmware = \"uefi\"\nsecure_boot = true\n").replace(
+        "[targets.kvm]",
+        "[boot]\nloader = \"systemd-boot\"\n\n[targets.kvm]",
+    );
+    assert_eq!(
+        errors(&text),
+        r#"error: target `kvm`: Secure Boot cannot work with loader "systemd-boot": imgbuild installs it unsigned, and Debian 12 ships no systemd-boot signed for shim
+  --> recipe.toml:13:15
+   |
+13 | secure_boot = true
+   |               ^^^^
+   |
+   = help: use loader = "grub" with the packages shim-signed (signed by the Microsoft UEFI CA) and grub-efi-amd64-signed, or set secure_boot = false on target `kvm`
+"#
+    );
+}
+
+/// The platform defaults count too: a hyperv target (Secure Boot) or a kvm
+/// target (BIOS too) cannot boot with systemd-boot unless the recipe says
+/// otherwise, and a platform's firmware cannot be swapped for one it lacks.
+#[test]
+fn firmware_a_loader_or_platform_cannot_boot_is_refused() {
+    let text = minimal("\n[targets.hyperv]\n").replace(
+        "[targets.kvm]",
+        "[boot]\nloader = \"systemd-boot\"\n\n[targets.kvm]",
+    );
+    let e = errors(&text);
+    assert!(e.contains("error: target `hyperv`: Secure Boot (the hyperv default) cannot work with loader \"systemd-boot\""), "{e}");
+    assert!(e.contains("error: target `kvm`: firmware `hybrid` (the kvm default) needs BIOS boot code, and loader \"systemd-boot\" is UEFI-only"), "{e}");
+    assert!(
+        e.contains("or set firmware = \"uefi\" on target `kvm`"),
+        "{e}"
+    );
+
+    let e = errors(&minimal("\n[targets.hyperv]\nfirmware = \"bios\"\n"));
+    assert!(
+        e.contains("target `hyperv`: firmware `bios` cannot boot on hyperv"),
+        "{e}"
+    );
+    assert!(e.contains("use hypervisor = \"hyperv-gen1\""), "{e}");
+    let e = errors(&minimal("firmware = \"bios\"\nsecure_boot = true\n"));
+    assert!(
+        e.contains("target `kvm`: Secure Boot needs UEFI, but its firmware is `bios`"),
+        "{e}"
     );
 }
 

@@ -2,8 +2,9 @@
 //! `manifest.json` out. Read it top to bottom:
 //!
 //! ```text
-//! prepare:  read_os ─► configure ─► check_drivers ─► write_driver_config ─► layout ─► fstab ─► hygiene
-//!           ─► ext4 (root) ─► per distinct cmdline: esp_tree ─► fat ─► assemble ─► VirtualDisk
+//! prepare:  read_os ─► configure ─► check_drivers ─► write_driver_config ─► layout ─► grow_root ─► fstab
+//!           ─► hygiene ─► ext4 (root)
+//!           ─► per distinct (cmdline, firmware): boot_files (ESP tree, BIOS code) ─► fat ─► assemble ─► VirtualDisk
 //! build:    prepare ─► write every target of a disk in one pass ─► SHA256SUMS ─► manifest.json ─► rename all
 //! ```
 //! Everything that can fail on the recipe's content (drivers, the content not
@@ -18,12 +19,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use imgbuild_formats::VirtualDisk;
+use sha2::Digest;
 
 use crate::fs::{ext4, fat};
 use crate::layout::{self, LayoutPlan};
-use crate::plan::{NetworkPlan, OsPlan, Plan, TargetPlan};
+use crate::plan::{FirmwareModes, NetworkPlan, OsPlan, Plan, TargetPlan};
 use crate::progress::Progress;
-use crate::recipe::{Deferred, Hypervisor as RecipeHypervisor, RecipeErrors};
+use crate::recipe::{Deferred, Hypervisor as RecipeHypervisor, Loader, RecipeErrors};
 use crate::size::human;
 use crate::source;
 use crate::tree::{boot, config, drivers, systemd, Meta, Timestamp, Tree};
@@ -57,18 +59,41 @@ pub struct Disk {
 pub struct BootRecord {
     /// The targets written from this disk.
     pub targets: Vec<String>,
+    /// The firmware modes it boots in: `bios`, `uefi`, `secure-boot` (UEFI
+    /// with Secure Boot and Microsoft's keys).
+    pub firmware: Vec<String>,
+    /// `grub` or `systemd-boot`.
+    pub loader: String,
     /// The kernel's path in the OS tree.
     pub kernel: String,
+    /// The kernel carries a signature (Secure Boot needs one).
+    pub kernel_signed: bool,
     /// The initrd's path in the OS tree.
     pub initrd: Option<String>,
-    /// Where systemd-boot came from: `tree:/usr/lib/…` or, when the tree
-    /// has none, `host:/usr/lib/…` (then the image depends on the build
-    /// host's systemd-boot-efi package).
-    pub loader: String,
-    /// SHA-256 of that loader binary as written to the ESP.
-    pub loader_sha256: String,
-    /// The kernel command line the loader entry passes.
+    /// The kernel command line the loader passes.
     pub cmdline: String,
+    /// The loader's configuration on the ESP (GRUB's menu, systemd-boot's entry).
+    pub config: String,
+    /// Every EFI binary on the ESP: where it came from (`tree:…`, or
+    /// `host:…` for systemd-boot when the tree lacks it), SHA-256, signature.
+    pub efi: Vec<boot::EfiBinary>,
+    /// GRUB for BIOS, when the disk boots with BIOS.
+    pub bios: Option<BiosRecord>,
+}
+
+/// GRUB's BIOS boot code, as the manifest records it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BiosRecord {
+    /// The MBR's boot code: GRUB's boot.img from the tree, patched.
+    pub boot_code: String,
+    /// SHA-256 of the core image in the BIOS boot partition.
+    pub core_sha256: String,
+    /// Its size in bytes.
+    pub core_size: u64,
+    /// The GRUB modules built into it.
+    pub core_modules: Vec<String>,
+    /// Where it reads the menu.
+    pub prefix: String,
 }
 
 /// Everything checked and assembled, nothing written yet.
@@ -96,6 +121,23 @@ impl Prepared {
         self.drivers
             .iter()
             .map(|(target, r)| format!("{target}: {}", r.summary()))
+            .collect()
+    }
+
+    /// One line per disk for `imgbuild check`: its targets, the firmware
+    /// modes it boots in and the loader (`kvm: boots with bios, uefi,
+    /// secure-boot (grub)`).
+    pub fn boot_lines(&self) -> Vec<String> {
+        self.disks
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: boots with {} ({})",
+                    d.boot.targets.join(", "),
+                    d.boot.firmware.join(", "),
+                    d.boot.loader
+                )
+            })
             .collect()
     }
 }
@@ -163,14 +205,17 @@ pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<
         .map_err(|d| RecipeErrors(crate::recipe::render_all(&d)))?;
     t.lap("input_ids");
     let plan = deferred.early();
-    let layout = layout::uefi_plan(plan.size, plan.layout.esp_size, &plan.seed)?;
-    let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
+    let layout = layout::plan(plan.size, plan.layout.esp_size, &plan.seed)?;
+    let (esp_part, root_part) = (esp_partition(&layout), root_partition(&layout));
+    let mut root_entry = config::FstabEntry::root_ext4(&root_part.guid);
+    if plan.layout.grow_root {
+        config::grow_root_on_boot(&mut tree, &root_part.type_guid, epoch)
+            .context("cannot set up growing the root on first boot")?;
+        root_entry.options.push_str(",x-systemd.growfs");
+    }
     config::write_fstab(
         &mut tree,
-        &[
-            config::FstabEntry::root_ext4(&root_part.guid),
-            config::FstabEntry::esp(&esp_part.guid),
-        ],
+        &[root_entry, config::FstabEntry::esp(&esp_part.guid)],
         epoch,
     )?;
     config::clean_for_golden_image(&mut tree, &config::Hygiene::default(), epoch)?;
@@ -189,10 +234,7 @@ pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<
     let root = match ext4::write(&tree, &ext4_opts) {
         Ok(r) => r,
         Err(ext4::Ext4Error::TooSmall { needed, .. }) => {
-            let disk = layout::ALIGN
-                + plan.layout.esp_size
-                + needed.next_multiple_of(layout::ALIGN)
-                + layout::ALIGN;
+            let disk = root_part.start + needed.next_multiple_of(layout::ALIGN) + layout::ALIGN;
             bail!(
                 "the OS tree does not fit: the root filesystem needs {} but the disk leaves it {}; \
                  set [image] size to at least {} ({} bytes)",
@@ -259,6 +301,7 @@ pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<Bui
                 file_name: t.output.clone(),
                 format: t.format,
                 options: t.write_options(&plan.seed),
+                firmware: d.boot.firmware.clone(),
             })
             .collect();
         pending.write(&opts.out_dir, &d.disk, &specs, &opts.progress)?;
@@ -429,28 +472,60 @@ fn configure(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
 fn hypervisor(h: RecipeHypervisor) -> drivers::Hypervisor {
     match h {
         RecipeHypervisor::Kvm => drivers::Hypervisor::Kvm,
-        RecipeHypervisor::Hyperv => drivers::Hypervisor::HyperV,
+        RecipeHypervisor::Hyperv | RecipeHypervisor::HypervGen1 => drivers::Hypervisor::HyperV,
         RecipeHypervisor::Azure => drivers::Hypervisor::Azure,
     }
 }
 
+/// The ESP's entry in the plan.
+fn esp_partition(layout: &LayoutPlan) -> &layout::PlannedPartition {
+    &layout.partitions[layout::ESP_ENTRY as usize - 1]
+}
+
+/// The root's entry in the plan.
+fn root_partition(layout: &LayoutPlan) -> &layout::PlannedPartition {
+    &layout.partitions[layout::ROOT_ENTRY as usize - 1]
+}
+
+/// What the boot step needs for one disk: its targets' command line,
+/// firmware and Secure Boot requirement.
 fn boot_options(
     plan: &Plan,
-    layout_root_guid: &str,
-    cmdline: &str,
-    extra_cmdline: &str,
+    layout: &LayoutPlan,
+    key: &DiskKey,
+    secure_boot: bool,
     epoch: i64,
 ) -> boot::BootOptions {
     boot::BootOptions {
+        loader: match plan.boot.loader {
+            Loader::Grub => boot::LoaderKind::Grub,
+            Loader::SystemdBoot => boot::LoaderKind::SystemdBoot,
+        },
+        bios: key.firmware.bios,
+        uefi: key.firmware.uefi,
+        secure_boot,
+        root_fs_uuid: crate::ids::uuid_string(plan.seed.uuid("ext4.uuid")),
+        esp_partition: layout::ESP_ENTRY,
+        bios_boot_lba: layout.partitions[layout::BIOS_BOOT_ENTRY as usize - 1].start / 512,
         entry_id: plan.name.clone(),
         title: plan.name.clone(),
-        root_partuuid: layout_root_guid.to_string(),
-        cmdline: cmdline.to_string(),
-        extra_cmdline: extra_cmdline.to_string(),
+        root_partuuid: root_partition(layout).guid.clone(),
+        cmdline: key.cmdline.clone(),
+        extra_cmdline: key.extra.clone(),
         timeout: 0,
         epoch,
         host_systemd_boot: Some(PathBuf::from(boot::SYSTEMD_BOOT)),
     }
+}
+
+/// What makes two targets' disks differ: the command line (the target's,
+/// then its hypervisor profile's additions, such as Azure's serial
+/// console) and the firmware they boot with.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct DiskKey {
+    cmdline: String,
+    extra: String,
+    firmware: FirmwareModes,
 }
 
 /// Checks every target's drivers. The kernel's module lists are read and the
@@ -498,9 +573,10 @@ fn write_driver_config(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
     Ok(())
 }
 
-/// One disk per distinct kernel command line (the target's, then its
-/// hypervisor profile's additions, such as Azure's serial console): targets
-/// that boot the same way share one disk, assembled once and written in one pass.
+/// One disk per distinct [`DiskKey`]: targets that boot the same way share
+/// one disk, assembled once and written in one pass. The root filesystem is
+/// the same for all of them (the boot step writes only the ESP, the BIOS
+/// boot partition and the MBR's code).
 fn assemble_disks(
     tree: &Tree,
     plan: &Plan,
@@ -508,30 +584,45 @@ fn assemble_disks(
     root: &VirtualDisk,
     epoch: i64,
 ) -> Result<Vec<Disk>> {
-    let (esp_part, root_part) = (&layout.partitions[0], &layout.partitions[1]);
-    let mut by_cmdline: BTreeMap<(&str, String), Vec<TargetPlan>> = BTreeMap::new();
+    let esp_part = esp_partition(layout);
+    let bios_part = &layout.partitions[layout::BIOS_BOOT_ENTRY as usize - 1];
+    let mut by_key: BTreeMap<DiskKey, Vec<TargetPlan>> = BTreeMap::new();
     for t in &plan.targets {
-        let extra = hypervisor(t.hypervisor).profile().cmdline.join(" ");
-        by_cmdline
-            .entry((t.cmdline.as_str(), extra))
-            .or_default()
-            .push(t.clone());
+        let key = DiskKey {
+            cmdline: t.cmdline.clone(),
+            extra: hypervisor(t.hypervisor).profile().cmdline.join(" "),
+            firmware: t.firmware,
+        };
+        by_key.entry(key).or_default().push(t.clone());
     }
     let mut disks = Vec::new();
-    for ((cmdline, extra), targets) in by_cmdline {
-        let opts = boot_options(plan, &root_part.guid, cmdline, &extra, epoch);
-        let (esp, info) =
-            boot::esp_tree(tree, &opts).context("cannot build the EFI system partition")?;
+    for (key, targets) in by_key {
+        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+        let secure_boot = targets.iter().any(|t| t.secure_boot);
+        let opts = boot_options(plan, layout, &key, secure_boot, epoch);
+        let files = boot::boot_files(tree, &opts)
+            .with_context(|| format!("cannot make target {} boot", names.join(", ")))?;
+        let bios = files.bios.as_ref().map(|b| BiosRecord {
+            boot_code: format!("tree:{}/boot.img", boot::grub::I386_PC),
+            core_sha256: crate::plan::hex(&sha2::Sha256::digest(&b.core)),
+            core_size: b.core.len() as u64,
+            core_modules: b.modules.clone(),
+            prefix: b.prefix.clone(),
+        });
         let boot = BootRecord {
-            targets: targets.iter().map(|t| t.name.clone()).collect(),
-            kernel: info.kernel,
-            initrd: info.initrd,
-            loader: match info.loader {
-                boot::LoaderSource::Tree(p) => format!("tree:{p}"),
-                boot::LoaderSource::Host(p) => format!("host:{}", p.display()),
+            targets: names,
+            firmware: files.firmware.iter().map(|s| s.to_string()).collect(),
+            loader: match files.loader {
+                boot::LoaderKind::Grub => "grub".into(),
+                boot::LoaderKind::SystemdBoot => "systemd-boot".into(),
             },
-            loader_sha256: loader_sha256(&esp)?,
+            kernel: files.kernel.kernel.0.clone(),
+            kernel_signed: files.kernel_signed,
+            initrd: files.kernel.initrd.as_ref().map(|i| i.0.clone()),
             cmdline: opts.kernel_cmdline(),
+            config: files.config.clone(),
+            efi: files.efi.clone(),
+            bios,
         };
         let fat_opts = fat::FatOptions {
             size: esp_part.size,
@@ -541,8 +632,22 @@ fn assemble_disks(
             hidden_sectors: u32::try_from(esp_part.start / 512)
                 .context("ESP start out of range")?,
         };
-        let esp = fat::write(&esp, &fat_opts).context("cannot lay out the EFI system partition")?;
-        let disk = layout::assemble(layout, &[&esp, root])?;
+        let esp =
+            fat::write(&files.esp, &fat_opts).context("cannot lay out the EFI system partition")?;
+        let mut core = imgbuild_formats::VirtualDiskBuilder::new(bios_part.size);
+        if let Some(b) = &files.bios {
+            if b.core.len() as u64 > bios_part.size {
+                bail!(
+                    "GRUB's core image ({} bytes) does not fit the BIOS boot partition ({} bytes)",
+                    b.core.len(),
+                    bios_part.size
+                );
+            }
+            core.bytes(0, b.core.clone());
+        }
+        let core = core.build()?;
+        let code = files.bios.as_ref().map(|b| &b.boot_code);
+        let disk = layout::assemble(layout, &[&core, &esp, root], code)?;
         disks.push(Disk {
             disk,
             targets,
@@ -550,19 +655,6 @@ fn assemble_disks(
         });
     }
     Ok(disks)
-}
-
-/// SHA-256 of the ESP's `\EFI\BOOT\BOOTX64.EFI`.
-fn loader_sha256(esp: &Tree) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let id = esp
-        .lookup(b"/EFI/BOOT/BOOTX64.EFI")
-        .context("the ESP has no \\EFI\\BOOT\\BOOTX64.EFI")?;
-    let crate::tree::Kind::File(data) = &esp.inode(id).kind else {
-        bail!("the ESP's \\EFI\\BOOT\\BOOTX64.EFI is not a file");
-    };
-    let bytes = data.read_all().context("cannot read the boot loader")?;
-    Ok(crate::plan::hex(&Sha256::digest(&bytes)))
 }
 
 /// The cache directory: `$IMGBUILD_CACHE`, else `$XDG_CACHE_HOME/imgbuild`,

@@ -29,6 +29,8 @@ pub struct OutputSpec {
     pub format: Format,
     /// Format options.
     pub options: WriteOptions,
+    /// Firmware modes the disk boots in (`bios`, `uefi`, `secure-boot`).
+    pub firmware: Vec<String>,
 }
 
 /// One image written.
@@ -46,6 +48,9 @@ pub struct OutputInfo {
     pub file_size: u64,
     /// SHA-256 of the file.
     pub sha256: String,
+    /// Firmware modes the image boots in (`bios`, `uefi`, `secure-boot`):
+    /// what `imgbuild test` boots it with.
+    pub firmware: Vec<String>,
 }
 
 /// Images written to temporary names, not yet renamed.
@@ -145,6 +150,7 @@ impl Pending {
                 virtual_size: sum.virtual_size,
                 file_size: sum.file_size,
                 sha256: sha256?,
+                firmware: s.firmware.clone(),
             };
             self.files.push((f, info));
         }
@@ -166,6 +172,7 @@ impl Pending {
             virtual_size: 0,
             file_size: text.len() as u64,
             sha256: String::new(),
+            firmware: Vec::new(),
         };
         self.files.push((f, info));
         Ok(())

@@ -132,13 +132,15 @@ pub fn last_usable(size: u64) -> u64 {
     size / LBA - 1 - ARRAY_LBAS - 1
 }
 
-/// Places the protective MBR, both headers and both entry arrays for a disk of
-/// `size` bytes. Partitions must be sorted and must not overlap.
+/// Places the protective MBR (with `boot_code` in its first 440 bytes, the
+/// area the MBR reserves for code), both headers and both entry arrays for
+/// a disk of `size` bytes. Partitions must be sorted and must not overlap.
 pub fn write(
     disk: &mut VirtualDiskBuilder,
     size: u64,
     disk_guid: [u8; 16],
     parts: &[Partition],
+    boot_code: Option<&[u8; 440]>,
 ) -> Result<(), GptError> {
     if !size.is_multiple_of(LBA) || size / LBA < 2 * FIRST_USABLE + 1 {
         return Err(GptError::DiskTooSmall { size });
@@ -168,7 +170,11 @@ pub fn write(
         )?;
     }
     let array_crc = crc32fast::hash(&array);
-    disk.bytes(0, protective_mbr(size).to_vec());
+    let mut mbr = protective_mbr(size);
+    if let Some(code) = boot_code {
+        mbr[..440].copy_from_slice(code);
+    }
+    disk.bytes(0, mbr.to_vec());
     let primary = Header {
         my_lba: 1,
         alternate_lba: last_lba,
@@ -343,7 +349,7 @@ mod tests {
     fn round_trips_through_the_reader() {
         let size = 64 << 20;
         let mut b = VirtualDiskBuilder::new(size);
-        write(&mut b, size, [1; 16], &[part(2048, 4095, "esp")]).unwrap();
+        write(&mut b, size, [1; 16], &[part(2048, 4095, "esp")], None).unwrap();
         let disk = b.build().unwrap();
         let parts = read_partitions(&disk).unwrap().unwrap();
         assert_eq!(parts.len(), 1);
@@ -361,10 +367,11 @@ mod tests {
             size,
             [1; 16],
             &[part(2048, 4095, "a"), part(4000, 5000, "b")],
+            None,
         )
         .unwrap_err();
         assert!(matches!(err, GptError::BadPartition { index: 2, .. }));
-        let err = write(&mut b, size, [1; 16], &[part(2048, size / 512, "a")]).unwrap_err();
+        let err = write(&mut b, size, [1; 16], &[part(2048, size / 512, "a")], None).unwrap_err();
         assert!(matches!(err, GptError::BadPartition { index: 1, .. }));
     }
 }

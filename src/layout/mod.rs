@@ -2,18 +2,20 @@
 //! images into one `VirtualDisk`.
 //!
 //! ```text
-//! 0     20 KiB                      1 MiB + esp_size        size - 1 MiB   size
-//! | GPT | ESP (FAT32)               | root (ext4)           | (free) | backup GPT |
+//! 0    20 KiB                 1 MiB                1 MiB + esp_size        size - 1 MiB   size
+//! | MBR+GPT | BIOS boot (GRUB core) | ESP (FAT32)    | root (ext4)           | (free) | backup GPT |
+//!   entry:     1 "bios"             2 "esp"          3 "root"
 //! ```
 //!
-//! The ESP starts at LBA 40, the first 4 KiB boundary after the partition
-//! array, and ends where a 1 MiB-aligned ESP of `esp_size` would; the root
-//! starts and ends on 1 MiB boundaries. 4 KiB is the alignment storage
-//! needs (UEFI 2.10 §5.3.2 asks for the physical block size; 1 MiB is its
-//! "may"). Starting the ESP at 1 MiB would leave the GPT's 17 KiB alone in
-//! the disk's first MiB, which a VHDX stores as a whole 1 MiB block: here
-//! the boot sector and FATs share it, and the ESP gains 1004 KiB (a 256 MiB
-//! ESP gets FAT32 with 4 KiB clusters: 65,525 of them need 256.5 MiB).
+//! The hybrid layout Debian's cloud images use (boot-facts.md §1.5), in disk
+//! order: the BIOS boot partition fills the first MiB after the GPT
+//! (from LBA 40, the first 4 KiB boundary; 1004 KiB, above GRUB's 1900-sector
+//! advice) and holds GRUB's core image when the disk boots with BIOS; the
+//! ESP and the root start on 1 MiB boundaries, and the root is physically
+//! last, so that it can grow into a larger disk. Every disk has all three
+//! partitions, whatever its firmware, so partition numbers are the same for
+//! every target of a recipe. The protective MBR carries GRUB's boot code
+//! when the disk boots with BIOS.
 
 pub mod gpt;
 
@@ -21,16 +23,24 @@ use imgbuild_formats::{VirtualDisk, VirtualDiskBuilder};
 
 use crate::ids::{parse_uuid, Seed};
 
-/// Partition alignment (of the root, and of the ESP's end).
+/// Partition alignment (of the ESP and the root).
 pub const ALIGN: u64 = 1 << 20;
-/// Where the ESP starts: LBA 40, the first 4 KiB boundary after the
-/// primary GPT (LBA 0–33).
-pub const ESP_START: u64 = gpt::FIRST_USABLE.next_multiple_of(8) * gpt::LBA;
+/// Where the BIOS boot partition starts: LBA 40, the first 4 KiB boundary
+/// after the primary GPT (LBA 0–33).
+pub const BIOS_BOOT_START: u64 = gpt::FIRST_USABLE.next_multiple_of(8) * gpt::LBA;
+/// Where the ESP starts.
+pub const ESP_START: u64 = ALIGN;
+/// GPT entry numbers (1-based), as GRUB's `(,gptN)` and `/dev/sdaN` count.
+pub const BIOS_BOOT_ENTRY: u32 = 1;
+/// The ESP's entry number.
+pub const ESP_ENTRY: u32 = 2;
+/// The root's entry number.
+pub const ROOT_ENTRY: u32 = 3;
 
 /// One partition of the plan.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PlannedPartition {
-    /// Name in the GPT (`esp`, `root`).
+    /// Name in the GPT (`bios`, `esp`, `root`).
     pub name: String,
     /// Type GUID, textual.
     pub type_guid: String,
@@ -82,6 +92,14 @@ pub enum LayoutError {
         /// Partition size.
         part: u64,
     },
+    /// Not one image per partition.
+    #[error("{images} images for {partitions} partitions")]
+    Count {
+        /// Partitions in the plan.
+        partitions: usize,
+        /// Images given.
+        images: usize,
+    },
     /// Encoding the GPT failed.
     #[error(transparent)]
     Gpt(#[from] gpt::GptError),
@@ -90,11 +108,11 @@ pub enum LayoutError {
     Disk(#[from] imgbuild_formats::Error),
 }
 
-/// The standard UEFI layout: an ESP from LBA 40 to 1 MiB + `esp_size`, then
-/// a root partition filling the disk up to the last whole MiB before the
-/// backup GPT (module docs).
-/// GUIDs come from `seed` (`gpt.disk`, `gpt.esp`, `gpt.root`).
-pub fn uefi_plan(size: u64, esp_size: u64, seed: &Seed) -> Result<LayoutPlan, LayoutError> {
+/// The hybrid layout (module docs): a BIOS boot partition in the first MiB,
+/// the ESP from 1 MiB to 1 MiB + `esp_size`, then the root filling the disk
+/// up to the last whole MiB before the backup GPT.
+/// GUIDs come from `seed` (`gpt.disk`, `gpt.bios`, `gpt.esp`, `gpt.root`).
+pub fn plan(size: u64, esp_size: u64, seed: &Seed) -> Result<LayoutPlan, LayoutError> {
     if !size.is_multiple_of(ALIGN) || !esp_size.is_multiple_of(ALIGN) {
         return Err(LayoutError::Unaligned {
             size: if size.is_multiple_of(ALIGN) {
@@ -119,11 +137,19 @@ pub fn uefi_plan(size: u64, esp_size: u64, seed: &Seed) -> Result<LayoutPlan, La
         disk_guid: guid("gpt.disk"),
         partitions: vec![
             PlannedPartition {
+                name: "bios".into(),
+                type_guid: gpt::types::BIOS_BOOT.into(),
+                guid: guid("gpt.bios"),
+                start: BIOS_BOOT_START,
+                size: ESP_START - BIOS_BOOT_START,
+                attributes: 0,
+            },
+            PlannedPartition {
                 name: "esp".into(),
                 type_guid: gpt::types::ESP.into(),
                 guid: guid("gpt.esp"),
                 start: ESP_START,
-                size: ALIGN + esp_size - ESP_START,
+                size: esp_size,
                 attributes: 0,
             },
             PlannedPartition {
@@ -138,11 +164,19 @@ pub fn uefi_plan(size: u64, esp_size: u64, seed: &Seed) -> Result<LayoutPlan, La
     })
 }
 
-/// Places the GPT and each filesystem image (in plan order) into one disk.
+/// Places the GPT and each partition's image (in plan order) into one
+/// disk; `boot_code` (GRUB's, for BIOS) goes into the protective MBR.
 pub fn assemble(
     plan: &LayoutPlan,
     filesystems: &[&VirtualDisk],
+    boot_code: Option<&[u8; 440]>,
 ) -> Result<VirtualDisk, LayoutError> {
+    if filesystems.len() != plan.partitions.len() {
+        return Err(LayoutError::Count {
+            partitions: plan.partitions.len(),
+            images: filesystems.len(),
+        });
+    }
     let mut b = VirtualDiskBuilder::new(plan.size);
     let mut parts = Vec::new();
     for (p, fs) in plan.partitions.iter().zip(filesystems) {
@@ -168,6 +202,7 @@ pub fn assemble(
         plan.size,
         parse_uuid(&plan.disk_guid).expect("plan GUIDs are well-formed"),
         &parts,
+        boot_code,
     )?;
     Ok(b.build()?)
 }
@@ -177,30 +212,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uefi_plan_aligns_and_fills_the_disk() {
-        let plan = uefi_plan(4 << 30, 256 << 20, &Seed([1; 32])).unwrap();
-        let root = &plan.partitions[1];
+    fn plan_aligns_and_fills_the_disk() {
+        let plan = plan(4 << 30, 256 << 20, &Seed([1; 32])).unwrap();
+        let root = &plan.partitions[ROOT_ENTRY as usize - 1];
         assert_eq!(root.start, 257 << 20);
         assert_eq!(root.start + root.size, (4 << 30) - (1 << 20));
-        let esp = &plan.partitions[0];
+        let esp = &plan.partitions[ESP_ENTRY as usize - 1];
         assert_eq!(esp.type_guid, gpt::types::ESP);
-        assert_eq!((esp.start, esp.start + esp.size), (40 * 512, 257 << 20));
+        assert_eq!((esp.start, esp.start + esp.size), (1 << 20, 257 << 20));
+        let bios = &plan.partitions[BIOS_BOOT_ENTRY as usize - 1];
+        assert_eq!(bios.type_guid, gpt::types::BIOS_BOOT);
+        assert_eq!((bios.start, bios.start + bios.size), (40 * 512, 1 << 20));
     }
 
     #[test]
     fn assemble_places_filesystems_and_tables() {
-        let plan = uefi_plan(16 << 20, 4 << 20, &Seed([2; 32])).unwrap();
-        let mut esp = VirtualDiskBuilder::new(plan.partitions[0].size);
+        let plan = plan(16 << 20, 4 << 20, &Seed([2; 32])).unwrap();
+        let empty = |i: usize| {
+            VirtualDiskBuilder::new(plan.partitions[i].size)
+                .build()
+                .unwrap()
+        };
+        let mut esp = VirtualDiskBuilder::new(plan.partitions[1].size);
         esp.bytes(0, vec![0xAAu8; 512]);
         let esp = esp.build().unwrap();
-        let root = VirtualDiskBuilder::new(plan.partitions[1].size)
-            .build()
-            .unwrap();
-        let disk = assemble(&plan, &[&esp, &root]).unwrap();
+        let code = [0x33u8; 440];
+        let disk = assemble(&plan, &[&empty(0), &esp, &empty(2)], Some(&code)).unwrap();
         let mut b = [0u8; 1];
         disk.read_at(ESP_START, &mut b).unwrap();
         assert_eq!(b[0], 0xAA);
+        let mut mbr = [0u8; 512];
+        disk.read_at(0, &mut mbr).unwrap();
+        assert_eq!(&mbr[..440], &code[..]);
+        assert_eq!((mbr[450], mbr[510], mbr[511]), (0xEE, 0x55, 0xAA));
         let parts = gpt::read_partitions(&disk).unwrap().unwrap();
-        assert_eq!(parts[1].guid, plan.partitions[1].guid);
+        assert_eq!(parts[2].guid, plan.partitions[2].guid);
+        assert!(assemble(&plan, &[&esp], None).is_err());
     }
 }

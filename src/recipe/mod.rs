@@ -142,6 +142,10 @@ pub struct Image {
     /// ext4 label of the root filesystem (default "root", at most 16 bytes).
     #[schemars(with = "Option<String>")]
     pub root_label: Option<Spanned<String>>,
+    /// Grow the root partition and its filesystem to fill the disk at first
+    /// boot, online (systemd-repart and x-systemd.growfs; default true).
+    #[schemars(with = "Option<bool>")]
+    pub grow_root: Option<Spanned<bool>>,
 }
 
 /// `[os]`.
@@ -214,7 +218,9 @@ pub struct Boot {
     /// Kernel command line for every target; `root=` is added by imgbuild.
     #[schemars(with = "Option<String>")]
     pub cmdline: Option<Spanned<String>>,
-    /// Boot loader (default and only choice: "systemd-boot", UEFI).
+    /// Boot loader: "grub" (default: GRUB for BIOS, shim and the
+    /// distribution's signed GRUB for UEFI and Secure Boot) or
+    /// "systemd-boot" (UEFI without Secure Boot only).
     #[schemars(with = "Option<Loader>")]
     pub loader: Option<Spanned<Loader>>,
 }
@@ -222,9 +228,26 @@ pub struct Boot {
 /// A boot loader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 pub enum Loader {
-    /// systemd-boot on the EFI system partition.
+    /// GRUB: i386-pc core image in a BIOS boot partition, and for UEFI shim
+    /// (signed by the Microsoft UEFI CA) chaining the distribution's signed
+    /// GRUB; both read one menu on the EFI system partition.
+    #[serde(rename = "grub")]
+    Grub,
+    /// systemd-boot on the EFI system partition (UEFI only, unsigned).
     #[serde(rename = "systemd-boot")]
     SystemdBoot,
+}
+
+/// Which firmware a target's disk boots with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// UEFI only.
+    Uefi,
+    /// Legacy BIOS only.
+    Bios,
+    /// Both, from the same disk (BIOS boot code and an EFI loader).
+    Hybrid,
 }
 
 /// `[config]`.
@@ -374,14 +397,22 @@ pub struct CloudInit {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// Image format (default from the hypervisor: kvm → qcow2, hyperv → vhdx, azure → vhd).
+    /// Image format (default from the hypervisor: kvm → qcow2, hyperv and hyperv-gen1 → vhdx, azure → vhd).
     #[schemars(with = "Option<FormatName>")]
     pub format: Option<Spanned<FormatName>>,
-    /// Hypervisor whose drivers the image must carry (default: the target's name when it is kvm, hyperv or azure).
+    /// Hypervisor whose drivers the image must carry (default: the target's name when it is kvm, hyperv, hyperv-gen1 or azure).
     #[schemars(with = "Option<Hypervisor>")]
     pub hypervisor: Option<Spanned<Hypervisor>>,
     /// Appended to [boot] cmdline for this target only.
     pub cmdline: Option<String>,
+    /// "uefi", "bios" or "hybrid" (default from the hypervisor: kvm and
+    /// azure hybrid, hyperv uefi, hyperv-gen1 bios).
+    #[schemars(with = "Option<Firmware>")]
+    pub firmware: Option<Spanned<Firmware>>,
+    /// Require a boot chain that Secure Boot with Microsoft's keys accepts
+    /// (default: true for hyperv and azure, false otherwise).
+    #[schemars(with = "Option<bool>")]
+    pub secure_boot: Option<Spanned<bool>>,
     /// qcow2 cluster size, a power of two from "512" to "2MiB" (default "64KiB").
     #[schemars(with = "Option<String>")]
     pub cluster_size: Option<Spanned<String>>,
@@ -418,10 +449,40 @@ pub enum FormatName {
 pub enum Hypervisor {
     /// QEMU/KVM: virtio drivers, qemu-guest-agent.
     Kvm,
-    /// Microsoft Hyper-V: hv_* drivers, hyperv-daemons.
+    /// Microsoft Hyper-V, Generation 2 (UEFI, Secure Boot): hv_* drivers, hyperv-daemons.
     Hyperv,
-    /// Azure (Hyper-V underneath): hv_* drivers, fixed VHD sized to whole MiB.
+    /// Microsoft Hyper-V, Generation 1 (BIOS, the boot disk on IDE): hv_* drivers, hyperv-daemons.
+    #[serde(rename = "hyperv-gen1")]
+    HypervGen1,
+    /// Azure (Hyper-V underneath; Generation 1 and 2): hv_* drivers, fixed VHD sized to whole MiB.
     Azure,
+}
+
+impl Hypervisor {
+    /// The name a recipe uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hypervisor::Kvm => "kvm",
+            Hypervisor::Hyperv => "hyperv",
+            Hypervisor::HypervGen1 => "hyperv-gen1",
+            Hypervisor::Azure => "azure",
+        }
+    }
+
+    /// The firmware the platform boots its VMs with by default, and
+    /// whether that includes Secure Boot: KVM hosts (QEMU, libvirt,
+    /// Proxmox, OpenStack) default to SeaBIOS and offer OVMF; Hyper-V
+    /// Generation 2 is UEFI with Secure Boot on; Generation 1 is BIOS;
+    /// Azure registers one VHD for Generation 1 and 2, Trusted Launch
+    /// (Secure Boot) being the default for new Generation 2 VMs.
+    pub fn default_firmware(self) -> (Firmware, bool) {
+        match self {
+            Hypervisor::Kvm => (Firmware::Hybrid, false),
+            Hypervisor::Hyperv => (Firmware::Uefi, true),
+            Hypervisor::HypervGen1 => (Firmware::Bios, false),
+            Hypervisor::Azure => (Firmware::Hybrid, true),
+        }
+    }
 }
 
 /// qcow2 compression.

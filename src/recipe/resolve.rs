@@ -19,8 +19,8 @@
 //!   input either: pin a snapshot mirror for reproducible bootstraps.
 //! - **ESP**: [`DEFAULT_ESP_SIZE`] (256 MiB), at least [`MIN_ESP_SIZE`]
 //!   (64 MiB, comfortably above FAT32's 65525-cluster floor at 512-byte
-//!   clusters, ~32 MiB), whole MiB. The partition also takes the first MiB
-//!   after the GPT (it starts at LBA 40; see `layout`).
+//!   clusters, ~32 MiB), whole MiB, from 1 MiB (the BIOS boot partition
+//!   holds the rest of the first MiB; see `layout`).
 
 use std::ops::Range;
 
@@ -28,10 +28,13 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{Diagnostic, SourceMap};
 use super::{
-    resolve_config, resolve_source, FormatName, Hypervisor, Loader, Recipe, Spanned, Target,
+    resolve_config, resolve_source, Firmware, FormatName, Hypervisor, Loader, Recipe, Spanned,
+    Target,
 };
 use crate::ids::Seed;
-use crate::plan::{hex, BootPlan, EpochSource, Input, LayoutPlan, OsPlan, Plan, TargetPlan};
+use crate::plan::{
+    hex, BootPlan, EpochSource, FirmwareModes, Input, LayoutPlan, OsPlan, Plan, TargetPlan,
+};
 use crate::size::parse_size;
 use crate::source::digest::{digest_file, DigestJob, FileDigest, Want};
 use crate::source::zeros::ZeroMap;
@@ -488,6 +491,7 @@ fn layout(cx: &mut Cx, recipe: &Recipe) -> LayoutPlan {
         esp_size,
         esp_label: "ESP".into(),
         root_label,
+        grow_root: image.grow_root.as_ref().is_none_or(|g| *g.get_ref()),
     }
 }
 
@@ -577,7 +581,7 @@ fn boot(cx: &mut Cx, recipe: &Recipe) -> BootPlan {
         .boot
         .loader
         .as_ref()
-        .map_or(Loader::SystemdBoot, |l| *l.get_ref());
+        .map_or(Loader::Grub, |l| *l.get_ref());
     BootPlan { loader, cmdline }
 }
 
@@ -634,9 +638,10 @@ fn target(
         (Some(h), _) => *h.get_ref(),
         (None, "kvm") => Hypervisor::Kvm,
         (None, "hyperv") => Hypervisor::Hyperv,
+        (None, "hyperv-gen1") => Hypervisor::HypervGen1,
         (None, "azure") => Hypervisor::Azure,
         (None, _) => {
-            let help = "only targets named kvm, hyperv or azure imply their hypervisor; add hypervisor = \"kvm\", \"hyperv\" or \"azure\"";
+            let help = "only targets named kvm, hyperv, hyperv-gen1 or azure imply their hypervisor; add hypervisor = \"kvm\", \"hyperv\", \"hyperv-gen1\" or \"azure\"";
             cx.error(
                 span,
                 format!("target `{tname}` does not say its hypervisor"),
@@ -649,10 +654,11 @@ fn target(
         Some(f) => *f.get_ref(),
         None => match hypervisor {
             Hypervisor::Kvm => FormatName::Qcow2,
-            Hypervisor::Hyperv => FormatName::Vhdx,
+            Hypervisor::Hyperv | Hypervisor::HypervGen1 => FormatName::Vhdx,
             Hypervisor::Azure => FormatName::Vhd,
         },
     };
+    let (firmware, secure_boot) = firmware(cx, recipe, tname, &span, t, hypervisor);
     if hypervisor == Hypervisor::Azure {
         check_azure(cx, recipe, t, format);
     }
@@ -662,6 +668,8 @@ fn target(
         format: imgbuild_formats::Format::Raw,
         hypervisor,
         cmdline: cmdline.to_string(),
+        firmware,
+        secure_boot,
         cluster_size: None,
         compression: None,
         block_size: None,
@@ -688,6 +696,98 @@ fn target(
     }
     target_options(cx, t, format, &mut plan);
     Some(plan)
+}
+
+/// The target's firmware and Secure Boot requirement: the recipe's, else
+/// the platform's default ([`Hypervisor::default_firmware`]); refuses what
+/// the platform or the loader cannot boot.
+fn firmware(
+    cx: &mut Cx,
+    recipe: &Recipe,
+    tname: &str,
+    span: &Range<usize>,
+    t: &Target,
+    hypervisor: Hypervisor,
+) -> (FirmwareModes, bool) {
+    let (default_fw, default_sb) = hypervisor.default_firmware();
+    let fw = t.firmware.as_ref().map_or(default_fw, |f| *f.get_ref());
+    let modes = FirmwareModes::from_recipe(fw);
+    let fw_span = t.firmware.as_ref().map_or(span.clone(), |f| f.span());
+    let platform_only = match hypervisor {
+        Hypervisor::Hyperv => Some((Firmware::Uefi, "Hyper-V Generation 2 boots UEFI only; for BIOS use hypervisor = \"hyperv-gen1\" (Generation 1)")),
+        Hypervisor::HypervGen1 => Some((Firmware::Bios, "Hyper-V Generation 1 boots BIOS only; for UEFI use hypervisor = \"hyperv\" (Generation 2)")),
+        _ => None,
+    };
+    if let Some((only, help)) = platform_only {
+        if fw != only {
+            cx.error(
+                fw_span.clone(),
+                format!(
+                    "target `{tname}`: firmware `{}` cannot boot on {}",
+                    modes.name(),
+                    hypervisor.name()
+                ),
+                Some(help.into()),
+            );
+        }
+    }
+    let sb = match &t.secure_boot {
+        Some(s) => {
+            if *s.get_ref() && !modes.uefi {
+                cx.error(
+                    s.span(),
+                    format!(
+                        "target `{tname}`: Secure Boot needs UEFI, but its firmware is `{}`",
+                        modes.name()
+                    ),
+                    Some("set firmware = \"uefi\" or \"hybrid\", or leave secure_boot out".into()),
+                );
+            }
+            *s.get_ref()
+        }
+        None => default_sb && modes.uefi,
+    };
+    let systemd_boot = recipe
+        .boot
+        .loader
+        .as_ref()
+        .filter(|l| *l.get_ref() == Loader::SystemdBoot);
+    if let Some(loader) = systemd_boot {
+        let default = |explicit: bool| {
+            if explicit {
+                String::new()
+            } else {
+                format!(" (the {} default)", hypervisor.name())
+            }
+        };
+        if modes.bios {
+            cx.error(
+                fw_span,
+                format!(
+                    "target `{tname}`: firmware `{}`{} needs BIOS boot code, and loader \"systemd-boot\" is UEFI-only",
+                    modes.name(),
+                    default(t.firmware.is_some())
+                ),
+                Some(format!(
+                    "use loader = \"grub\" (packages grub-pc-bin for BIOS, shim-signed and grub-efi-amd64-signed for UEFI), or set firmware = \"uefi\" on target `{tname}`"
+                )),
+            );
+        }
+        if sb {
+            let at = t.secure_boot.as_ref().map_or(loader.span(), |s| s.span());
+            cx.error(
+                at,
+                format!(
+                    "target `{tname}`: Secure Boot{} cannot work with loader \"systemd-boot\": imgbuild installs it unsigned, and Debian 12 ships no systemd-boot signed for shim",
+                    default(t.secure_boot.is_some())
+                ),
+                Some(format!(
+                    "use loader = \"grub\" with the packages shim-signed (signed by the Microsoft UEFI CA) and grub-efi-amd64-signed, or set secure_boot = false on target `{tname}`"
+                )),
+            );
+        }
+    }
+    (modes, sb)
 }
 
 fn check_azure(cx: &mut Cx, recipe: &Recipe, t: &Target, format: FormatName) {

@@ -1,7 +1,12 @@
-//! The UEFI boot step: from the OS tree, the ESP's tree for systemd-boot
-//! (Boot Loader Specification type #1 entries). One swappable unit: a
-//! Secure Boot (shim + UKI) or BIOS path replaces this module, not the
-//! pipeline around it.
+//! The boot step: from the OS tree and the firmware a disk must boot with,
+//! the ESP's tree, the BIOS boot code, and a record of every boot binary.
+//! One swappable unit, [`boot_files`], with two loaders:
+//!
+//! - `grub` (the default; [`grub`]): GRUB i386-pc for BIOS, shim and the
+//!   distribution's signed GRUB for UEFI and Secure Boot, one menu on the ESP;
+//! - `systemd-boot` (UEFI only, unsigned): [`esp_tree`], below.
+//!
+//! systemd-boot (Boot Loader Specification type #1 entries):
 //!
 //! ```text
 //! OS tree                                        ESP tree
@@ -14,6 +19,9 @@
 //! ```
 //! File contents are shared references ([`FileData`] clones), never copies.
 
+pub mod core_image;
+pub mod grub;
+pub mod pe;
 mod version;
 
 use std::fs::File;
@@ -33,9 +41,32 @@ const KERNEL_PREFIX: &str = "vmlinuz-";
 /// Initrd names tried next to the kernel, `{}` being the version.
 const INITRD_NAMES: [&str; 3] = ["initrd.img-{}", "initrd-{}", "initramfs-{}.img"];
 
+/// Which boot loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoaderKind {
+    /// GRUB (BIOS and UEFI, Secure Boot through shim).
+    Grub,
+    /// systemd-boot (UEFI only).
+    SystemdBoot,
+}
+
 /// What the boot step needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootOptions {
+    /// The loader.
+    pub loader: LoaderKind,
+    /// Install BIOS boot code (GRUB only).
+    pub bios: bool,
+    /// Install a UEFI loader.
+    pub uefi: bool,
+    /// Fail unless the UEFI chain passes Secure Boot with Microsoft's keys.
+    pub secure_boot: bool,
+    /// The root filesystem's UUID (GRUB finds the kernel by it).
+    pub root_fs_uuid: String,
+    /// The ESP's entry number in the GPT (GRUB for BIOS: `(,gptN)`).
+    pub esp_partition: u32,
+    /// First LBA of the BIOS boot partition (where the core image goes).
+    pub bios_boot_lba: u64,
     /// Entry id: the ESP directory holding the kernel and the entry's file
     /// name (`debian`, a machine name). Letters, digits, `.`, `_`, `-`.
     pub entry_id: String,
@@ -110,12 +141,246 @@ pub enum BootError {
         "no kernel found: /boot has no vmlinuz-<version> file and /vmlinuz does not point at one"
     )]
     NoKernel,
+    /// A file a loader needs is not in the tree.
+    #[error("{what} needs {path}, which is not in the OS tree: install the package {package}")]
+    MissingPackage {
+        /// What needs it.
+        what: &'static str,
+        /// The file.
+        path: &'static str,
+        /// The Debian package that ships it.
+        package: &'static str,
+    },
+    /// A GRUB module or image named in moddep.lst is missing or unreadable.
+    #[error("GRUB for BIOS: /usr/lib/grub/i386-pc/{name} is missing or not a file (reinstall grub-pc-bin)")]
+    GrubModule {
+        /// File name in /usr/lib/grub/i386-pc.
+        name: String,
+    },
+    /// The GRUB core image cannot be made from these modules.
+    #[error("GRUB for BIOS: {0}")]
+    CoreImage(String),
+    /// Secure Boot was required but the chain would be refused.
+    #[error("Secure Boot with Microsoft's keys would refuse this disk: {reason}")]
+    SecureBoot {
+        /// Which binary and why.
+        reason: String,
+    },
+    /// Reading a file of the tree failed.
+    #[error("reading a boot file from the OS tree")]
+    Read(#[source] std::io::Error),
     /// No systemd-boot in the tree and no host fallback.
     #[error("systemd-boot not found: {SYSTEMD_BOOT} is not in the tree (install systemd-boot-efi) and no host fallback was given")]
     NoLoader,
     /// Building the ESP tree failed.
     #[error("building the ESP tree")]
     Tree(#[source] TreeError),
+}
+
+/// GRUB's BIOS pieces: the protective MBR's boot code and the core image
+/// for the BIOS boot partition.
+#[derive(Clone, Debug)]
+pub struct BiosBoot {
+    /// Bytes 0..440 of LBA 0 (GRUB's boot.img, patched).
+    pub boot_code: [u8; 440],
+    /// The core image (whole 512-byte sectors).
+    pub core: Vec<u8>,
+    /// The GRUB modules built into it, in load order.
+    pub modules: Vec<String>,
+    /// Where it finds the menu.
+    pub prefix: String,
+}
+
+/// One EFI binary on the ESP, as the manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EfiBinary {
+    /// Path on the ESP.
+    pub path: String,
+    /// Where it came from: `tree:<path>` or `host:<path>`.
+    pub source: String,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// It carries an Authenticode signature.
+    pub signed: bool,
+    /// Its signature embeds the Microsoft UEFI CA's certificate.
+    pub microsoft_uefi_ca: bool,
+}
+
+/// Everything the boot step made for one disk.
+#[derive(Debug)]
+pub struct BootFiles {
+    /// The ESP's contents.
+    pub esp: Tree,
+    /// BIOS boot code, when the disk boots with BIOS.
+    pub bios: Option<BiosBoot>,
+    /// The kernel booted and its initrd.
+    pub kernel: Kernel,
+    /// The kernel image carries a signature (Secure Boot needs one).
+    pub kernel_signed: bool,
+    /// The loader.
+    pub loader: LoaderKind,
+    /// The firmware modes the disk boots in: `bios`, `uefi`, `secure-boot`.
+    pub firmware: Vec<&'static str>,
+    /// Every EFI binary on the ESP.
+    pub efi: Vec<EfiBinary>,
+    /// The loader's configuration on the ESP (GRUB's menu, the loader entry).
+    pub config: String,
+}
+
+/// The ESP, BIOS boot code and boot records for one disk (module docs).
+pub fn boot_files(os: &Tree, opts: &BootOptions) -> Result<BootFiles, BootError> {
+    check_options(opts)?;
+    let kernel = find_kernel(os)?;
+    let mut sources = std::collections::BTreeMap::new();
+    let (esp, bios, config) = match opts.loader {
+        LoaderKind::SystemdBoot => {
+            if opts.bios {
+                return Err(BootError::BadOption {
+                    option: "bios",
+                    reason: "systemd-boot is UEFI-only; BIOS needs loader grub".into(),
+                });
+            }
+            let (esp, info) = esp_tree(os, opts)?;
+            let source = match &info.loader {
+                LoaderSource::Tree(p) => format!("tree:{p}"),
+                LoaderSource::Host(p) => format!("host:{}", p.display()),
+            };
+            for path in ["/EFI/BOOT/BOOTX64.EFI", "/EFI/systemd/systemd-bootx64.efi"] {
+                sources.insert(path.to_string(), source.clone());
+            }
+            (esp, None, info.entry)
+        }
+        LoaderKind::Grub => {
+            let vendor = grub::vendor(os);
+            let (k, i) = grub::kernel_paths(os, &kernel);
+            let menu = grub::menu(opts, &k, i.as_deref());
+            let mut files = Vec::new();
+            if opts.uefi {
+                files = grub::uefi_files(os, &vendor)?;
+            }
+            let config = format!("/EFI/{vendor}/grub.cfg");
+            for path in [config.clone(), "/EFI/BOOT/grub.cfg".to_string()] {
+                files.push(grub::EspFile {
+                    path,
+                    data: FileData::Bytes(menu.clone().into_bytes().into()),
+                    source: "imgbuild".into(),
+                });
+            }
+            let bios = if opts.bios {
+                Some(grub::bios(os, opts, &vendor)?)
+            } else {
+                None
+            };
+            let mut esp = Tree::new(dir_meta(opts.epoch));
+            for f in files {
+                sources.insert(f.path.clone(), format!("tree:{}", f.source));
+                put_file(&mut esp, &f.path, f.data, opts.epoch)?;
+            }
+            (esp, bios, config)
+        }
+    };
+    let efi = efi_records(&esp, &sources)?;
+    let kernel_signed = pe::signature(&kernel.kernel.1).signed;
+    let mut firmware = Vec::new();
+    if bios.is_some() {
+        firmware.push("bios");
+    }
+    if opts.uefi {
+        firmware.push("uefi");
+        match secure_boot_refusal(&efi, opts.loader, &kernel, kernel_signed) {
+            None => firmware.push("secure-boot"),
+            Some(reason) if opts.secure_boot => return Err(BootError::SecureBoot { reason }),
+            Some(_) => {}
+        }
+    }
+    Ok(BootFiles {
+        esp,
+        bios,
+        kernel,
+        kernel_signed,
+        loader: opts.loader,
+        firmware,
+        efi,
+        config,
+    })
+}
+
+fn dir_meta(epoch: i64) -> Meta {
+    Meta {
+        mode: 0o755,
+        mtime: Timestamp::from_secs(epoch),
+        ..Meta::default()
+    }
+}
+
+fn put_file(esp: &mut Tree, path: &str, data: FileData, epoch: i64) -> Result<(), BootError> {
+    let inode = Inode {
+        meta: Meta {
+            mode: 0o644,
+            ..dir_meta(epoch)
+        },
+        kind: Kind::File(data),
+    };
+    esp.insert(path.as_bytes(), inode)
+        .map(|_| ())
+        .map_err(BootError::Tree)
+}
+
+/// Every `*.efi` file of the ESP with its hash and signature.
+fn efi_records(
+    esp: &Tree,
+    sources: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<EfiBinary>, BootError> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::new();
+    for (path, id) in esp.walk() {
+        let path = format!("/{}", String::from_utf8_lossy(&path));
+        let Kind::File(data) = &esp.inode(id).kind else {
+            continue;
+        };
+        if !path.to_ascii_lowercase().ends_with(".efi") {
+            continue;
+        }
+        let bytes = data.read_all().map_err(BootError::Read)?;
+        let sig = pe::signature(data);
+        out.push(EfiBinary {
+            source: sources.get(&path).cloned().unwrap_or_default(),
+            path,
+            sha256: crate::plan::hex(&Sha256::digest(&bytes)),
+            signed: sig.signed,
+            microsoft_uefi_ca: sig.microsoft_uefi_ca,
+        });
+    }
+    Ok(out)
+}
+
+/// Why Secure Boot with Microsoft's keys would refuse this chain, if it
+/// would: the firmware checks `\EFI\BOOT\BOOTX64.EFI` against the
+/// Microsoft UEFI CA, shim checks GRUB, and GRUB has shim check the kernel.
+fn secure_boot_refusal(
+    efi: &[EfiBinary],
+    loader: LoaderKind,
+    kernel: &Kernel,
+    kernel_signed: bool,
+) -> Option<String> {
+    let find = |p: &str| efi.iter().find(|e| e.path == p);
+    let first = find("/EFI/BOOT/BOOTX64.EFI")?;
+    if !first.microsoft_uefi_ca {
+        return Some(match loader {
+            LoaderKind::SystemdBoot => "\\EFI\\BOOT\\BOOTX64.EFI is systemd-boot, unsigned: use loader \"grub\" with shim-signed and grub-efi-amd64-signed".into(),
+            LoaderKind::Grub => "\\EFI\\BOOT\\BOOTX64.EFI is GRUB itself, which the Microsoft UEFI CA does not sign: install the package shim-signed".into(),
+        });
+    }
+    if !find("/EFI/BOOT/grubx64.efi").is_some_and(|g| g.signed) {
+        return Some("shim's second stage \\EFI\\BOOT\\grubx64.efi is not signed: install the package grub-efi-amd64-signed".into());
+    }
+    if !kernel_signed {
+        return Some(format!(
+            "the kernel {} carries no signature: install the distribution's signed kernel package (linux-image-*, not -unsigned)",
+            kernel.kernel.0
+        ));
+    }
+    None
 }
 
 /// Builds the ESP tree for the newest kernel of `os`.

@@ -272,11 +272,18 @@ pub fn enable_unit(tree: &mut Tree, unit: &str, meta: &Meta) -> Result<Vec<Strin
     Ok(changed)
 }
 
-/// Makes `link` a symlink to `target`; `false` if it already is.
+/// Makes `link` a symlink to `target`; `false` if it already is one, or a
+/// link to another spelling of the same file (`/usr/lib/…` for `/lib/…` on
+/// a merged-/usr tree, as Debian 13's packages enable their units), which
+/// systemctl accepts too (install.c compares the files, not the strings).
 fn symlink(tree: &mut Tree, link: &str, target: &str, meta: &Meta) -> Result<bool, SystemdError> {
+    let same_file = |t: &[u8]| {
+        let resolve = |p: &[u8]| tree.resolve(p, true).ok();
+        resolve(t).is_some_and(|a| Some(a) == resolve(target.as_bytes()))
+    };
     if let Some(id) = tree.lookup(link.as_bytes()) {
         return match &tree.inode(id).kind {
-            Kind::Symlink(t) if t == target.as_bytes() => Ok(false),
+            Kind::Symlink(t) if t == target.as_bytes() || same_file(t) => Ok(false),
             Kind::Symlink(t) => Err(SystemdError::Exists {
                 path: format!("/{link}"),
                 existing: format!("a link to {}", String::from_utf8_lossy(t)),

@@ -87,6 +87,10 @@ pub struct Boot<'a> {
     pub patterns: &'a [&'a str],
     /// Give up after this long.
     pub timeout: Duration,
+    /// Tell the guest to power off when it is done (the SMBIOS system
+    /// serial number reads `imgbuild-poweroff`, /sys/class/dmi/id/product_serial)
+    /// and wait for QEMU to exit; the patterns must have appeared by then.
+    pub poweroff: bool,
 }
 
 impl<'a> Boot<'a> {
@@ -105,7 +109,14 @@ impl<'a> Boot<'a> {
             snapshot: true,
             patterns,
             timeout: Duration::from_secs(600),
+            poweroff: false,
         }
+    }
+
+    /// The same boot, asking the guest to power off when done.
+    pub fn poweroff(mut self) -> Self {
+        self.poweroff = true;
+        self
     }
 
     /// The same boot on another bus.
@@ -115,8 +126,10 @@ impl<'a> Boot<'a> {
     }
 
     /// Boots and returns the serial log once every pattern has appeared in
-    /// it, in any order; or an error holding the log so far (timeout, QEMU
-    /// exiting first, firmware missing). QEMU is killed either way.
+    /// it, in any order (with `poweroff`: once QEMU has exited, every
+    /// pattern having appeared); or an error holding the log so far
+    /// (timeout, QEMU exiting first, firmware missing). QEMU is killed
+    /// either way.
     pub fn run(&self) -> Result<String, String> {
         let _slot = Slot::take();
         let start = Instant::now();
@@ -160,6 +173,9 @@ impl<'a> Boot<'a> {
                 ));
             }
         }
+        if self.poweroff {
+            cmd.args(["-smbios", "type=1,serial=imgbuild-poweroff"]);
+        }
         let bus = match self.bus {
             Bus::Virtio => "virtio",
             Bus::Ide => "ide",
@@ -176,7 +192,7 @@ impl<'a> Boot<'a> {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
-        let result = watch(&mut child, self.patterns, self.timeout);
+        let result = watch(&mut child, self.patterns, self.timeout, self.poweroff);
         // Ours alone: kill by the child handle, then reap.
         let _ = child.kill();
         let status = child.wait();
@@ -207,27 +223,14 @@ pub fn boot_until(
     .run()
 }
 
-/// Boots and lets the guest run until it powers itself off (QEMU exits),
-/// returning the serial log; an error holding the log on timeout. For
-/// guests whose test unit ends with `systemctl poweroff`, so that their
-/// disk is clean afterwards.
-pub fn boot_until_poweroff(b: &Boot) -> Result<String, String> {
-    // No pattern can match the end of output: `watch` returns on QEMU's exit.
-    let never = ["\u{0}imgbuild: never printed\u{0}"];
-    let b = Boot {
-        patterns: &never,
-        ..b.clone()
-    };
-    match b.run() {
-        Ok(log) => Ok(log),
-        Err(e) if e.contains("QEMU exited before") => Ok(e),
-        Err(e) => Err(e),
-    }
-}
-
 /// Reads stdout and stderr on threads; returns Ok(log) when all patterns
-/// are seen, Err(message + log) otherwise.
-fn watch(child: &mut Child, patterns: &[&str], timeout: Duration) -> Result<String, String> {
+/// are seen (`until_exit`: and QEMU has exited), Err(message + log) otherwise.
+fn watch(
+    child: &mut Child,
+    patterns: &[&str],
+    timeout: Duration,
+    until_exit: bool,
+) -> Result<String, String> {
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let mut out = child.stdout.take().expect("stdout is piped");
     let tx_out = tx.clone();
@@ -242,7 +245,7 @@ fn watch(child: &mut Child, patterns: &[&str], timeout: Duration) -> Result<Stri
             Ok(chunk) => {
                 log.extend_from_slice(&chunk);
                 let text = String::from_utf8_lossy(&log);
-                if patterns.iter().all(|p| text.contains(p)) {
+                if !until_exit && patterns.iter().all(|p| text.contains(p)) {
                     return Ok(text.into_owned());
                 }
             }
@@ -254,6 +257,9 @@ fn watch(child: &mut Child, patterns: &[&str], timeout: Duration) -> Result<Stri
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let text = String::from_utf8_lossy(&log);
+                if until_exit && patterns.iter().all(|p| text.contains(p)) {
+                    return Ok(text.into_owned());
+                }
                 return Err(format!(
                     "QEMU exited before {patterns:?} appeared; serial log:\n{text}"
                 ));

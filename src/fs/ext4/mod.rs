@@ -9,12 +9,13 @@
 //! ```
 //! Features: 4 KiB blocks, extents, 64bit, huge_file, dir_nlink,
 //! extra_isize, metadata_csum, filetype, ext_attr, large_file, dir_index,
-//! has_journal, flex_bg, sparse_super + sparse_super2. No resize_inode (so
-//! online growth is limited to the GDT blocks' spare room), no orphan_file.
+//! has_journal, flex_bg, sparse_super. No sparse_super2 (the kernel will
+//! not grow it online), no resize_inode and no reserved GDT blocks: growing
+//! past the GDT's last block, the kernel converts the filesystem to meta_bg
+//! online (superblock.rs). No orphan_file.
 //!
 //! The layout keeps the written blocks dense, since a VHDX stores every
 //! 1 MiB block holding any of them in full:
-//! - sparse_super2 with one backup (group 1), not copies in groups 3^n, 5^n, 7^n;
 //! - one flex group for all groups (`s_log_groups_per_flex` =
 //!   max(4, ceil(log2 groups))): every bitmap and inode table packed after
 //!   the primary GDT (alloc.rs), untouched groups' bitmaps never written;

@@ -3,12 +3,18 @@
 //! ```text
 //! block 0: [1024 pad][superblock 1024][rest of block 0]   group 0
 //! block 1..: group descriptors (64 bytes each, 64bit)
-//! one backup at the start of group 1 (sparse_super2, s_backup_bgs = {0, 1})
+//! backups at the start of groups 1 and 3^n, 5^n, 7^n (sparse_super)
 //! ```
 //!
-//! sparse_super2 (as `mke2fs -O sparse_super2 -E num_backup_sb=1`) instead
-//! of sparse_super's copies in groups 1, 3^n, 5^n, 7^n: each of those lone
-//! copies would cost a whole 1 MiB block of a VHDX.
+//! Plain sparse_super, as mke2fs's default. Not sparse_super2: its fewer
+//! backups would save a VHDX a 1 MiB block per copy, but the kernel refuses
+//! to grow a sparse_super2 filesystem online ("Online resizing not supported
+//! with sparse_super2", fs/ext4/resize.c), and growing the root on first
+//! boot is what every cloud does. No resize_inode and no reserved GDT
+//! blocks (`s_reserved_gdt_blocks` = 0, as the kernel requires without
+//! resize_inode): when the GDT is full, the kernel's online resize converts
+//! the filesystem to meta_bg (resize.c, "Converting file system to
+//! meta_bg"), which GRUB reads.
 
 use super::csum::crc32c;
 use super::{Ext4Error, Ext4Options};
@@ -39,7 +45,6 @@ const EXT4_SUPER_MAGIC: u16 = 0xEF53;
 const COMPAT_HAS_JOURNAL: u32 = 0x4;
 const COMPAT_EXT_ATTR: u32 = 0x8;
 const COMPAT_DIR_INDEX: u32 = 0x20;
-const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 const INCOMPAT_FILETYPE: u32 = 0x2;
 const INCOMPAT_EXTENTS: u32 = 0x40;
 const INCOMPAT_64BIT: u32 = 0x80;
@@ -171,21 +176,17 @@ fn log_groups_per_flex(groups: u64) -> u32 {
     ceil_log2.max(MIN_LOG_GROUPS_PER_FLEX)
 }
 
-/// sparse_super2 with one backup: group 0 holds the superblock and GDT,
-/// group 1 (if any) the only copy (`s_backup_bgs`, super.rst).
+/// sparse_super: group 0 holds the superblock and GDT, groups 1 and the
+/// powers of 3, 5 and 7 a copy (super.rst, "sparse_super").
 pub fn has_super(g: u64) -> bool {
-    g <= 1
+    g <= 1 || [3, 5, 7].into_iter().any(|base| is_power_of(g, base))
 }
 
-/// `s_backup_bgs` as mke2fs writes it for `num_backup_sb=1`: `{0, 1}`, or
-/// `{0, 0}` with a single group (lib/ext2fs/initialize.c clamps to the last
-/// group, drops a duplicate and sorts the pair).
-fn backup_bgs(groups: u32) -> [u32; 2] {
-    if groups >= 2 {
-        [0, 1]
-    } else {
-        [0, 0]
+fn is_power_of(mut g: u64, base: u64) -> bool {
+    while g > 1 && g.is_multiple_of(base) {
+        g /= base;
     }
+    g == 1
 }
 
 /// Everything the superblock records besides the geometry.
@@ -244,17 +245,12 @@ pub fn encode(geo: &Geometry, opts: &Ext4Options, info: &SuperInfo, group: u32) 
     } else {
         0
     };
-    put32(
-        &mut b,
-        0x5C,
-        journal | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX | COMPAT_SPARSE_SUPER2,
-    );
+    put32(&mut b, 0x5C, journal | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX);
     put32(
         &mut b,
         0x60,
         INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG,
     );
-    // mke2fs keeps sparse_super set next to sparse_super2.
     let ro = RO_COMPAT_SPARSE_SUPER
         | RO_COMPAT_LARGE_FILE
         | RO_COMPAT_HUGE_FILE
@@ -287,9 +283,6 @@ pub fn encode(geo: &Geometry, opts: &Ext4Options, info: &SuperInfo, group: u32) 
     put32(&mut b, 0x160, FLAGS_SIGNED_HASH);
     b[0x174] = geo.log_groups_per_flex as u8;
     b[0x175] = 1; // s_checksum_type: crc32c
-    let [bg0, bg1] = backup_bgs(geo.groups);
-    put32(&mut b, 0x24C, bg0); // s_backup_bgs[0]
-    put32(&mut b, 0x250, bg1); // s_backup_bgs[1]
     b[0x274] = t_hi; // s_wtime_hi
     b[0x276] = t_hi; // s_mkfs_time_hi
     b[0x277] = t_hi; // s_lastcheck_hi
@@ -303,11 +296,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sparse_super2_keeps_one_backup() {
-        let with: Vec<u64> = (0..100).filter(|&g| has_super(g)).collect();
-        assert_eq!(with, vec![0, 1]);
-        assert_eq!(backup_bgs(1), [0, 0]);
-        assert_eq!(backup_bgs(24), [0, 1]);
+    fn sparse_super_backups_in_groups_1_and_powers_of_3_5_7() {
+        let with: Vec<u64> = (0..130).filter(|&g| has_super(g)).collect();
+        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81, 125]);
     }
 
     #[test]

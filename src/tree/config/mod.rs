@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! Tree ─► set_hostname ─► set_timezone ─► set_locale ─► add_groups/add_users ─► apply_files
-//!      ─► configure_dhcp ─► write_fstab ─► clean_for_golden_image ─► write_nocloud ─► Tree
+//!      ─► configure_dhcp ─► grow_root_on_boot ─► write_fstab ─► clean_for_golden_image ─► write_nocloud ─► Tree
 //! ```
 //! Each step is a plain function over `&mut Tree` taking its own small
 //! options struct and the build `epoch` (the only time any step writes), and
@@ -20,6 +20,7 @@
 mod dpkg;
 mod files;
 mod fstab;
+mod grow;
 mod home;
 mod hygiene;
 mod network;
@@ -38,6 +39,7 @@ use super::{FileData, Inode, Kind, Meta, Timestamp, Tree, TreeError};
 pub use dpkg::installed_packages;
 pub use files::{apply_files, FileKind, FileSpec, Owner};
 pub use fstab::{write_fstab, FstabEntry};
+pub use grow::{grow_root_on_boot, REPART_FILE};
 pub use hygiene::{clean_for_golden_image, write_nocloud, Hygiene, NoCloud, SSH_KEYGEN_UNIT};
 pub use network::{configure_dhcp, DHCP_NETWORK_FILE};
 pub use system::{set_hostname, set_locale, set_timezone};
@@ -154,6 +156,16 @@ pub enum ConfigError {
         name: String,
         /// Where it was looked for.
         looked_for: String,
+    },
+    /// A program a step needs is not in the tree.
+    #[error("{program} is not in the image (looked for {looked_for}): {fix}")]
+    NeedsProgram {
+        /// The program.
+        program: &'static str,
+        /// Where it was looked for.
+        looked_for: String,
+        /// What to do.
+        fix: &'static str,
     },
     /// A user or group request conflicts with the tree's databases.
     #[error("{what} {name:?}: {why}")]

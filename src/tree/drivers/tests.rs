@@ -440,3 +440,15 @@ fn dependency_shared_by_two_root_modules_is_reported_once() {
         .collect();
     assert_eq!(root, ["scsi_mod"]);
 }
+
+/// Regression (issue 10's boot matrix): `rootdelay=300` made every Azure
+/// image sleep five minutes in Debian's initramfs before looking for its root.
+#[test]
+fn azure_profile_has_no_rootdelay() {
+    let words = Hypervisor::Azure.profile().cmdline;
+    assert!(words.contains(&"console=ttyS0,115200n8"), "{words:?}");
+    assert!(
+        !words.iter().any(|w| w.starts_with("rootdelay=")),
+        "{words:?}"
+    );
+}

@@ -83,6 +83,51 @@ fn enable_creates_wants_alias_and_also_links() {
     );
 }
 
+/// Debian 13's packages enable their units with `/usr/lib/…` links; enabling
+/// again (our links say `/lib/…`) is a no-op, as for systemctl: the same file.
+/// A link to another file is still refused.
+#[test]
+fn enable_accepts_a_link_to_the_same_file_by_another_path() {
+    let mut t = tree();
+    for (link, to) in [
+        (
+            "multi-user.target.wants/ssh.service",
+            "/usr/lib/systemd/system/ssh.service",
+        ),
+        (
+            "sockets.target.wants/ssh.socket",
+            "/usr/lib/systemd/system/ssh.socket",
+        ),
+        ("sshd.service", "/usr/lib/systemd/system/ssh.service"),
+    ] {
+        t.insert(
+            format!("etc/systemd/system/{link}").as_bytes(),
+            Inode {
+                meta: meta(0o777),
+                kind: Kind::Symlink(to.as_bytes().to_vec()),
+            },
+        )
+        .expect("link");
+    }
+    assert_eq!(
+        enable_unit(&mut t, "ssh.service", &meta(0)).expect("already enabled"),
+        Vec::<String>::new()
+    );
+    let mut t = tree();
+    t.insert(
+        b"etc/systemd/system/sshd.service",
+        Inode {
+            meta: meta(0o777),
+            kind: Kind::Symlink(b"/usr/lib/systemd/system/ssh.socket".to_vec()),
+        },
+    )
+    .expect("link");
+    assert!(matches!(
+        enable_unit(&mut t, "ssh.service", &meta(0)),
+        Err(SystemdError::Exists { .. })
+    ));
+}
+
 #[test]
 fn enable_required_by_uses_requires_dir() {
     let mut t = tree();
