@@ -231,9 +231,9 @@ fn check_refuses_secure_boot_with_systemd_boot_naming_the_loader_and_the_fix() {
         .unwrap()
         + 1;
     assert!(
-        err.contains(&format!(
+        err.contains(
             "error: target `hyperv`: Secure Boot cannot work with loader \"systemd-boot\""
-        )),
+        ),
         "{err}"
     );
     assert!(
