@@ -42,6 +42,10 @@ struct BuildArgs {
     /// Cache directory for bootstrapped trees (default: $IMGBUILD_CACHE or ~/.cache/imgbuild).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// mmdebstrap sources: fetch the archives' Release files and bootstrap
+    /// again if any is newer than the cached tree's (unchanged: the cache is reused).
+    #[arg(long)]
+    refresh: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -366,12 +370,14 @@ fn build_options(
     output: PathBuf,
     cache_dir: Option<PathBuf>,
     quiet: bool,
+    refresh: bool,
 ) -> imgbuild::build::BuildOptions {
     imgbuild::build::BuildOptions {
         out_dir: output,
         cache_dir: cache_dir.unwrap_or_else(imgbuild::build::default_cache_dir),
         temp_dir: None,
         progress: imgbuild::progress::Progress::new(imgbuild::progress::Mode::detect(quiet)),
+        refresh,
     }
 }
 
@@ -379,7 +385,7 @@ fn build(a: BuildArgs) -> Result<()> {
     // The OS tarball hashes on a thread while the tree is read and configured.
     let plan = imgbuild::recipe::check_deferred(&a.recipe)
         .map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)))?;
-    let opts = build_options(a.output, a.cache_dir, a.quiet || a.json);
+    let opts = build_options(a.output, a.cache_dir, a.quiet || a.json, a.refresh);
     let report = imgbuild::build::build_deferred(plan, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -399,7 +405,7 @@ fn build(a: BuildArgs) -> Result<()> {
 fn check(a: CheckArgs) -> Result<()> {
     let plan = load_plan(&a.recipe)?;
     if !a.recipe_only {
-        let opts = build_options(PathBuf::from("."), a.cache_dir, false);
+        let opts = build_options(PathBuf::from("."), a.cache_dir, false, false);
         let prepared = imgbuild::build::prepare(&plan, &opts)?;
         println!(
             "{}: ok (kernel {}, {} target(s), root filesystem data {})",
@@ -412,6 +418,9 @@ fn check(a: CheckArgs) -> Result<()> {
             println!("  {line}");
         }
         for line in prepared.boot_lines() {
+            println!("  {line}");
+        }
+        for line in imgbuild::build::freshness_lines(&prepared) {
             println!("  {line}");
         }
     } else {

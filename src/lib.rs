@@ -9,6 +9,7 @@
 //! ```
 
 pub mod build;
+pub mod date;
 pub mod fs;
 pub mod ids;
 pub mod inspect;

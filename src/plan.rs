@@ -137,13 +137,31 @@ pub enum OsPlan {
         suite: String,
         /// mmdebstrap variant.
         variant: MmdebstrapVariant,
-        /// Mirror URL (None: mmdebstrap's default).
-        mirror: Option<String>,
+        /// The archives: the host's for the suite, or the recipe's list.
+        sources: SourcesPlan,
         /// Extra packages.
         packages: Vec<String>,
-        /// Archive components.
+        /// Archive components (for the host's archives).
         components: Vec<String>,
+        /// Bootstrap again when the cache is older than this (seconds).
+        max_age: Option<u64>,
     },
+}
+
+/// Where mmdebstrap installs from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourcesPlan {
+    /// The host's apt sources for the suite, with or without its
+    /// -updates and -security archives (read when bootstrapping).
+    Host {
+        /// Add `<suite>-updates`.
+        updates: bool,
+        /// Add `<suite>-security`.
+        security: bool,
+    },
+    /// Exactly these archives.
+    Listed(Vec<crate::source::archives::Archive>),
 }
 
 /// Boot configuration.

@@ -304,3 +304,79 @@ fn bookworm_root_grows_online_to_fill_a_disk_twice_the_size() {
         String::from_utf8_lossy(&fsck.stderr)
     );
 }
+
+/// Issue 16: the shipped bookworm recipe installs from the host's archives
+/// with -updates and -security, so its kernel is the candidate apt computes
+/// from those same sources (fetched afresh into a scratch state directory),
+/// and the manifest lists bookworm-security with a package taken from it.
+#[test]
+fn bookworm_image_carries_the_candidate_kernel_and_security_updates() {
+    if !require_tool("apt-get") || !require_tool("apt-cache") {
+        return;
+    }
+    let Some(out) = built(&BOOKWORM) else { return };
+    let d = support::tempdir();
+    let state = d.path().join("state");
+    let cache = d.path().join("cache");
+    std::fs::create_dir_all(state.join("lists/partial")).unwrap();
+    std::fs::create_dir_all(cache.join("archives/partial")).unwrap();
+    let apt = |tool: &str| {
+        let mut c = Command::new(tool);
+        c.arg("-o")
+            .arg(format!("Dir::State={}", state.display()))
+            .arg("-o")
+            .arg(format!("Dir::Cache={}", cache.display()))
+            .args(["-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root"]);
+        c
+    };
+    run_ok(apt("apt-get").args(["update", "-qq"]));
+    let policy = run_ok(apt("apt-cache").args(["policy", "linux-image-cloud-amd64"]));
+    let policy = String::from_utf8_lossy(&policy.stdout).into_owned();
+    let candidate = policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate: "))
+        .unwrap_or_else(|| panic!("no candidate in\n{policy}"))
+        .to_string();
+
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let packages = m["packages"].as_array().unwrap();
+    let kernel = packages
+        .iter()
+        .find(|p| p["name"] == "linux-image-cloud-amd64")
+        .expect("the kernel metapackage");
+    assert_eq!(
+        kernel["version"],
+        candidate.as_str(),
+        "the image's kernel is the host apt's candidate:\n{policy}"
+    );
+    let suites: Vec<&str> = m["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["suite"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        suites,
+        ["bookworm", "bookworm-updates", "bookworm-security"]
+    );
+    assert!(
+        m["archives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["date"].is_string()),
+        "{}",
+        m["archives"]
+    );
+    let from_security: Vec<&str> = packages
+        .iter()
+        .filter(|p| p["archive"] == "bookworm-security")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !from_security.is_empty(),
+        "no package from bookworm-security"
+    );
+    eprintln!("from bookworm-security: {from_security:?}; kernel {candidate}");
+}

@@ -247,6 +247,7 @@ fn driver_findings_name_where_each_module_was_found() {
         cache_dir: d.path().join("cache"),
         temp_dir: None,
         progress: imgbuild::progress::Progress::new(imgbuild::progress::Mode::Quiet),
+        refresh: false,
     };
     let prepared = imgbuild::build::prepare(&plan, &opts).expect("prepare");
     assert_eq!(prepared.kernel_version, VERSION);

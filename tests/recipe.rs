@@ -920,3 +920,89 @@ mod no_panic {
         }
     }
 }
+
+/// Issue 16: an mmdebstrap source takes the host's archives with -updates
+/// and -security unless told otherwise; `mirror` or `archives` are used
+/// exactly as written; `max_age` is days or hours.
+#[test]
+fn mmdebstrap_archives_default_to_the_host_s_and_the_recipe_s_are_exact() {
+    use imgbuild::plan::SourcesPlan;
+    let plan = |source: &str| {
+        let text = minimal("").replace(
+            "source = { mmdebstrap = \"bookworm\" }",
+            &format!("source = {{ mmdebstrap = \"bookworm\"{source} }}"),
+        );
+        match check_in(Path::new("/x"), &text, &Environment::default())
+            .unwrap()
+            .os
+        {
+            OsPlan::Mmdebstrap {
+                sources, max_age, ..
+            } => (sources, max_age),
+            os => panic!("{os:?}"),
+        }
+    };
+    assert_eq!(
+        plan(""),
+        (
+            SourcesPlan::Host {
+                updates: true,
+                security: true
+            },
+            None
+        )
+    );
+    assert_eq!(
+        plan(", updates = false, max_age = \"7d\""),
+        (
+            SourcesPlan::Host {
+                updates: false,
+                security: true
+            },
+            Some(7 * 86_400)
+        )
+    );
+    let archive = |uri: &str, suite: &str, comps: &[&str]| imgbuild::source::archives::Archive {
+        uri: uri.into(),
+        suite: suite.into(),
+        components: comps.iter().map(|c| c.to_string()).collect(),
+    };
+    assert_eq!(
+        plan(", mirror = \"http://m.example/debian\", max_age = \"12h\"").0,
+        SourcesPlan::Listed(vec![archive(
+            "http://m.example/debian",
+            "bookworm",
+            &["main"]
+        )])
+    );
+    assert_eq!(
+        plan(", components = [\"main\", \"contrib\"], archives = [{ uri = \"http://a.example/debian\", suite = \"bookworm\" }, { uri = \"http://s.example/sec\", suite = \"bookworm-security\", components = [\"main\"] }]").0,
+        SourcesPlan::Listed(vec![
+            archive("http://a.example/debian", "bookworm", &["main", "contrib"]),
+            archive("http://s.example/sec", "bookworm-security", &["main"]),
+        ])
+    );
+    let source = |s: &str| {
+        errors(&minimal("").replace(
+            "source = { mmdebstrap = \"bookworm\" }",
+            &format!("source = {{ mmdebstrap = \"bookworm\"{s} }}"),
+        ))
+    };
+    let e = source(", mirror = \"http://m.example/debian\", security = false");
+    assert!(
+        e.contains("`security` applies to the host's archives; this source names its own"),
+        "{e}"
+    );
+    let e = source(", mirror = \"http://m.example/debian\", archives = [{ uri = \"http://a.example/debian\", suite = \"bookworm\" }]");
+    assert!(e.contains("give `mirror` or `archives`, not both"), "{e}");
+    let e = source(", max_age = \"7 weeks\"");
+    assert!(e.contains("invalid max_age `7 weeks`"), "{e}");
+    let e = errors(&minimal("").replace(
+        "source = { mmdebstrap = \"bookworm\" }",
+        "source = { tar = \"x.tar\", updates = false }",
+    ));
+    assert!(
+        e.contains("`updates` applies only to `mmdebstrap` sources"),
+        "{e}"
+    );
+}

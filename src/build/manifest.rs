@@ -33,6 +33,10 @@ pub struct Manifest<'a> {
     /// Per distinct disk: its targets, kernel, initrd, loader source and
     /// kernel command line.
     pub boot: Vec<&'a super::BootRecord>,
+    /// An mmdebstrap source's archives, in apt's order, each with the
+    /// `Date` of its Release file when the tree was bootstrapped: how fresh
+    /// the image's packages are.
+    pub archives: Vec<&'a crate::source::mmdebstrap::ArchiveState>,
     /// Installed packages (dpkg status), sorted by name.
     pub packages: Vec<Package<'a>>,
     /// The images.
@@ -49,6 +53,10 @@ pub struct Package<'a> {
     pub name: &'a str,
     /// Version.
     pub version: &'a str,
+    /// The suite of the archive it came from (mmdebstrap sources): the
+    /// first of the archives that publishes this version, as apt chooses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<&'a str>,
 }
 
 impl<'a> Manifest<'a> {
@@ -64,12 +72,18 @@ impl<'a> Manifest<'a> {
             layout: &prepared.layout,
             kernel_version: &prepared.kernel_version,
             boot: prepared.disks.iter().map(|d| &d.boot).collect(),
+            archives: prepared
+                .bootstrap
+                .iter()
+                .flat_map(|(info, _)| &info.archives)
+                .collect(),
             packages: prepared
                 .packages
                 .iter()
-                .map(|(n, v)| Package {
+                .map(|(n, v, a)| Package {
                     name: n,
                     version: v,
+                    archive: a.as_deref(),
                 })
                 .collect(),
             outputs,

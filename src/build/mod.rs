@@ -42,6 +42,9 @@ pub struct BuildOptions {
     pub temp_dir: Option<PathBuf>,
     /// Progress reporting.
     pub progress: Progress,
+    /// mmdebstrap sources: check the archives for newer Release files and
+    /// bootstrap again when there are (`--refresh`).
+    pub refresh: bool,
 }
 
 /// One disk to write and the targets that share it.
@@ -104,8 +107,15 @@ pub struct Prepared {
     pub layout: LayoutPlan,
     /// Kernel version booted.
     pub kernel_version: String,
-    /// Installed packages (dpkg), sorted.
-    pub packages: Vec<(String, String)>,
+    /// Installed packages (dpkg), sorted: name, version, and for an
+    /// mmdebstrap source the suite of the archive it came from.
+    pub packages: Vec<(String, String, Option<String>)>,
+    /// An mmdebstrap source's bootstrap: the archives and their Release
+    /// dates, and what was done with the cache.
+    pub bootstrap: Option<(
+        source::mmdebstrap::BootstrapInfo,
+        source::mmdebstrap::CacheAction,
+    )>,
     /// Bytes of file data in the root filesystem.
     pub root_min_size: u64,
     /// Per target (plan order): where each module it needs was found.
@@ -187,7 +197,7 @@ pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<
 
     let mut early_steps = || -> Result<_> {
         let step = opts.progress.step("reading the OS tree");
-        let mut tree = read_os(early, opts, epoch)?;
+        let (mut tree, bootstrap) = read_os(early, opts, epoch)?;
         drop(step);
         t.lap("read_os");
 
@@ -197,9 +207,9 @@ pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<
         let driver_reports = check_drivers(&tree, early, &kernel)?;
         write_driver_config(&mut tree, early, epoch)?;
         t.lap("configure");
-        Ok((tree, kernel, driver_reports, step))
+        Ok((tree, bootstrap, kernel, driver_reports, step))
     };
-    let (mut tree, kernel, driver_reports, step) = early_steps()?;
+    let (mut tree, bootstrap, kernel, driver_reports, step) = early_steps()?;
     deferred
         .seed()
         .map_err(|d| RecipeErrors(crate::recipe::render_all(&d)))?;
@@ -219,7 +229,18 @@ pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<
         epoch,
     )?;
     config::clean_for_golden_image(&mut tree, &config::Hygiene::default(), epoch)?;
-    let packages = config::installed_packages(&tree).unwrap_or_default();
+    let origin = |name: &str, version: &str| {
+        let (info, _) = bootstrap.as_ref()?;
+        info.origins.get(&format!("{name} {version}")).cloned()
+    };
+    let packages = config::installed_packages(&tree)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, v)| {
+            let o = origin(&n, &v);
+            (n, v, o)
+        })
+        .collect();
     drop(step);
     t.lap("configure");
 
@@ -258,6 +279,7 @@ pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<
         layout,
         kernel_version: kernel.version,
         packages,
+        bootstrap,
         root_min_size: root.data_len(),
         drivers: driver_reports,
         timings,
@@ -353,8 +375,19 @@ fn dir_meta(epoch: i64) -> Meta {
     }
 }
 
-fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
+/// What an mmdebstrap source's bootstrap recorded, and what it did with the cache.
+type BootstrapRecord = (
+    source::mmdebstrap::BootstrapInfo,
+    source::mmdebstrap::CacheAction,
+);
+
+fn read_os(
+    plan: &Plan,
+    opts: &BuildOptions,
+    epoch: i64,
+) -> Result<(Tree, Option<BootstrapRecord>)> {
     let mut tree = Tree::new(dir_meta(epoch));
+    let mut record = None;
     let tar_opts = |zeros| source::tar::TarOptions {
         temp_dir: opts.temp_dir.clone(),
         owners: source::tar::Owners::Numeric,
@@ -384,26 +417,16 @@ fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
             source::dir::read_dir(path, &mut tree, &o)
                 .with_context(|| format!("cannot read the OS directory {written}"))?;
         }
-        OsPlan::Mmdebstrap {
-            suite,
-            variant,
-            mirror,
-            packages,
-            components,
-        } => {
-            let spec = source::mmdebstrap::DebootstrapSpec {
-                suite: suite.clone(),
-                variant: serde_json::to_value(variant)?
-                    .as_str()
-                    .unwrap_or("minbase")
-                    .to_string(),
-                mirror: mirror.clone(),
-                components: components.clone(),
-                packages: packages.clone(),
-                epoch: Some(epoch),
+        OsPlan::Mmdebstrap { suite, max_age, .. } => {
+            let spec = debootstrap_spec(&plan.os, epoch)?.expect("an mmdebstrap source");
+            let policy = source::mmdebstrap::CachePolicy {
+                refresh: opts.refresh,
+                max_age: *max_age,
             };
-            let tar = source::mmdebstrap::bootstrap(&spec, &opts.cache_dir)
+            let done = source::mmdebstrap::bootstrap(&spec, &opts.cache_dir, policy)
                 .with_context(|| format!("cannot bootstrap Debian {suite} with mmdebstrap"))?;
+            let tar = done.tar.clone();
+            record = Some((done.info, done.action));
             // Not a recipe input (no digest): map its zeros on a thread of
             // its own, for the holes; ext4 waits for the map if it must.
             let zeros = source::zeros::ZeroMap::new();
@@ -421,7 +444,44 @@ fn read_os(plan: &Plan, opts: &BuildOptions, epoch: i64) -> Result<Tree> {
                 .with_context(|| format!("cannot read the bootstrapped tree {}", tar.display()))?;
         }
     }
-    Ok(tree)
+    Ok((tree, record))
+}
+
+/// The mmdebstrap run an OS plan asks for (`None` for other sources).
+pub fn debootstrap_spec(
+    os: &OsPlan,
+    epoch: i64,
+) -> Result<Option<source::mmdebstrap::DebootstrapSpec>> {
+    let OsPlan::Mmdebstrap {
+        suite,
+        variant,
+        sources,
+        packages,
+        components,
+        ..
+    } = os
+    else {
+        return Ok(None);
+    };
+    Ok(Some(source::mmdebstrap::DebootstrapSpec {
+        suite: suite.clone(),
+        variant: serde_json::to_value(variant)?
+            .as_str()
+            .unwrap_or("minbase")
+            .to_string(),
+        sources: match sources {
+            crate::plan::SourcesPlan::Host { updates, security } => {
+                source::Sources::Host(source::archives::HostChoice {
+                    updates: *updates,
+                    security: *security,
+                })
+            }
+            crate::plan::SourcesPlan::Listed(list) => source::Sources::Listed(list.clone()),
+        },
+        components: components.clone(),
+        packages: packages.clone(),
+        epoch: Some(epoch),
+    }))
 }
 
 fn configure(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
@@ -655,6 +715,61 @@ fn assemble_disks(
         });
     }
     Ok(disks)
+}
+
+/// For `imgbuild check`, an mmdebstrap source's freshness: when the
+/// cached tree was bootstrapped and last found current, and per archive its
+/// Release date then and now (fetched now: a newer one says how to refresh).
+pub fn freshness_lines(prepared: &Prepared) -> Vec<String> {
+    use source::archives::{format_utc, parse_release_date};
+    let Some((info, action)) = &prepared.bootstrap else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = |t: u64| now.saturating_sub(t) as f64 / 86_400.0;
+    let mut lines = vec![format!(
+        "os: bootstrapped {} ({:.1} days ago{}), archives last found current {:.1} days ago",
+        format_utc(info.created),
+        days(info.created),
+        match action {
+            source::mmdebstrap::CacheAction::Reused
+            | source::mmdebstrap::CacheAction::ReusedUnchanged => ", cached",
+            _ => ", just now",
+        },
+        days(info.checked)
+    )];
+    let mut newer = false;
+    for a in &info.archives {
+        let then = a.date.as_deref().unwrap_or("unknown");
+        let state = match source::archives::fetch_release_date(&a.archive) {
+            Ok(d) if Some(&d) == a.date.as_ref() => "unchanged since".to_string(),
+            Ok(d) => {
+                let later = match (
+                    parse_release_date(&d),
+                    a.date.as_deref().and_then(parse_release_date),
+                ) {
+                    (Some(n), Some(t)) => n > t,
+                    _ => true,
+                };
+                newer |= later;
+                format!("now {d}, {} than", if later { "NEWER" } else { "other" })
+            }
+            Err(e) => format!("could not check ({e}); was"),
+        };
+        lines.push(format!(
+            "archive {} {}: Release {state} {then}",
+            a.archive.uri, a.archive.suite
+        ));
+    }
+    if newer {
+        lines.push(
+            "newer packages are published: `imgbuild build --refresh` bootstraps again (or set max_age in [os] source)"
+                .to_string(),
+        );
+    }
+    lines
 }
 
 /// The cache directory: `$IMGBUILD_CACHE`, else `$XDG_CACHE_HOME/imgbuild`,

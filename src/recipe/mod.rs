@@ -183,15 +183,46 @@ pub struct OsSource {
     /// With `mmdebstrap`: the variant (default "minbase").
     #[schemars(with = "Option<MmdebstrapVariant>")]
     pub variant: Option<Spanned<MmdebstrapVariant>>,
-    /// With `mmdebstrap`: the mirror URL (default: mmdebstrap's).
+    /// With `mmdebstrap`: install from this one archive URI and the suite
+    /// alone, nothing added (default: the host's apt sources for the suite,
+    /// with its -updates and -security archives).
     #[schemars(with = "Option<String>")]
     pub mirror: Option<Spanned<String>>,
+    /// With `mmdebstrap`: exactly these archives, in this order, nothing
+    /// added (instead of the host's).
+    #[schemars(with = "Option<Vec<ArchiveEntry>>")]
+    pub archives: Option<Spanned<Vec<ArchiveEntry>>>,
+    /// With `mmdebstrap` and the host's archives: add `<suite>-updates`
+    /// (default true).
+    #[schemars(with = "Option<bool>")]
+    pub updates: Option<Spanned<bool>>,
+    /// With `mmdebstrap` and the host's archives: add `<suite>-security`
+    /// from the host's security archive (default true).
+    #[schemars(with = "Option<bool>")]
+    pub security: Option<Spanned<bool>>,
+    /// With `mmdebstrap`: bootstrap again when the cached tree is older
+    /// than this, like "7d" or "12h" (default: reuse it until
+    /// `imgbuild build --refresh` finds newer archives).
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Spanned<String>>,
     /// With `mmdebstrap`: extra packages to install.
     #[schemars(with = "Option<Vec<String>>")]
     pub packages: Option<Spanned<Vec<String>>>,
     /// With `mmdebstrap`: archive components (default ["main"]).
     #[schemars(with = "Option<Vec<String>>")]
     pub components: Option<Spanned<Vec<String>>>,
+}
+
+/// One archive of `archives = [...]`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveEntry {
+    /// Its URI, like "http://deb.debian.org/debian".
+    pub uri: String,
+    /// The suite, like "bookworm" or "bookworm-security".
+    pub suite: String,
+    /// Components (default: the source's `components`, else ["main"]).
+    pub components: Option<Vec<String>>,
 }
 
 /// mmdebstrap's `--variant`.

@@ -3,7 +3,8 @@
 
 use super::resolve::{Cx, OS_TAR_ROLE};
 use super::{MmdebstrapVariant, OsSource, Spanned};
-use crate::plan::OsPlan;
+use crate::plan::{OsPlan, SourcesPlan};
+use crate::source::archives::Archive;
 
 /// Resolves the OS source; on error returns a placeholder (the caller
 /// discards the plan when any diagnostic was recorded).
@@ -84,12 +85,15 @@ fn misplaced(cx: &mut Cx, s: &OsSource) {
         "mmdebstrap",
         deb,
     );
-    flag(
-        s.mirror.as_ref().map(Spanned::span),
-        "mirror",
-        "mmdebstrap",
-        deb,
-    );
+    for (span, key) in [
+        (s.mirror.as_ref().map(Spanned::span), "mirror"),
+        (s.archives.as_ref().map(Spanned::span), "archives"),
+        (s.updates.as_ref().map(Spanned::span), "updates"),
+        (s.security.as_ref().map(Spanned::span), "security"),
+        (s.max_age.as_ref().map(Spanned::span), "max_age"),
+    ] {
+        flag(span, key, "mmdebstrap", deb);
+    }
     flag(
         s.packages.as_ref().map(Spanned::span),
         "packages",
@@ -179,15 +183,17 @@ fn mmdebstrap(cx: &mut Cx, suite: &Spanned<String>, s: &OsSource) -> OsPlan {
     let packages = list(cx, s.packages.as_ref(), "package").unwrap_or_default();
     let components =
         list(cx, s.components.as_ref(), "component").unwrap_or_else(|| vec!["main".into()]);
-    let mirror = s.mirror.as_ref().map(|m| {
-        if m.get_ref().trim().is_empty() || m.get_ref().contains('\n') {
+    let sources = sources(cx, suite.get_ref(), &components, s);
+    let max_age = s.max_age.as_ref().and_then(|m| {
+        let secs = parse_age(m.get_ref());
+        if secs.is_none() {
             cx.error(
                 m.span(),
-                "invalid mirror".into(),
-                Some("like \"http://deb.debian.org/debian\"".into()),
+                format!("invalid max_age `{}`", m.get_ref()),
+                Some("a number of days or hours, like \"7d\" or \"12h\"".into()),
             );
         }
-        m.get_ref().clone()
+        secs
     });
     OsPlan::Mmdebstrap {
         suite: suite.get_ref().clone(),
@@ -195,8 +201,105 @@ fn mmdebstrap(cx: &mut Cx, suite: &Spanned<String>, s: &OsSource) -> OsPlan {
             .variant
             .as_ref()
             .map_or(MmdebstrapVariant::Minbase, |v| *v.get_ref()),
-        mirror,
+        sources,
         packages,
         components,
+        max_age,
+    }
+}
+
+/// `"7d"`, `"12h"`: seconds.
+fn parse_age(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: u64 = n.trim().parse().ok()?;
+    match unit {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3_600),
+        _ => None,
+    }
+}
+
+/// The archives: `mirror` (that one, the suite alone), `archives` (exactly
+/// those), else the host's with `updates` and `security` (default both).
+fn sources(cx: &mut Cx, suite: &str, components: &[String], s: &OsSource) -> SourcesPlan {
+    let named = s.mirror.is_some() || s.archives.is_some();
+    if let (Some(_), Some(a)) = (&s.mirror, &s.archives) {
+        cx.error(
+            a.span(),
+            "give `mirror` or `archives`, not both".into(),
+            Some(
+                "`mirror = URI` is the same as archives = [{ uri = URI, suite = <the suite> }]"
+                    .into(),
+            ),
+        );
+    }
+    if named {
+        for (key, flag) in [("updates", &s.updates), ("security", &s.security)] {
+            if let Some(f) = flag {
+                cx.error(
+                    f.span(),
+                    format!("`{key}` applies to the host's archives; this source names its own"),
+                    Some(format!("list the {key} archive in `archives`, or drop `mirror`/`archives` to use the host's")),
+                );
+            }
+        }
+    }
+    let uri_ok =
+        |u: &str| !u.trim().is_empty() && u.contains("://") && !u.contains(char::is_whitespace);
+    if let Some(m) = &s.mirror {
+        if !uri_ok(m.get_ref()) {
+            cx.error(
+                m.span(),
+                "invalid mirror".into(),
+                Some("like \"http://deb.debian.org/debian\"".into()),
+            );
+        }
+        return SourcesPlan::Listed(vec![Archive {
+            uri: m.get_ref().trim().to_string(),
+            suite: suite.to_string(),
+            components: components.to_vec(),
+        }]);
+    }
+    if let Some(list) = &s.archives {
+        if list.get_ref().is_empty() {
+            cx.error(
+                list.span(),
+                "`archives` is empty".into(),
+                Some("leave it out to use the host's archives".into()),
+            );
+        }
+        let mut out = Vec::new();
+        for a in list.get_ref() {
+            let comps = a.components.clone().unwrap_or_else(|| components.to_vec());
+            if !uri_ok(&a.uri)
+                || !word(&a.suite)
+                || comps.is_empty()
+                || !comps.iter().all(|c| word(c))
+            {
+                cx.error(
+                    list.span(),
+                    format!(
+                        "invalid archive {{ uri = {:?}, suite = {:?} }}",
+                        a.uri, a.suite
+                    ),
+                    Some(
+                        "like { uri = \"http://deb.debian.org/debian\", suite = \"bookworm\" }"
+                            .into(),
+                    ),
+                );
+            }
+            out.push(Archive {
+                uri: a.uri.trim().to_string(),
+                suite: a.suite.clone(),
+                components: comps,
+            });
+        }
+        return SourcesPlan::Listed(out);
+    }
+    let on = |f: &Option<Spanned<bool>>| f.as_ref().is_none_or(|b| *b.get_ref());
+    SourcesPlan::Host {
+        updates: on(&s.updates),
+        security: on(&s.security),
     }
 }

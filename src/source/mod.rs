@@ -4,13 +4,14 @@
 //! ```text
 //! rootfs.tar[.gz|.zst|.xz] ─decompress (once, to an unlinked temp file)─┐
 //!                                                                       ├─ tar::read_tar ─► Tree
-//! mmdebstrap::bootstrap ─► cached rootfs-<sha256>.tar ──────────────────┘
+//! mmdebstrap::bootstrap ─► cached mmdebstrap-<key>-<dates>.tar ─────────┘
 //! host directory ─ dir::read_dir ─► Tree
 //! ```
 //! File contents are never copied into memory: every regular file becomes a
 //! [`FileData::Source`](crate::tree::FileData) pointing at a byte range of the
 //! (decompressed) tar or at the host file.
 
+pub mod archives;
 pub mod decompress;
 pub mod digest;
 pub mod dir;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 
 pub use decompress::Compression;
 pub use dir::{read_dir, DirOptions, DirStats};
-pub use mmdebstrap::{bootstrap, default_mirror, DebootstrapSpec};
+pub use mmdebstrap::{bootstrap, default_mirror, CachePolicy, DebootstrapSpec, Sources};
 pub use tar::{read_tar, Owners, TarOptions, TarProblem, TarStats};
 
 /// What went wrong reading an OS source. Every variant names the file and,
@@ -76,9 +77,13 @@ pub enum SourceError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// No mirror given and none found in the apt sources.
-    #[error("no Debian mirror given and none found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list")]
-    NoMirror,
+    /// No archive given and none usable in the host's apt sources.
+    #[error("{0}")]
+    NoArchive(String),
+    /// Refreshing the cache needed the archives' Release files and one
+    /// could not be fetched.
+    #[error("cannot check the archives for newer packages: {0}")]
+    Refresh(String),
     /// An external tool failed.
     #[error("{tool} failed ({status}): {stderr_tail}")]
     Tool {

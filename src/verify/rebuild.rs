@@ -82,6 +82,8 @@ pub fn rebuild_and_compare(dir: &Path, plan: &Plan, progress: Progress) -> Resul
         cache_dir: default_cache_dir(),
         temp_dir: None,
         progress,
+        // The rebuild reads the same cached bootstrap as the build did.
+        refresh: false,
     };
     build(plan, &opts).context("the rebuild failed")?;
     compare_dirs(dir, &opts.out_dir)

@@ -24,7 +24,7 @@ impl FatTime {
     pub fn from_unix(epoch: i64) -> Self {
         let t = epoch.clamp(FAT_MIN, FAT_MAX);
         let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-        let (year, month, day) = civil_from_days(days);
+        let (year, month, day) = crate::date::civil_from_days(days);
         let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
         let field = |n: i64| u16::try_from(n).expect("clamped to the FAT range");
         FatTime {
@@ -33,21 +33,6 @@ impl FatTime {
             tenths: if s % 2 == 1 { 100 } else { 0 },
         }
     }
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, chrono-compatible algorithms).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
