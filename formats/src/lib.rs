@@ -29,7 +29,10 @@ use std::sync::Arc;
 pub use disk::{Extent, ExtentData, VirtualDisk, VirtualDiskBuilder};
 pub use error::{Error, Result};
 pub use io::ReadAt;
-pub use sink::{write_images, write_images_with_progress, ImageSink, ImageSummary};
+pub use sink::{
+    shared_data_len, write_disks, write_disks_with_progress, write_images,
+    write_images_with_progress, ImageSink, ImageSummary,
+};
 
 /// An image format.
 #[derive(

@@ -6,10 +6,15 @@
 //!                                          ├──► vhdx sink
 //!                                          └──► raw sink
 //! ```
+//! [`write_disks`] does the same for several disks that share most of their
+//! extents (one recipe's disks differ in their boot partitions, not in their
+//! root filesystem): an extent the disks have in common is read once and
+//! handed to the sinks of every disk that has it.
 
 use std::ops::Range;
 use std::sync::{mpsc, Arc};
 
+use crate::disk::{Extent, ExtentData};
 use crate::{Error, Format, Result, VirtualDisk};
 
 /// Largest slice handed to `write_data` at once.
@@ -74,22 +79,60 @@ pub fn write_images_with_progress(
     if sinks.len() < 2 {
         return write_serial(disk, sinks, progress);
     }
-    let allocated = disk.allocated();
-    let size = disk.size();
+    let tagged = sinks.into_iter().map(|s| (0, s)).collect();
+    write_disks_with_progress(&[disk], tagged, progress)
+}
+
+/// Streams several disks into their sinks in one pass: `sinks` pairs each
+/// sink with the index of its disk in `disks`. Extents are visited in disk
+/// offset order across all disks; an extent that several disks have in
+/// common (same place, same length, same bytes: the same source range, or
+/// equal bytes in memory) is read once and handed to the sinks of all of
+/// them. Each sink sees exactly the calls [`write_images`] of its own disk
+/// would make. At most 64 disks.
+pub fn write_disks(
+    disks: &[&VirtualDisk],
+    sinks: Vec<(usize, Box<dyn ImageSink>)>,
+) -> Result<Vec<ImageSummary>> {
+    write_disks_with_progress(disks, sinks, &mut |_| {})
+}
+
+/// [`write_disks`], calling `progress` with the number of bytes read so far
+/// (out of [`shared_data_len`]).
+pub fn write_disks_with_progress(
+    disks: &[&VirtualDisk],
+    sinks: Vec<(usize, Box<dyn ImageSink>)>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<ImageSummary>> {
+    if disks.len() > 64 || sinks.iter().any(|(d, _)| *d >= disks.len()) {
+        return Err(Error::InvalidOption {
+            option: "disks",
+            detail: format!(
+                "{} disks (at most 64), sinks for disks {:?}",
+                disks.len(),
+                sinks.iter().map(|(d, _)| *d).collect::<Vec<_>>()
+            ),
+        });
+    }
+    let allocated: Vec<Vec<Range<u64>>> = disks.iter().map(|d| d.allocated()).collect();
     std::thread::scope(|scope| {
         let mut senders = Vec::with_capacity(sinks.len());
         let mut workers = Vec::with_capacity(sinks.len());
-        for mut sink in sinks {
+        for (disk, mut sink) in sinks {
             let (tx, rx) = mpsc::sync_channel::<Arc<Batch>>(QUEUE);
             senders.push(tx);
-            let allocated = &allocated;
+            let allocated = &allocated[disk];
+            let size = disks[disk].size();
+            let bit = 1u64 << disk;
             workers.push(scope.spawn(move || -> Result<ImageSummary> {
                 sink.begin(size, allocated)?;
                 // Ends when the reader hangs up: after the last chunk, or
                 // early on a read error (then the summary is discarded).
                 for batch in rx {
-                    for &(offset, start, len) in &batch.pieces {
-                        sink.write_data(offset, &batch.data[start..start + len])?;
+                    for &(offset, start, len, mask) in &batch.pieces {
+                        if mask & bit != 0 {
+                            sink.write_data(offset, &batch.data[start..start + len])?;
+                        }
                     }
                 }
                 sink.finish()
@@ -99,21 +142,35 @@ pub fn write_images_with_progress(
         // files, and a channel message per file costs more in wake-ups than
         // the copy. The calls each sink sees are the same as unbatched.
         let mut batch = Batch::default();
+        let mut done = 0u64;
         // A sink that failed hung up: stop reading, its error is reported below.
-        let read = for_each_piece(disk, progress, &mut |offset, n, read| {
-            if batch.data.len() + n > BATCH && !batch.pieces.is_empty() {
-                let full = Arc::new(std::mem::take(&mut batch));
-                if !senders.iter().all(|tx| tx.send(full.clone()).is_ok()) {
-                    return Ok(false);
+        let read = for_each_shared_extent(disks, &mut |extent, mask| {
+            let mut at = 0u64;
+            while at < extent.len {
+                let n =
+                    usize::try_from((extent.len - at).min(CHUNK as u64)).expect("at most CHUNK");
+                if batch.data.len() + n > BATCH && !batch.pieces.is_empty() {
+                    let full = Arc::new(std::mem::take(&mut batch));
+                    if !senders.iter().all(|tx| tx.send(full.clone()).is_ok()) {
+                        return Ok(false);
+                    }
                 }
+                if batch.data.capacity() == 0 {
+                    batch.data.reserve_exact(BATCH);
+                }
+                let start = batch.data.len();
+                batch.data.resize(start + n, 0);
+                extent.read(at, &mut batch.data[start..]).map_err(|e| {
+                    Error::io(
+                        format!("reading disk data at offset {}", extent.offset + at),
+                        e,
+                    )
+                })?;
+                batch.pieces.push((extent.offset + at, start, n, mask));
+                at += n as u64;
+                done += n as u64;
+                progress(done);
             }
-            if batch.data.capacity() == 0 {
-                batch.data.reserve_exact(BATCH);
-            }
-            let start = batch.data.len();
-            batch.data.resize(start + n, 0);
-            read(&mut batch.data[start..])?;
-            batch.pieces.push((offset, start, n));
             Ok(true)
         })
         .map(|()| {
@@ -135,14 +192,89 @@ pub fn write_images_with_progress(
     })
 }
 
+/// Two extents of different disks hold the same bytes at the same place:
+/// the same range of the same source, or equal bytes in memory.
+fn same_extent(a: &Extent, b: &Extent) -> bool {
+    a.offset == b.offset
+        && a.len == b.len
+        && match (&a.data, &b.data) {
+            (ExtentData::Bytes(x), ExtentData::Bytes(y)) => Arc::ptr_eq(x, y) || x[..] == y[..],
+            (
+                ExtentData::Source {
+                    source: s,
+                    offset: o,
+                },
+                ExtentData::Source {
+                    source: t,
+                    offset: p,
+                },
+            ) => o == p && Arc::ptr_eq(s, t),
+            _ => false,
+        }
+}
+
+/// Visits every extent of every disk in disk offset order, once per group
+/// of identical extents ([`same_extent`]) at the same place: `each` gets the
+/// extent and the bit mask of the disks (bit i: `disks[i]`) that have it,
+/// and returns false to stop early.
+fn for_each_shared_extent(
+    disks: &[&VirtualDisk],
+    each: &mut dyn FnMut(&Extent, u64) -> Result<bool>,
+) -> Result<()> {
+    let mut heads = vec![0usize; disks.len()];
+    loop {
+        let head = |d: usize, heads: &[usize]| disks[d].extents().get(heads[d]);
+        let Some(min) = (0..disks.len())
+            .filter_map(|d| head(d, &heads).map(|e| e.offset))
+            .min()
+        else {
+            return Ok(());
+        };
+        let mut pending: Vec<usize> = (0..disks.len())
+            .filter(|&d| head(d, &heads).is_some_and(|e| e.offset == min))
+            .collect();
+        while let Some(&first) = pending.first() {
+            let extent = head(first, &heads)
+                .expect("pending disks have a head")
+                .clone();
+            let mut mask = 0u64;
+            let mut rest = Vec::new();
+            for d in pending {
+                if same_extent(&extent, head(d, &heads).expect("pending disks have a head")) {
+                    mask |= 1 << d;
+                    heads[d] += 1;
+                } else {
+                    rest.push(d);
+                }
+            }
+            if !each(&extent, mask)? {
+                return Ok(());
+            }
+            pending = rest;
+        }
+    }
+}
+
+/// Bytes [`write_disks`] reads for `disks`: their data, extents they share
+/// counted once.
+pub fn shared_data_len(disks: &[&VirtualDisk]) -> u64 {
+    let mut n = 0;
+    let _ = for_each_shared_extent(disks, &mut |e, _| {
+        n += e.len;
+        Ok(true)
+    });
+    n
+}
+
 /// Bytes of data per message to the sink threads.
 const BATCH: usize = 2 * CHUNK;
 
 /// Consecutive pieces of disk data, gathered for the sink threads.
 #[derive(Default)]
 struct Batch {
-    /// (disk offset, start in `data`, length) per piece, in disk order.
-    pieces: Vec<(u64, usize, usize)>,
+    /// (disk offset, start in `data`, length, mask of the disks it belongs
+    /// to) per piece, in disk order.
+    pieces: Vec<(u64, usize, usize, u64)>,
     data: Vec<u8>,
 }
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use common_vhdx::*;
 use imgbuild_formats::{
-    write_images, Compression, Error, Format, ImageSink, ImageSummary, ReadAt, Subformat,
-    VirtualDisk, VirtualDiskBuilder, WriteOptions,
+    shared_data_len, write_disks, write_images, Compression, Error, Format, ImageSink,
+    ImageSummary, ReadAt, Subformat, VirtualDisk, VirtualDiskBuilder, WriteOptions,
 };
 
 const MIB: u64 = 1 << 20;
@@ -167,6 +167,97 @@ fn threaded_outputs_match_single_outputs_and_their_hashes() {
         }
         assert_eq!(sum.sha256.is_some(), *hashes, "{name}");
     }
+}
+
+/// A source that counts the bytes read from it.
+struct Counting(Vec<u8>, std::sync::atomic::AtomicU64);
+
+impl ReadAt for Counting {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.1
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.0.read_exact_at(buf, offset)
+    }
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+/// Three disks as one recipe makes them: the same big "root" extent (one
+/// source), the same GPT bytes (equal, built separately), and each its own
+/// "boot" bytes; one disk lacks a piece the others have. `write_disks`
+/// writes every sink exactly as `write_images` of its own disk does, and
+/// reads the shared root once.
+#[test]
+fn write_disks_matches_write_images_per_disk_and_reads_shared_extents_once() {
+    let root = Arc::new(Counting(pattern(7, 6 * MIB as usize), Default::default()));
+    let disk = |boot: u64, extra: bool| {
+        let mut b = VirtualDiskBuilder::new(64 * MIB);
+        b.bytes(0, pattern(1, 4096)); // equal bytes, separate allocations
+        b.bytes(MIB, pattern(boot, 3 * 4096)); // differs per disk
+        if extra {
+            b.bytes(2 * MIB, pattern(8, 512));
+        }
+        let src: Arc<dyn ReadAt> = root.clone();
+        b.source(8 * MIB, 6 * MIB, src, 0);
+        b.build().expect("disk")
+    };
+    let disks = [disk(4, true), disk(6, false), disk(4, true)];
+    let refs: Vec<&VirtualDisk> = disks.iter().collect();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (one, all) = (tmp.path().join("one"), tmp.path().join("all"));
+    std::fs::create_dir_all(&one).expect("mkdir");
+    std::fs::create_dir_all(&all).expect("mkdir");
+    let seeded = WriteOptions {
+        seed: Some([7u8; 32]),
+        ..Default::default()
+    };
+    let specs: Vec<(String, Format, WriteOptions, usize)> = (0..3)
+        .flat_map(|d| {
+            [
+                (
+                    format!("d{d}.qcow2"),
+                    Format::Qcow2,
+                    WriteOptions::default(),
+                    d,
+                ),
+                (format!("d{d}.vhdx"), Format::Vhdx, seeded.clone(), d),
+            ]
+        })
+        .collect();
+    fn spec(s: &(String, Format, WriteOptions, usize)) -> (&str, Format, WriteOptions) {
+        (s.0.as_str(), s.1, s.2.clone())
+    }
+    let single: Vec<ImageSummary> = specs
+        .iter()
+        .map(|s| {
+            write_images(&disks[s.3], sinks(&one, &[spec(s)]))
+                .expect("one")
+                .remove(0)
+        })
+        .collect();
+    root.1.store(0, std::sync::atomic::Ordering::Relaxed);
+    let tagged: Vec<(usize, Box<dyn ImageSink>)> = specs
+        .iter()
+        .map(|s| (s.3, sinks(&all, &[spec(s)]).remove(0)))
+        .collect();
+    let together = write_disks(&refs, tagged).expect("write_disks");
+    assert_eq!(single, together);
+    for s in &specs {
+        assert!(
+            std::fs::read(one.join(&s.0)).expect("read")
+                == std::fs::read(all.join(&s.0)).expect("read"),
+            "{}: differs from its single write",
+            s.0
+        );
+    }
+    assert_eq!(
+        root.1.load(std::sync::atomic::Ordering::Relaxed),
+        6 * MIB,
+        "the shared root is read once"
+    );
+    // The root and the GPT bytes once, disk 1's boot bytes, disks 0 and 2's shared ones, the extra once.
+    assert_eq!(shared_data_len(&refs), 4096 + 2 * 3 * 4096 + 512 + 6 * MIB);
 }
 
 #[test]

@@ -314,20 +314,26 @@ pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<Bui
     })?;
     let start = Instant::now();
     let mut pending = Pending::default();
-    for d in &prepared.disks {
-        let specs: Vec<OutputSpec> = d
-            .targets
-            .iter()
-            .map(|t| OutputSpec {
-                target: t.name.clone(),
-                file_name: t.output.clone(),
-                format: t.format,
-                options: t.write_options(&plan.seed),
-                firmware: d.boot.firmware.clone(),
-            })
-            .collect();
-        pending.write(&opts.out_dir, &d.disk, &specs, &opts.progress)?;
-    }
+    // Every disk in one pass: they share their root filesystem, read once.
+    let disks: Vec<(&VirtualDisk, Vec<OutputSpec>)> = prepared
+        .disks
+        .iter()
+        .map(|d| {
+            let specs = d
+                .targets
+                .iter()
+                .map(|t| OutputSpec {
+                    target: t.name.clone(),
+                    file_name: t.output.clone(),
+                    format: t.format,
+                    options: t.write_options(&plan.seed),
+                    firmware: d.boot.firmware.clone(),
+                })
+                .collect();
+            (&d.disk, specs)
+        })
+        .collect();
+    pending.write(&opts.out_dir, &disks, &opts.progress)?;
     prepared
         .timings
         .insert("write_outputs".into(), start.elapsed().as_secs_f64());

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use imgbuild_formats::{write_images_with_progress, Format, VirtualDisk, WriteOptions};
+use imgbuild_formats::{
+    shared_data_len, write_disks_with_progress, write_images_with_progress, Format, VirtualDisk,
+    WriteOptions,
+};
 use serde::Serialize;
 
 use crate::output::AtomicFile;
@@ -63,18 +66,23 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Writes `disk` into every spec (one pass), hashes each result and keeps
-    /// them pending.
+    /// Writes each disk into each of its specs, all in one pass (an extent
+    /// the disks share is read once: `write_disks`), hashes each result and
+    /// keeps them pending.
     pub fn write(
         &mut self,
         dir: &Path,
-        disk: &VirtualDisk,
-        specs: &[OutputSpec],
+        disks: &[(&VirtualDisk, Vec<OutputSpec>)],
         progress: &Progress,
     ) -> Result<()> {
         let mut files = Vec::new();
         let mut sinks = Vec::new();
-        for s in specs {
+        let specs: Vec<(usize, &OutputSpec)> = disks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, specs))| specs.iter().map(move |s| (i, s)))
+            .collect();
+        for &(disk, s) in &specs {
             let f = AtomicFile::create(&dir.join(&s.file_name))?;
             // SHA256SUMS needs every hash: take it while writing where the
             // format allows (the rest is read back below).
@@ -86,18 +94,27 @@ impl Pending {
                 .format
                 .sink(f.file()?, &options)
                 .with_context(|| format!("cannot write {}", s.file_name))?;
-            sinks.push(sink);
+            sinks.push((disk, sink));
             files.push(f);
         }
-        let names: Vec<&str> = specs.iter().map(|s| s.file_name.as_str()).collect();
-        let step = progress.bytes(&format!("writing {}", names.join(", ")), disk.data_len());
+        let names: Vec<&str> = specs.iter().map(|(_, s)| s.file_name.as_str()).collect();
+        let refs: Vec<&VirtualDisk> = disks.iter().map(|(d, _)| *d).collect();
+        let step = progress.bytes(
+            &format!("writing {}", names.join(", ")),
+            shared_data_len(&refs),
+        );
         let t = Instant::now();
         let handles = files
             .iter()
             .map(AtomicFile::file)
             .collect::<Result<Vec<_>>>()?;
         let summaries = with_early_writeback(&handles, || {
-            write_images_with_progress(disk, sinks, &mut |done| step.set(done))
+            if let [(disk, _)] = disks {
+                let sinks = sinks.into_iter().map(|(_, s)| s).collect();
+                write_images_with_progress(disk, sinks, &mut |done| step.set(done))
+            } else {
+                write_disks_with_progress(&refs, sinks, &mut |done| step.set(done))
+            }
         })
         .with_context(|| format!("cannot write {}", names.join(", ")))?;
         drop(step);
@@ -142,7 +159,8 @@ impl Pending {
             Ok(())
         })?;
         self.lap("fsync", t);
-        for (((f, s), sum), sha256) in files.into_iter().zip(specs).zip(summaries).zip(hashes) {
+        for (((f, (_, s)), sum), sha256) in files.into_iter().zip(specs).zip(summaries).zip(hashes)
+        {
             let info = OutputInfo {
                 target: s.target.clone(),
                 file: s.file_name.clone(),
