@@ -46,6 +46,10 @@ struct BuildArgs {
     /// again if any is newer than the cached tree's (unchanged: the cache is reused).
     #[arg(long)]
     refresh: bool,
+    /// Let the recipe read files below DIR too (repeatable); by default a
+    /// recipe reads only files inside its own directory.
+    #[arg(long, value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,6 +62,10 @@ struct CheckArgs {
     /// Cache directory for bootstrapped trees.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Let the recipe read files below DIR too (repeatable); by default a
+    /// recipe reads only files inside its own directory.
+    #[arg(long, value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -121,6 +129,10 @@ struct VerifyArgs {
     /// No progress output during --rebuild.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Let the recipe read files below DIR too (repeatable); by default a
+    /// recipe reads only files inside its own directory.
+    #[arg(long, value_name = "DIR")]
+    allow_path: Vec<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -156,6 +168,10 @@ struct ConvertArgs {
     /// Compression threads (default: all cores). Never changes the output.
     #[arg(long)]
     threads: Option<usize>,
+    /// Read a device or FIFO as the image (refused by default: a FIFO
+    /// would block for ever, a device is rarely meant).
+    #[arg(long)]
+    allow_special: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -168,6 +184,10 @@ struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Read a device or FIFO as the image (refused by default: a FIFO
+    /// would block for ever, a device is rarely meant).
+    #[arg(long)]
+    allow_special: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -277,6 +297,7 @@ fn convert(a: ConvertArgs) -> Result<()> {
             .as_deref()
             .map(|s| imgbuild::ids::Seed::from_bytes(s.as_bytes()).0),
     };
+    regular_image(&a.src, a.allow_special)?;
     let image = imgbuild_formats::open(&a.src, a.source_format.map(Into::into))
         .with_context(|| format!("cannot read {}", a.src.display()))?;
     let disk = imgbuild_formats::disk_from_image(image)
@@ -302,7 +323,24 @@ fn format_from_extension(path: &Path) -> Result<Format> {
     }
 }
 
+/// Refuses (issue 14) an image that is not a regular file, followed through
+/// symlinks, unless `--allow-special`: opening a FIFO blocks for ever.
+fn regular_image(path: &Path, allow_special: bool) -> Result<()> {
+    let m = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if m.is_dir() {
+        bail!("cannot read {}: it is a directory", path.display());
+    }
+    if !m.is_file() && !allow_special {
+        bail!(
+            "cannot read {}: not a regular file (a device or FIFO); pass --allow-special to read it anyway",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn inspect(a: InspectArgs) -> Result<()> {
+    regular_image(&a.image, a.allow_special)?;
     let report = imgbuild::inspect::inspect(&a.image, a.format.map(Into::into))
         .with_context(|| format!("cannot inspect {}", a.image.display()))?;
     if a.json {
@@ -322,7 +360,11 @@ fn stdout(text: &str) -> Result<()> {
 }
 
 fn verify(a: VerifyArgs) -> Result<()> {
-    let plan = a.rebuild.as_deref().map(load_plan).transpose()?;
+    let plan = a
+        .rebuild
+        .as_deref()
+        .map(|r| load_plan(r, &a.allow_path))
+        .transpose()?;
     let v = imgbuild::verify::verify_dir(&a.dir)?;
     for p in &v.problems {
         eprintln!("MISMATCH {}: {}", p.file, p.message);
@@ -361,9 +403,17 @@ fn verify(a: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_plan(recipe: &Path) -> Result<imgbuild::plan::Plan> {
-    imgbuild::recipe::check(recipe)
+fn load_plan(recipe: &Path, allow: &[PathBuf]) -> Result<imgbuild::plan::Plan> {
+    imgbuild::recipe::check_with(recipe, &environment(allow))
         .map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)).into())
+}
+
+/// The process environment, with the directories `--allow-path` opens.
+fn environment(allow: &[PathBuf]) -> imgbuild::recipe::Environment {
+    imgbuild::recipe::Environment {
+        allowed_paths: allow.to_vec(),
+        ..imgbuild::recipe::Environment::from_process()
+    }
 }
 
 fn build_options(
@@ -383,7 +433,7 @@ fn build_options(
 
 fn build(a: BuildArgs) -> Result<()> {
     // The OS tarball hashes on a thread while the tree is read and configured.
-    let plan = imgbuild::recipe::check_deferred(&a.recipe)
+    let plan = imgbuild::recipe::check_deferred_with(&a.recipe, &environment(&a.allow_path))
         .map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)))?;
     let opts = build_options(a.output, a.cache_dir, a.quiet || a.json, a.refresh);
     let report = imgbuild::build::build_deferred(plan, &opts)?;
@@ -403,7 +453,7 @@ fn build(a: BuildArgs) -> Result<()> {
 }
 
 fn check(a: CheckArgs) -> Result<()> {
-    let plan = load_plan(&a.recipe)?;
+    let plan = load_plan(&a.recipe, &a.allow_path)?;
     if !a.recipe_only {
         let opts = build_options(PathBuf::from("."), a.cache_dir, false, false);
         let prepared = imgbuild::build::prepare(&plan, &opts)?;

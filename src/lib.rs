@@ -14,6 +14,7 @@ pub mod fs;
 pub mod ids;
 pub mod inspect;
 pub mod layout;
+pub mod outdir;
 pub mod output;
 pub mod plan;
 pub mod progress;

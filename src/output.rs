@@ -12,6 +12,9 @@ use anyhow::{Context, Result};
 
 /// Temporaries alive right now, removed by the signal handler.
 static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// Temporary directories alive right now (a build's staging directory, a
+/// rebuild's scratch directory), removed with all they hold by the handler.
+static LIVE_DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 static HANDLER: Once = Once::new();
 
 /// Installs (once) a SIGINT/SIGTERM/SIGHUP handler thread that removes every
@@ -30,6 +33,10 @@ pub fn install_signal_cleanup() {
                 for p in live.iter() {
                     let _ = std::fs::remove_file(p);
                 }
+                let dirs = LIVE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+                for d in dirs.iter() {
+                    let _ = std::fs::remove_dir_all(d);
+                }
                 eprintln!("imgbuild: interrupted (signal {sig}); temporary outputs removed");
                 std::process::exit(128 + sig);
             }
@@ -45,6 +52,29 @@ fn register(p: &Path) {
 
 fn unregister(p: &Path) {
     LIVE.lock().unwrap_or_else(|e| e.into_inner()).remove(p);
+}
+
+/// Registers a temporary directory for removal (with its content) on
+/// SIGINT/SIGTERM/SIGHUP.
+pub fn register_dir(p: &Path) {
+    LIVE_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(p.to_path_buf());
+}
+
+/// The directory is no longer temporary (or is gone).
+pub fn unregister_dir(p: &Path) {
+    LIVE_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(p);
+}
+
+/// While the guard lives, a signal's cleanup waits: for a step (renaming a
+/// registered directory) that must not be cut in half.
+pub fn hold_cleanup() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    LIVE_DIRS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A file being written under a temporary name.
@@ -136,29 +166,61 @@ pub fn commit_all(files: Vec<AtomicFile>) -> Result<()> {
         file.sync_all()
             .with_context(|| format!("cannot flush {}", f.tmp.display()))?;
     }
-    for f in &files {
-        if let Ok(m) = std::fs::symlink_metadata(&f.dst) {
+    let pairs: Vec<(PathBuf, PathBuf)> = files
+        .iter()
+        .map(|f| (f.tmp.clone(), f.dst.clone()))
+        .collect();
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let result = rename_all_locked(&pairs);
+    drop(live);
+    for f in &mut files {
+        if result.is_err() {
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+        f.file = None;
+        unregister(&f.tmp);
+    }
+    result
+}
+
+/// Renames each `(from, to)`, all or nothing: every destination is checked
+/// first (a directory in the way fails before any rename); the previous
+/// files are kept as hard links until the end, so a failed rename rolls the
+/// renamed ones back. The caller holds whatever lock keeps a signal handler
+/// from running meanwhile.
+pub fn rename_all(pairs: &[(PathBuf, PathBuf)]) -> Result<()> {
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let r = rename_all_locked(pairs);
+    drop(live);
+    r
+}
+
+fn rename_all_locked(pairs: &[(PathBuf, PathBuf)]) -> Result<()> {
+    for (_, dst) in pairs {
+        if let Ok(m) = std::fs::symlink_metadata(dst) {
             if m.is_dir() {
                 anyhow::bail!(
                     "cannot replace {}: it is a directory; nothing was written",
-                    f.dst.display()
+                    dst.display()
                 );
             }
         }
     }
-    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     // Previous outputs, kept under a second name until every rename is done.
     let mut backups = Vec::new();
-    for f in &files {
-        let backup = f.tmp.with_file_name(
-            f.tmp
-                .file_name()
-                .expect("temporaries have a file name")
-                .to_string_lossy()
-                .replace(".tmp-imgbuild-", ".old-imgbuild-"),
-        );
+    for (tmp, dst) in pairs {
+        let name = tmp
+            .file_name()
+            .expect("temporaries have a file name")
+            .to_string_lossy()
+            .into_owned();
+        let backup = dst.with_file_name(if name.contains(".tmp-imgbuild-") {
+            name.replace(".tmp-imgbuild-", ".old-imgbuild-")
+        } else {
+            format!(".{name}.old-imgbuild-{}", std::process::id())
+        });
         let _ = std::fs::remove_file(&backup);
-        backups.push(match std::fs::hard_link(&f.dst, &backup) {
+        backups.push(match std::fs::hard_link(dst, &backup) {
             Ok(()) => Backup::Link(backup),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Backup::NoPrevious,
             // No hard links here: the previous file cannot be kept aside.
@@ -167,22 +229,22 @@ pub fn commit_all(files: Vec<AtomicFile>) -> Result<()> {
     }
     let mut failed = None;
     let mut renamed = 0;
-    for f in &files {
-        if let Err(e) = std::fs::rename(&f.tmp, &f.dst) {
+    for (tmp, dst) in pairs {
+        if let Err(e) = std::fs::rename(tmp, dst) {
             failed = Some(anyhow::Error::new(e).context(format!(
                 "cannot rename {} to {}",
-                f.tmp.display(),
-                f.dst.display()
+                tmp.display(),
+                dst.display()
             )));
             break;
         }
         renamed += 1;
     }
     if failed.is_some() {
-        for (f, backup) in files.iter().zip(&backups).take(renamed) {
+        for ((_, dst), backup) in pairs.iter().zip(&backups).take(renamed) {
             let _ = match backup {
-                Backup::Link(b) => std::fs::rename(b, &f.dst),
-                Backup::NoPrevious => std::fs::remove_file(&f.dst),
+                Backup::Link(b) => std::fs::rename(b, dst),
+                Backup::NoPrevious => std::fs::remove_file(dst),
                 Backup::Unavailable => Ok(()),
             };
         }
@@ -192,23 +254,14 @@ pub fn commit_all(files: Vec<AtomicFile>) -> Result<()> {
             let _ = std::fs::remove_file(b);
         }
     }
-    for f in &mut files {
-        if failed.is_some() {
-            let _ = std::fs::remove_file(&f.tmp);
-        }
-        f.file = None;
-        live.remove(&f.tmp);
-    }
-    drop(live);
     match failed {
         Some(e) => Err(e),
         None => {
-            if let Some(dir) = files.first().and_then(|f| f.tmp.parent()) {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
+            if let Some((_, dst)) = pairs.first() {
+                let dir = dst
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 if let Ok(d) = File::open(dir) {
                     let _ = d.sync_all();
                 }

@@ -122,20 +122,61 @@ pub struct Verified {
     pub problems: Vec<Problem>,
 }
 
-/// Re-hashes every file listed in `dir/SHA256SUMS` and, when
-/// `manifest.json` is present, checks its own digest ([`check_seal`]) and
-/// that its `outputs` (file, sha256, file_size) agree with the files and
-/// with `SHA256SUMS`.
+/// What a file in an output directory is, when it is not a regular file.
+fn not_regular(path: &Path) -> Option<&'static str> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    let t = m.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        None
+    } else if t.is_symlink() {
+        Some("a symbolic link")
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_block_device() || t.is_char_device() {
+        Some("a device")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// Re-hashes every file listed in `dir/SHA256SUMS` and checks
+/// `manifest.json`: its own digest ([`check_seal`]) and that its `outputs`
+/// (file, sha256, file_size) agree with the files and with `SHA256SUMS`.
+/// Also a problem (issue 14): a missing manifest, an output that is not a
+/// regular file (never opened: a FIFO would hang the read), a file that
+/// neither lists, and what an interrupted build left.
 pub fn verify_dir(dir: &Path) -> Result<Verified> {
+    let mut v = Verified::default();
+    for left in crate::outdir::leftovers(dir) {
+        v.problems.push(Problem {
+            file: left.display().to_string(),
+            message: "left by an interrupted build; the next build into this directory removes it"
+                .to_string(),
+        });
+    }
     let sums_path = dir.join(SUMS);
+    if let Some(kind) = not_regular(&sums_path) {
+        bail!(
+            "{} is {kind}, not a regular file; not read",
+            sums_path.display()
+        );
+    }
     let text = std::fs::read_to_string(&sums_path)
         .with_context(|| format!("cannot read {}", sums_path.display()))?;
     let entries = read_sums(&text)?;
-    let mut v = Verified::default();
     let mut manifest_problems = Vec::new();
     // The manifest first: when it is intact, a file that matches it but not
     // SHA256SUMS means SHA256SUMS changed.
     let manifest_path = dir.join(MANIFEST);
+    if let Some(kind) = not_regular(&manifest_path) {
+        bail!(
+            "{} is {kind}, not a regular file; not read",
+            manifest_path.display()
+        );
+    }
     let manifest = if manifest_path.exists() {
         let bytes = std::fs::read(&manifest_path)
             .with_context(|| format!("cannot read {}", manifest_path.display()))?;
@@ -178,6 +219,13 @@ pub fn verify_dir(dir: &Path) -> Result<Verified> {
     for (expected, name) in &entries {
         let path = dir.join(name);
         v.checked.push(name.clone());
+        if let Some(kind) = not_regular(&path) {
+            v.problems.push(Problem {
+                file: name.clone(),
+                message: format!("is {kind}, not a regular file; not opened"),
+            });
+            continue;
+        }
         if !path.exists() {
             v.problems.push(Problem {
                 file: name.clone(),
@@ -204,6 +252,27 @@ pub fn verify_dir(dir: &Path) -> Result<Verified> {
                 });
         }
         found.insert(name.clone(), (sum, len));
+    }
+    if !manifest_path.exists() {
+        v.problems.push(Problem {
+            file: MANIFEST.to_string(),
+            message: "missing: every build writes it beside SHA256SUMS".to_string(),
+        });
+    }
+    let mut unlisted: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != SUMS && n != MANIFEST && n != ".imgbuild.lock")
+        .filter(|n| !entries.iter().any(|(_, e)| e == n))
+        .filter(|n| !crate::outdir::leftovers(dir).iter().any(|l| l.ends_with(n)))
+        .collect();
+    unlisted.sort();
+    for n in unlisted {
+        v.problems.push(Problem {
+            file: n,
+            message: format!("not listed in {SUMS}: not an output of this build"),
+        });
     }
     if manifest_path.exists() {
         v.checked.push(MANIFEST.to_string());

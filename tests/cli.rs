@@ -63,6 +63,16 @@ fn verify_catches_a_changed_byte() {
     std::fs::write(p(d.path(), "a.qcow2"), b"abc").unwrap();
     let sum = imgbuild::verify::sha256_file(&p(d.path(), "a.qcow2")).unwrap();
     std::fs::write(p(d.path(), "SHA256SUMS"), format!("{sum}  a.qcow2\n")).unwrap();
+    // A manifest too: verify requires one (issue 14).
+    let manifest = format!(
+        "{{\n  \"outputs\": [{{\"file\": \"a.qcow2\", \"sha256\": \"{sum}\", \"file_size\": 3}}],\n  \"self_sha256\": \"{}\"\n}}\n",
+        imgbuild::verify::ZEROS
+    );
+    std::fs::write(
+        p(d.path(), "manifest.json"),
+        imgbuild::verify::seal(&manifest),
+    )
+    .unwrap();
     run_ok(imgbuild().arg("verify").arg(d.path()));
     std::fs::write(p(d.path(), "a.qcow2"), b"abd").unwrap();
     let out = run(imgbuild().arg("verify").arg(d.path()));

@@ -139,6 +139,8 @@ fn synthetic_rootfs(dir: &Path, storvsc: bool) -> PathBuf {
 /// Secure Boot, and it has no systemd-repart, so the root does not grow.
 fn recipe(dir: &Path, tar: &Path, targets: &str) -> PathBuf {
     let path = dir.join("recipe.toml");
+    // Beside the recipe: a recipe reads only inside its directory (issue 14).
+    let tar = dir.join(support::beside(dir, tar));
     let targets = targets.replace("]\n", "]\nfirmware = \"uefi\"\nsecure_boot = false\n");
     let text = format!(
         "[image]\nname = \"synthetic\"\nsize = \"320MiB\"\nesp_size = \"64MiB\"\ngrow_root = false\n\n\
@@ -211,7 +213,11 @@ fn hyperv_without_storvsc_fails_check_and_build_before_writing() {
         text(&out)
     );
     assert!(!dest.exists(), "a failed build created {}", dest.display());
-    assert_eq!(names(&work), before, "a failed build left files behind");
+    // Only the output directory's lock file (it stays: removing it could
+    // let two builds take two locks).
+    let mut expected = before.clone();
+    expected.insert(0, ".out.imgbuild.lock".to_string());
+    assert_eq!(names(&work), expected, "a failed build left files behind");
 }
 
 #[test]
@@ -392,12 +398,12 @@ fn debian_cloud_kernel_passes_check_for_kvm_hyperv_and_azure() {
     let Some(tar) = debian_tar() else { return };
     let d = tempdir();
     let r = d.path().join("recipe.toml");
+    let tar = support::beside(d.path(), &tar);
     fs::write(
         &r,
         format!(
-            "[image]\nname = \"deb\"\nsize = \"3GiB\"\n\n[os]\nsource = {{ tar = \"{}\" }}\n\n\
+            "[image]\nname = \"deb\"\nsize = \"3GiB\"\n\n[os]\nsource = {{ tar = \"{tar}\" }}\n\n\
              [targets.kvm]\n\n[targets.hyperv]\n\n[targets.azure]\nformat = \"vhd\"\n",
-            tar.display()
         ),
     )
     .expect("write recipe");
@@ -406,5 +412,5 @@ fn debian_cloud_kernel_passes_check_for_kvm_hyperv_and_azure() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("cloud-amd64"), "{stdout}");
     assert!(stdout.contains("3 target(s)"), "{stdout}");
-    assert_eq!(names(d.path()), vec!["recipe.toml".to_string()]);
+    assert_eq!(names(d.path()), vec![tar, "recipe.toml".to_string()]);
 }

@@ -75,6 +75,7 @@ fn built() -> Option<&'static PathBuf> {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let tar = PathBuf::from(beside(&dir, &tar));
         std::fs::write(dir.join("recipe.toml"), recipe(&tar)).unwrap();
         run_ok(
             imgbuild()

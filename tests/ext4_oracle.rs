@@ -1028,3 +1028,94 @@ fn known_zero_blocks_become_holes() {
         assert_eq!(&got, extents, "{path}");
     }
 }
+
+/// Issue 14, finding 7: sizes from 64 TiB on failed with "inodes needed,
+/// at most N possible"; past the writer's maximum the error now names the
+/// size limit (and 64 TiB itself lays out).
+#[test]
+fn sizes_past_the_maximum_name_the_size_limit_not_inodes() {
+    const MAX: u64 = 64 << 40;
+    let tree = Tree::new(meta(0o755));
+    for size in [MAX + 4096, 65 << 40, u64::MAX] {
+        let err = ext4::write(&tree, &opts(size)).unwrap_err();
+        assert!(
+            matches!(err, Ext4Error::TooLarge { size: s, max: MAX } if s == size),
+            "{size}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.ends_with(
+                "is larger than the 70368744177664-byte (64 TiB) maximum this writer lays out"
+            ),
+            "{text}"
+        );
+    }
+    let t0 = std::time::Instant::now();
+    let disk = ext4::write(&tree, &opts(MAX)).expect("64 TiB is within the maximum");
+    eprintln!("64 TiB laid out in {:?}", t0.elapsed());
+    assert_eq!(disk.size(), MAX);
+}
+
+/// Issue 14, finding 7: an empty attribute name (or nothing after the
+/// namespace, which the kernel refuses too) gets its own error.
+#[test]
+fn empty_xattr_names_are_refused_as_empty() {
+    for name in ["", "user.", "security."] {
+        let mut tree = Tree::new(meta(0o755));
+        let mut m = meta(0o644);
+        m.xattrs.insert(name.as_bytes().to_vec(), b"v".to_vec());
+        file(&mut tree, "etc/f", m, b"x");
+        let err = ext4::write(&tree, &opts(16 << 20)).unwrap_err();
+        assert!(
+            matches!(&err, Ext4Error::Xattr { path, name: n, .. } if path == "/etc/f" && n == name),
+            "{name:?}: {err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "\"/etc/f\": extended attribute {name:?}: the name is empty (an attribute needs a name after its namespace)"
+            )
+        );
+    }
+}
+
+/// Issue 14, finding 7: device numbers that do not fit ext4's new-style
+/// encoding (12-bit major, 20-bit minor) were masked into another device;
+/// they are refused naming the file, and the largest that fit read back.
+#[test]
+fn device_numbers_past_the_encoding_are_refused_not_masked() {
+    for (major, minor) in [(4096, 0), (0, 1 << 20), (u32::MAX, u32::MAX)] {
+        let mut tree = Tree::new(meta(0o755));
+        node(
+            &mut tree,
+            "dev/big",
+            meta(0o600),
+            Kind::BlockDev { major, minor },
+        );
+        let err = ext4::write(&tree, &opts(16 << 20)).unwrap_err();
+        assert!(
+            matches!(&err, Ext4Error::DeviceNumber { path, major: a, minor: b }
+                if path == "/dev/big" && (*a, *b) == (major, minor)),
+            "{major}:{minor}: {err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "\"/dev/big\": device number {major}:{minor} does not fit ext4's encoding (major at most 4095, minor at most 1048575)"
+            )
+        );
+    }
+    let mut tree = Tree::new(meta(0o755));
+    let largest = Kind::CharDev {
+        major: 4095,
+        minor: 1_048_575,
+    };
+    node(&mut tree, "dev/largest", meta(0o600), largest);
+    let dir = support::tempdir();
+    let img = write_raw(&tree, &opts(16 << 20), dir.path(), "dev.img");
+    if has_tools() {
+        e2fsck_clean(&img);
+        let s = stat(&img, "/dev/largest");
+        assert!(s.contains("Device major/minor number: 4095:1048575"), "{s}");
+    }
+}

@@ -64,7 +64,8 @@ fn recipe_dir(dir: &Path, tar: &Path, text: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("recipe.toml"), text).unwrap();
     let _ = std::fs::remove_file(dir.join("rootfs.tar"));
-    std::os::unix::fs::symlink(tar, dir.join("rootfs.tar")).unwrap();
+    // A hard link: a recipe reads only inside its directory (issue 14).
+    std::fs::hard_link(tar, dir.join("rootfs.tar")).unwrap();
     dir.join("recipe.toml")
 }
 
@@ -301,8 +302,10 @@ fn interrupt(name: &str, signal: &str) {
         .spawn()
         .unwrap();
     let start = Instant::now();
+    // The new outputs are written in a staging directory beside `out`.
+    let staging = d.join(format!(".out.imgbuild-new-{}", child.id()));
     loop {
-        if names(&out).iter().any(|n| n.contains(".tmp-imgbuild-")) {
+        if names(&staging).iter().any(|n| n.contains(".tmp-imgbuild-")) {
             break;
         }
         if let Some(status) = child.try_wait().unwrap() {
@@ -329,6 +332,10 @@ fn interrupt(name: &str, signal: &str) {
     );
     assert_eq!(names(&out), OUTPUTS);
     assert_previous_intact(&out, p, "");
+    assert!(
+        !staging.exists(),
+        "the signal removed the staging directory"
+    );
 }
 
 #[test]

@@ -584,3 +584,62 @@ fn hostile_paths_never_touch_the_host() {
     left.sort();
     assert_eq!(left, ["out.img"]);
 }
+
+/// Issue 14 (compressed-tar bomb): make-fs bounds what a compressed tar may
+/// inflate to by its `--size` (plus 1/8): 64 MiB of zeros for a 16 MiB
+/// filesystem stops at 18 MiB, names the tar, the bound and the size, and
+/// leaves nothing in $TMPDIR nor an output behind.
+#[test]
+fn make_fs_stops_a_gzip_bomb_at_its_size_bound() {
+    use std::io::Write;
+    let d = tempdir();
+    let tmp = p(d.path(), "tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let bomb = p(d.path(), "bomb.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&vec![0u8; 64 << 20]).unwrap();
+    std::fs::write(&bomb, gz.finish().unwrap()).unwrap();
+    let img = p(d.path(), "out.img");
+    let o = run(imgbuild()
+        .env("TMPDIR", &tmp)
+        .args(["make-fs", "--type", "ext4", "--size", "16M"])
+        .arg(&bomb)
+        .arg(&img));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "{}: its gzip stream inflates past 18874368 bytes (18 MiB), the bound for a disk of \
+             16777216 bytes (16 MiB)",
+            bomb.display()
+        )),
+        "{err}"
+    );
+    assert!(!img.exists());
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "left in TMPDIR"
+    );
+}
+
+/// Issue 14, finding 7: `--size 65T` said "inodes needed"; it names the
+/// ext4 writer's maximum size.
+#[test]
+fn make_fs_past_the_ext4_maximum_names_the_size_limit() {
+    let d = tempdir();
+    let tar = p(d.path(), "small.tar");
+    make_tar(&tar, &serde_json::json!([{"name": "f", "data": "x"}]));
+    let img = p(d.path(), "huge.img");
+    let o = make_fs("ext4", "65T", &tar, &img);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "ext4 filesystem of 71468255805440 bytes (65 TiB) is larger than the \
+             70368744177664-byte (64 TiB) maximum this writer lays out"
+        ) && !err.contains("inode"),
+        "{err}"
+    );
+    assert!(!img.exists());
+}

@@ -409,6 +409,7 @@ format = "raw"
         &text,
         &Environment {
             source_date_epoch: Some("99".into()),
+            ..Environment::default()
         },
     )
     .expect("valid recipe");
@@ -556,6 +557,7 @@ fn epoch_comes_from_the_recipe_then_source_date_epoch_then_the_default() {
     let dir = Path::new("/nonexistent-recipe-dir");
     let sde = |v: &str| Environment {
         source_date_epoch: Some(v.into()),
+        ..Environment::default()
     };
     let with_epoch = minimal("").replace("size = \"4GiB\"", "size = \"4GiB\"\nepoch = 5");
     let plan = check_in(dir, &with_epoch, &sde("7")).expect("valid");

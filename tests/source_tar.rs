@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use imgbuild::source::{read_tar, Owners, SourceError, TarOptions, TarProblem, TarStats};
-use imgbuild::tree::{FileData, Kind, Meta, Timestamp, Tree, TreeError, ROOT};
+use imgbuild::source::{
+    read_tar, Owners, SourceError, TarOptions, TarProblem, TarStats, UnpackLimit,
+};
+use imgbuild::tree::{FileData, Inode, Kind, Meta, Timestamp, Tree, TreeError, PATH_MAX, ROOT};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::{debian_tar, require_tool, run_ok, tempdir};
@@ -739,4 +741,287 @@ fn debian_rootfs_matches_python_listing() {
             .unwrap_or_else(|| panic!("/var/log/journal lacks {name}"));
         assert_eq!(&v[..4], &[2, 0, 0, 0], "{name}: posix_acl_xattr version 2");
     }
+}
+
+/// A `.tar.gz` holding one file of `mib` MiB of zeros, built in
+/// milliseconds whatever its size: the tar header is one gzip member; the
+/// zeros (the file and the end-of-archive blocks) are a second member made
+/// of one compressed 1 MiB chunk repeated. The chunk ends in a sync flush
+/// (byte-aligned, non-final blocks) and only refers back to zeros, so its
+/// copies concatenate into one valid deflate stream; a final empty block
+/// and the CRC-32 and length of the zeros close it. About 1 KiB per MiB.
+fn gzip_zeros_tar(mib: u64) -> Vec<u8> {
+    use std::io::Write;
+
+    use flate2::{Compress, Compression, Crc, FlushCompress};
+    const CHUNK: usize = 1 << 20;
+    let mut header = flate2::write::GzEncoder::new(Vec::new(), Compression::best());
+    header
+        .write_all(&Hdr::file("zeros", mib * CHUNK as u64).encode())
+        .unwrap();
+    let mut out = header.finish().unwrap();
+
+    let zeros = vec![0u8; CHUNK];
+    let mut deflate = Compress::new(Compression::best(), false);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    deflate
+        .compress_vec(&zeros, &mut chunk, FlushCompress::Sync)
+        .unwrap();
+    assert_eq!(deflate.total_in(), CHUNK as u64, "one call takes the chunk");
+    let mut crc_chunk = Crc::new();
+    crc_chunk.update(&zeros);
+    let mut crc = Crc::new();
+    // RFC 1952 member header: ID1 ID2, CM=deflate, no flags, no mtime, XFL, OS=unknown.
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    // The file's data, then 1 MiB more of which the first 1024 bytes end the archive.
+    for _ in 0..=mib {
+        out.extend_from_slice(&chunk);
+        crc.combine(&crc_chunk);
+    }
+    out.extend_from_slice(&[0x03, 0x00]); // final fixed-Huffman block, end-of-block only
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&crc.amount().to_le_bytes()); // ISIZE: length mod 2^32
+    out
+}
+
+fn bounded(spill: &Path, disk_size: u64) -> TarOptions {
+    TarOptions {
+        temp_dir: Some(spill.to_owned()),
+        max_unpacked: Some(UnpackLimit::for_disk(disk_size)),
+        ..TarOptions::default()
+    }
+}
+
+/// Issue 14 (compressed-tar bomb): a 2 MB .tar.gz wrote 2.4 GB to $TMPDIR
+/// before any size was checked. Now inflating stops one byte past the
+/// bound derived from the disk size, and the error names the tar, the bound
+/// and the disk size.
+#[test]
+fn gzip_bomb_stops_at_the_disk_bound() {
+    const DISK: u64 = 8 << 20;
+    let dir = tempdir();
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    // 4 GiB of zeros from about 4 MB; unbounded, inflating would take seconds and 4 GiB of disk.
+    let bomb = dir.path().join("bomb.tar.gz");
+    std::fs::write(&bomb, gzip_zeros_tar(4 << 10)).unwrap();
+    let t0 = std::time::Instant::now();
+    let err = read_tar(&bomb, &mut new_tree(), &bounded(&spill, DISK)).unwrap_err();
+    let SourceError::UnpackedTooLarge {
+        path,
+        method,
+        limit,
+        disk_size,
+    } = &err
+    else {
+        panic!("expected UnpackedTooLarge, got {err:?}")
+    };
+    assert_eq!(
+        (path, *method, *limit, *disk_size),
+        (&bomb, "gzip", DISK + DISK / 8, DISK)
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "inflating did not stop at the bound: {:?}",
+        t0.elapsed()
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "{}: its gzip stream inflates past 9437184 bytes (9 MiB), the bound for a disk of \
+             8388608 bytes (8 MiB)",
+            bomb.display()
+        )),
+        "{text}"
+    );
+    // The spill was an unlinked file, gone with its handle: nothing is left.
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
+}
+
+/// Issue 14 (compressed-tar bomb): zstd and xz streams are bounded alike.
+#[test]
+fn zstd_and_xz_bombs_stop_at_the_disk_bound() {
+    use std::io::Read;
+    const DISK: u64 = 4 << 20;
+    let dir = tempdir();
+    let zeros = || std::io::repeat(0).take(64 << 20);
+    let zst = zstd::stream::encode_all(zeros(), 3).unwrap();
+    let mut xz = Vec::new();
+    liblzma::read::XzEncoder::new(zeros(), 0)
+        .read_to_end(&mut xz)
+        .unwrap();
+    for (name, data) in [("bomb.tar.zst", zst), ("bomb.tar.xz", xz)] {
+        let bomb = dir.path().join(name);
+        std::fs::write(&bomb, data).unwrap();
+        let err = read_tar(&bomb, &mut new_tree(), &bounded(dir.path(), DISK)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SourceError::UnpackedTooLarge {
+                    limit: 4_718_592,
+                    disk_size: DISK,
+                    ..
+                }
+            ),
+            "{name}: {err:?}"
+        );
+    }
+}
+
+/// Issue 14 (compressed-tar bomb): a compressed tar within the bound reads
+/// as before, its zeros mapped as it inflates.
+#[test]
+fn compressed_tar_within_the_disk_bound_is_read() {
+    let dir = tempdir();
+    let tar = dir.path().join("four.tar.gz");
+    std::fs::write(&tar, gzip_zeros_tar(4)).unwrap();
+    let mut tree = new_tree();
+    let stats = read_tar(&tar, &mut tree, &bounded(dir.path(), 8 << 20)).unwrap();
+    assert_eq!((stats.files, stats.file_bytes), (1, 4 << 20));
+    // header + data + the rest of the last 1 MiB of zeros
+    assert_eq!(stats.tar_bytes, 512 + (5 << 20));
+}
+
+/// Issue 14 (directory depth): one file 50,000 directories deep (a 112 KB
+/// tar) took 5.3 GB and 23 s, since every path of the chain was
+/// materialised. Paths longer than PATH_MAX are refused when the entry is
+/// placed, naming the entry (shortened) and the length.
+#[test]
+fn path_deeper_than_path_max_is_refused_naming_the_entry() {
+    let deep = "d/".repeat(50_000) + "f";
+    let tar = TarBuf::default()
+        .entry(&Hdr::file("ok", 0), b"")
+        .pax(&[("path", deep.as_bytes())])
+        .entry(&Hdr::file("short-name", 0), b"")
+        .finish();
+    let t0 = std::time::Instant::now();
+    let text = expect_problem(&tar, |i, e, p| {
+        i == 1
+            && e.starts_with("d/d/d/")
+            && e.ends_with("... (100001 bytes)")
+            && e.len() < 300
+            && matches!(
+                p,
+                TarProblem::Tree(TreeError::PathTooLong { len: 100_001, start })
+                    if start.starts_with("d/d/") && start.len() < 80
+            )
+    });
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(text.ends_with("bytes)\" (header at byte 512)"), "{text}");
+}
+
+/// Issue 14 (directory depth): the limit is Linux's PATH_MAX, 4096 bytes of
+/// the path as it reads inside the tree (no leading `/`, `.` or doubled
+/// `/` counted); the component count follows (at most 2048).
+#[test]
+fn path_max_counts_the_normalised_path() {
+    let at_max = "a/".repeat(2047) + "bb"; // 4096 bytes, 2048 components
+    assert_eq!(at_max.len(), PATH_MAX);
+    let mut tree = new_tree();
+    let file = || Inode {
+        meta: Meta::default(),
+        kind: Kind::File(FileData::Bytes(b"x".to_vec().into())),
+    };
+    let spelled = format!("/./{}", at_max.replacen("a/", "a//./", 3));
+    tree.insert(spelled.as_bytes(), file()).unwrap();
+    assert!(tree.lookup(at_max.as_bytes()).is_some());
+
+    let over = at_max.clone() + "c";
+    let err = tree.insert(over.as_bytes(), file()).unwrap_err();
+    assert!(
+        matches!(&err, TreeError::PathTooLong { len: 4097, start } if start.starts_with("a/a/")),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "path starting {:?} is 4097 bytes long; paths in the image are limited to 4096 bytes (PATH_MAX)",
+            format!("{}...", &at_max[..64])
+        )
+    );
+    assert_eq!(tree.lookup(over.as_bytes()), None);
+    assert!(matches!(
+        tree.link(b"l", over.as_bytes()),
+        Err(TreeError::PathTooLong { len: 4097, .. })
+    ));
+}
+
+/// Issue 14 (directory depth): `Tree::entries`, which the ext4 writer now
+/// numbers inodes by instead of `walk`'s full paths, visits the same names
+/// in the same order.
+#[test]
+fn entries_visit_what_walk_visits_without_paths() {
+    let dir = tempdir();
+    let (tree, _) = read(&make_tricky(dir.path(), "pax")).unwrap();
+    let walked: Vec<_> = tree.walk().into_iter().map(|(_, id)| id).collect();
+    let entries = tree.entries();
+    assert_eq!(entries.iter().map(|e| e.2).collect::<Vec<_>>(), walked);
+    assert_eq!(entries[0], (ROOT, &b""[..], ROOT));
+    for ((path, _), (parent, name, id)) in tree.walk().iter().zip(&entries).skip(1) {
+        assert!(path.ends_with(name), "{path:?} {name:?}");
+        assert_eq!(
+            tree.children(*parent).find(|c| c.0 == *name).map(|c| c.1),
+            Some(*id)
+        );
+    }
+}
+
+/// A character device header with these numbers (ustar devmajor/devminor).
+fn device_header(name: &str, major: u64, minor: u64) -> [u8; 512] {
+    let mut h = Hdr::typed(name, b'3', "").encode();
+    h[329..337].copy_from_slice(format!("{major:07o}\0").as_bytes());
+    h[337..345].copy_from_slice(format!("{minor:07o}\0").as_bytes());
+    tarbuild::fix_checksum(&mut h);
+    h
+}
+
+/// Issue 14, finding 7: device numbers past 12 bits of major or 20 of minor
+/// were accepted and then masked into another device by the ext4 writer.
+#[test]
+fn device_numbers_past_linux_dev_t_are_refused_naming_the_entry() {
+    let mut ok = TarBuf::default();
+    ok.0.extend_from_slice(&device_header("dev/largest", 4095, 1_048_575));
+    let dir = tempdir();
+    let path = dir.path().join("ok.tar");
+    std::fs::write(&path, ok.finish()).unwrap();
+    let (tree, _) = read(&path).unwrap();
+    assert!(matches!(
+        tree.inode(tree.lookup(b"dev/largest").unwrap()).kind,
+        Kind::CharDev {
+            major: 4095,
+            minor: 1_048_575
+        }
+    ));
+    for (major, minor) in [(4096, 0), (0, 1_048_576), (0o7777777, 0o7777777)] {
+        let mut t = TarBuf::default();
+        t.0.extend_from_slice(&device_header("dev/big", major, minor));
+        let text = expect_problem(&t.finish(), |i, e, p| {
+            i == 0
+                && e == "dev/big"
+                && matches!(p, TarProblem::DeviceNumberTooLarge { major: a, minor: b }
+                    if u64::from(*a) == major && u64::from(*b) == minor)
+        });
+        assert!(text.contains("\"dev/big\""), "{text}");
+    }
+}
+
+/// Issue 14, finding 7: a `SCHILY.xattr.` record with no attribute name is
+/// refused naming the entry it belongs to (it named the pax header before).
+#[test]
+fn pax_xattr_with_an_empty_name_is_refused_naming_the_entry() {
+    let tar = TarBuf::default()
+        .pax(&[("SCHILY.xattr.", b"v")])
+        .entry(&Hdr::file("etc/f", 0), b"")
+        .finish();
+    let text = expect_problem(&tar, |i, e, p| {
+        i == 0 && e == "etc/f" && matches!(p, TarProblem::EmptyXattrName)
+    });
+    assert!(
+        text.ends_with("entry #0 \"etc/f\" (header at byte 0)"),
+        "{text}"
+    );
 }

@@ -294,6 +294,9 @@ pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
 /// [`build`] for a plan whose input digests may still be computing (see
 /// [`prepare_deferred`]).
 pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<BuildReport> {
+    // First: the output directory is usable, and ours alone until the end.
+    let out = crate::outdir::OutDir::open(&opts.out_dir)?;
+    let staging = out.staging().to_path_buf();
     let mut prepared = match prepare_deferred(&mut deferred, opts) {
         Ok(p) => p,
         // A recipe problem the digests find (a stale `sha256` pin) explains
@@ -306,12 +309,7 @@ pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<Bui
         }
     };
     let plan = deferred.early();
-    std::fs::create_dir_all(&opts.out_dir).with_context(|| {
-        format!(
-            "cannot create the output directory {}",
-            opts.out_dir.display()
-        )
-    })?;
+    crate::outdir::fault_point("before-write");
     let start = Instant::now();
     let mut pending = Pending::default();
     // Every disk in one pass: they share their root filesystem, read once.
@@ -333,7 +331,7 @@ pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<Bui
             (&d.disk, specs)
         })
         .collect();
-    pending.write(&opts.out_dir, &disks, &opts.progress)?;
+    pending.write(&staging, &disks, &opts.progress)?;
     prepared
         .timings
         .insert("write_outputs".into(), start.elapsed().as_secs_f64());
@@ -359,13 +357,18 @@ pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<Bui
         .map(|o| (o.sha256.clone(), o.file.clone()))
         .collect();
     pending.text(
-        &opts.out_dir,
+        &staging,
         crate::verify::SUMS,
         &crate::verify::write_sums(&sums),
     )?;
     let manifest = manifest::Manifest::new(plan, &prepared, &images);
-    pending.text(&opts.out_dir, manifest::FILE, &manifest.to_json()?)?;
-    pending.commit()?;
+    pending.text(&staging, manifest::FILE, &manifest.to_json()?)?;
+    let names: Vec<String> = pending
+        .commit()?
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    out.commit(&names)?;
     Ok(BuildReport {
         out_dir: opts.out_dir.clone(),
         outputs: images,
@@ -399,6 +402,7 @@ fn read_os(
         owners: source::tar::Owners::Numeric,
         clamp_mtime: Some(epoch),
         zeros,
+        max_unpacked: Some(source::UnpackLimit::for_disk(plan.size)),
     };
     match &plan.os {
         OsPlan::Tar { path, written, .. } => {
@@ -822,9 +826,9 @@ pub fn make_fs(m: &MakeFs) -> Result<VirtualDisk> {
         owners: source::tar::Owners::Numeric,
         clamp_mtime: None,
         zeros: m.zeros.clone(),
+        max_unpacked: Some(source::UnpackLimit::for_disk(m.size)),
     };
-    source::tar::read_tar(&m.source, &mut tree, &opts)
-        .with_context(|| format!("cannot read {}", m.source.display()))?;
+    source::tar::read_tar(&m.source, &mut tree, &opts).context("cannot read the source tarball")?;
     if m.ext4 {
         let uuid = m.uuid.unwrap_or_else(|| m.seed.uuid("ext4.uuid"));
         let mut o = ext4::Ext4Options::new(m.size, uuid, m.seed.uuid("ext4.hash_seed"), m.epoch);

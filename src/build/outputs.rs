@@ -108,12 +108,19 @@ impl Pending {
             .iter()
             .map(AtomicFile::file)
             .collect::<Result<Vec<_>>>()?;
+        let total = shared_data_len(&refs);
+        let mut progress = |done: u64| {
+            step.set(done);
+            if done > total / 2 {
+                crate::outdir::fault_point("while-write");
+            }
+        };
         let summaries = with_early_writeback(&handles, || {
             if let [(disk, _)] = disks {
                 let sinks = sinks.into_iter().map(|(_, s)| s).collect();
-                write_images_with_progress(disk, sinks, &mut |done| step.set(done))
+                write_images_with_progress(disk, sinks, &mut progress)
             } else {
-                write_disks_with_progress(&refs, sinks, &mut |done| step.set(done))
+                write_disks_with_progress(&refs, sinks, &mut progress)
             }
         })
         .with_context(|| format!("cannot write {}", names.join(", ")))?;

@@ -10,6 +10,7 @@
 //! like \"4GiB\"".
 
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -31,14 +32,47 @@ pub fn load(path: &Path) -> Result<(Recipe, SourceMap), Vec<Diagnostic>> {
 
 /// Reads the recipe file at `path` into a source map.
 pub fn read(path: &Path) -> Result<SourceMap, Vec<Diagnostic>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(SourceMap::new(path, text)),
-        Err(e) => {
-            let map = SourceMap::new(path, String::new());
-            Err(vec![map.error_file(format!("cannot read recipe: {e}"))])
+    let fail = |msg: String| {
+        let map = SourceMap::new(path, String::new());
+        Err(vec![map.error_file(msg)])
+    };
+    // Opened without blocking: a FIFO in the recipe's place must not hang
+    // the build; it is refused below, not read.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot read recipe: {e}")),
+    };
+    match file.metadata() {
+        Ok(m) if !m.is_file() => return fail("cannot read recipe: not a regular file".into()),
+        Ok(m) if m.len() > MAX_RECIPE => {
+            return fail(format!(
+                "the recipe is {} bytes; a recipe may be at most {} (4 MiB): put large contents in files next to it ([[config.files]] source = \"…\")",
+                m.len(),
+                MAX_RECIPE
+            ))
         }
+        Ok(_) => {}
+        Err(e) => return fail(format!("cannot read recipe: {e}")),
+    }
+    let mut text = String::new();
+    // Bounded even if the file grows while it is read.
+    match std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_RECIPE + 1), &mut text) {
+        Ok(_) if text.len() as u64 > MAX_RECIPE => fail(format!(
+            "the recipe grew past {MAX_RECIPE} bytes while it was read"
+        )),
+        Ok(_) => Ok(SourceMap::new(path, text)),
+        Err(e) => fail(format!("cannot read recipe: {e}")),
     }
 }
+
+/// The largest recipe read (4 MiB): parsing keeps every value with its
+/// place in the file, up to ~50 bytes of memory per byte of a recipe of
+/// short strings, so this bounds a build's memory for its recipe at ~200 MiB.
+pub const MAX_RECIPE: u64 = 4 << 20;
 
 /// Loads a recipe from the text in `map`.
 pub fn load_str(map: &SourceMap) -> Result<Recipe, Vec<Diagnostic>> {

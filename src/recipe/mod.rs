@@ -32,7 +32,8 @@ pub use diagnostic::{render_all, Diagnostic, SourceMap};
 pub use load::{load, load_str, read};
 pub use network::{Network, NetworkMode, NetworkTable};
 pub use resolve::{
-    resolve, resolve_deferred, Deferred, Environment, DEFAULT_EPOCH, DEFAULT_ESP_SIZE, MIN_ESP_SIZE,
+    resolve, resolve_deferred, Deferred, Environment, DEFAULT_EPOCH, DEFAULT_ESP_SIZE,
+    MIN_ESP_SIZE, OUTSIDE,
 };
 
 use crate::plan::Plan;
@@ -46,7 +47,17 @@ pub fn check(path: &Path) -> Result<Plan, Vec<Diagnostic>> {
 /// [`check`] without waiting for the digests of large inputs (see
 /// [`Deferred`]).
 pub fn check_deferred(path: &Path) -> Result<Deferred, Vec<Diagnostic>> {
-    check_source_deferred(&read(path)?, &Environment::from_process())
+    check_deferred_with(path, &Environment::from_process())
+}
+
+/// [`check`] in `env` (for instance with `allowed_paths`).
+pub fn check_with(path: &Path, env: &Environment) -> Result<Plan, Vec<Diagnostic>> {
+    check_deferred_with(path, env)?.finish()
+}
+
+/// [`check_deferred`] in `env`.
+pub fn check_deferred_with(path: &Path, env: &Environment) -> Result<Deferred, Vec<Diagnostic>> {
+    check_source_deferred(&read(path)?, env)
 }
 
 /// Loads and resolves the recipe text in `map`. Unlike `load` followed by

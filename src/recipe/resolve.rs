@@ -23,6 +23,7 @@
 //!   holds the rest of the first MiB; see `layout`).
 
 use std::ops::Range;
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
@@ -57,13 +58,19 @@ const LAYOUT_OVERHEAD: u64 = 2 * MIB;
 pub struct Environment {
     /// The value of `SOURCE_DATE_EPOCH`, if set.
     pub source_date_epoch: Option<String>,
+    /// Directories outside the recipe's own that its files may come from
+    /// (`--allow-path`): the build's explicit opt-in. Everything else a
+    /// recipe names must resolve, symlinks followed, inside its directory.
+    pub allowed_paths: Vec<PathBuf>,
 }
 
 impl Environment {
-    /// Reads `SOURCE_DATE_EPOCH` from the process environment.
+    /// Reads `SOURCE_DATE_EPOCH` from the process environment; no path
+    /// outside the recipe's directory is allowed.
     pub fn from_process() -> Self {
         Environment {
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+            allowed_paths: Vec::new(),
         }
     }
 }
@@ -80,6 +87,8 @@ pub(super) struct Cx<'a> {
     pub sha_jobs: Vec<PendingDigest>,
     /// `sha256` pins to compare once their input's digest is known.
     pub pins: Vec<Pin>,
+    /// [`Environment::allowed_paths`], symlinks resolved.
+    pub allowed: Vec<PathBuf>,
 }
 
 /// An input whose digest a thread is computing.
@@ -132,7 +141,7 @@ impl Cx<'_> {
     /// index in `inputs`. With `zeros`, the read also maps the file's zero
     /// sectors ([`ZeroMap`]).
     pub fn input(&mut self, role: String, written: &Spanned<String>, zeros: bool) -> Option<usize> {
-        let path = self.map.path(written.get_ref());
+        let (path, outside) = self.confine(written)?;
         let help = || {
             format!(
                 "paths are relative to the recipe's directory; this one is {}",
@@ -156,7 +165,13 @@ impl Cx<'_> {
         let index = self.inputs.len();
         let mut input = Input {
             role,
-            written: written.get_ref().clone(),
+            // A host path reaches no manifest: an allowed file outside the
+            // recipe's directory is recorded as the opt-in it is.
+            written: if outside {
+                OUTSIDE.to_string()
+            } else {
+                written.get_ref().clone()
+            },
             path: path.clone(),
             sha256: String::new(),
             content_id: [0; 32],
@@ -385,6 +400,45 @@ impl PendingDigest {
     }
 }
 
+/// What the manifest records for a file taken from outside the recipe's
+/// directory under `--allow-path`, instead of its host path.
+pub const OUTSIDE: &str = "(outside the recipe's directory, allowed by --allow-path)";
+
+impl Cx<'_> {
+    /// The host path a recipe path names, confined (issue 14): resolved
+    /// against the recipe's directory with every symlink followed, it must
+    /// lie inside that directory or inside a directory of
+    /// [`Environment::allowed_paths`] (then the second value is true).
+    /// Anything else is an error at the path's place. A path that does not
+    /// exist is returned as written, for the caller's own error.
+    pub fn confine(&mut self, written: &Spanned<String>) -> Option<(PathBuf, bool)> {
+        let path = self.map.path(written.get_ref());
+        let Ok(real) = std::fs::canonicalize(&path) else {
+            return Some((path, false));
+        };
+        let home = std::fs::canonicalize(&self.map.dir).unwrap_or_else(|_| self.map.dir.clone());
+        if real.starts_with(&home) {
+            return Some((real, false));
+        }
+        if self.allowed.iter().any(|a| real.starts_with(a)) {
+            return Some((real, true));
+        }
+        self.error(
+            written.span(),
+            format!(
+                "`{}` is outside the recipe's directory (it resolves to {})",
+                written.get_ref(),
+                real.display()
+            ),
+            Some(format!(
+                "a recipe reads files below its own directory only ({}), symlinks followed; to allow another directory, pass --allow-path DIR to imgbuild",
+                home.display()
+            )),
+        );
+        None
+    }
+}
+
 /// The role of the OS tarball among the inputs.
 pub(super) const OS_TAR_ROLE: &str = "os.source.tar";
 
@@ -401,6 +455,11 @@ pub fn resolve_deferred(
         id_jobs: Vec::new(),
         sha_jobs: Vec::new(),
         pins: Vec::new(),
+        allowed: env
+            .allowed_paths
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect(),
     };
     let image = &recipe.image;
     let name = check_name(&mut cx, &image.name);

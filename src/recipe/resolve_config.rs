@@ -120,13 +120,16 @@ fn id(cx: &mut Cx, v: Option<&Spanned<i64>>, key: &str) -> Option<u32> {
     }
 }
 
+/// A user's home or shell: absolute, normalised like `[[config.files]]`
+/// paths (no `.`, `..` or empty component: issue 14 found `/home/../../etc`
+/// accepted), without `:` or a newline (passwd's separators).
 fn absolute(cx: &mut Cx, v: Option<&Spanned<String>>, key: &str) -> Option<String> {
     let v = v?;
-    if !v.get_ref().starts_with('/') || v.get_ref().contains(['\n', ':', '\0']) {
+    if !normal_path(v.get_ref()) || v.get_ref().contains(['\n', ':']) {
         cx.error(
             v.span(),
             format!("{key} `{}` must be an absolute path", v.get_ref()),
-            None,
+            Some("without `.`, `..`, `//`, `:` or a trailing `/`, like \"/home/ops\"".into()),
         );
     }
     Some(v.get_ref().clone())

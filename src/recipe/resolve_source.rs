@@ -130,14 +130,16 @@ fn tar_source(cx: &mut Cx, tar: &Spanned<String>, sha256: Option<&Spanned<String
     }
     OsPlan::Tar {
         path: cx.inputs[i].path.clone(),
-        written: tar.get_ref().clone(),
+        written: cx.inputs[i].written.clone(),
         // Filled in with the digest (see `Deferred::finish`).
         sha256: cx.inputs[i].sha256.clone(),
     }
 }
 
 fn dir_source(cx: &mut Cx, dir: &Spanned<String>, keep_owner: bool) -> OsPlan {
-    let path = cx.map.path(dir.get_ref());
+    let Some((path, outside)) = cx.confine(dir) else {
+        return placeholder();
+    };
     if !path.is_dir() {
         let help = format!(
             "paths are relative to the recipe's directory; this one is {}",
@@ -151,7 +153,11 @@ fn dir_source(cx: &mut Cx, dir: &Spanned<String>, keep_owner: bool) -> OsPlan {
     }
     OsPlan::Dir {
         path,
-        written: dir.get_ref().clone(),
+        written: if outside {
+            super::resolve::OUTSIDE.to_string()
+        } else {
+            dir.get_ref().clone()
+        },
         keep_owner,
     }
 }

@@ -22,7 +22,7 @@ pub mod zeros;
 use std::io;
 use std::path::PathBuf;
 
-pub use decompress::Compression;
+pub use decompress::{Compression, UnpackLimit};
 pub use dir::{read_dir, DirOptions, DirStats};
 pub use mmdebstrap::{bootstrap, default_mirror, CachePolicy, DebootstrapSpec, Sources};
 pub use tar::{read_tar, Owners, TarOptions, TarProblem, TarStats};
@@ -50,6 +50,27 @@ pub enum SourceError {
         path: PathBuf,
         /// What its magic bytes say.
         method: &'static str,
+    },
+    /// A compressed tar inflates to more than any tar whose tree fits the
+    /// disk can hold (a decompression bomb, or a disk far too small):
+    /// inflating stopped at the bound and the partial copy was removed.
+    #[error(
+        "{path}: its {method} stream inflates past {limit} bytes ({}), the bound for a disk of \
+         {disk_size} bytes ({}): the disk size plus 1/8, at most plus 1 GiB; decompressing \
+         stopped there and the partial copy was removed (a decompression bomb, or a disk too \
+         small for this tar: raise the size, or give the tar uncompressed)",
+        crate::size::human(*limit),
+        crate::size::human(*disk_size)
+    )]
+    UnpackedTooLarge {
+        /// The compressed tar.
+        path: PathBuf,
+        /// The compression (`gzip`, `zstd`, `xz`).
+        method: &'static str,
+        /// The bound in bytes ([`decompress::UnpackLimit::bytes`]).
+        limit: u64,
+        /// The disk size the bound derives from.
+        disk_size: u64,
     },
     /// A tar entry is malformed, unsupported or hostile.
     #[error("{tar}: entry #{index} {entry:?} (header at byte {offset})")]

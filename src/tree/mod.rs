@@ -9,7 +9,11 @@
 //! ```
 //! Hard links are two directory entries naming one `InodeId`. Paths are byte
 //! strings relative to the root; a leading `/` or `./` is ignored and `..`
-//! is refused, so nothing can point outside the tree.
+//! is refused, so nothing can point outside the tree. A path is at most
+//! [`PATH_MAX`] bytes once normalised, so at most `PATH_MAX / 2` components
+//! deep: whatever builds full paths ([`Tree::walk`], error messages) costs
+//! at most 4 KiB per name, never the square of a hostile depth, and
+//! [`Tree::entries`] (what the ext4 writer numbers inodes by) builds none.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +29,21 @@ pub mod drivers;
 pub mod systemd;
 #[cfg(test)]
 pub(crate) mod testing;
+
+/// Longest path inside the tree, in bytes, counted as the path reads once
+/// normalised (components joined by single `/`, no leading `/`): Linux's
+/// `PATH_MAX`. Deeper trees exist on Linux, but nothing reaches them by
+/// path, and a tar that holds one is far likelier hostile than useful.
+pub const PATH_MAX: usize = 4096;
+
+/// Largest device major number: Linux keeps 12 bits of it (`MAJOR()` in
+/// `include/linux/kdev_t.h`), and ext4's new-style encoding stores 12.
+pub const MAX_DEV_MAJOR: u32 = (1 << 12) - 1;
+/// Largest device minor number: 20 bits (`MINORBITS`).
+pub const MAX_DEV_MINOR: u32 = (1 << 20) - 1;
+
+/// Bytes of a too-long path shown in [`TreeError::PathTooLong`].
+const SHOWN_PREFIX: usize = 64;
 
 /// Index of an inode in a [`Tree`].
 pub type InodeId = usize;
@@ -221,6 +240,14 @@ pub enum TreeError {
         /// Its target.
         target: String,
     },
+    /// The path is longer than [`PATH_MAX`].
+    #[error("path starting {start:?} is {len} bytes long; paths in the image are limited to {max} bytes (PATH_MAX)", max = PATH_MAX)]
+    PathTooLong {
+        /// Its first bytes (normalised).
+        start: String,
+        /// Its length in bytes, normalised.
+        len: usize,
+    },
     /// Symlinks nest too deep or loop.
     #[error("{path:?}: too many levels of symbolic links")]
     SymlinkLoop {
@@ -234,17 +261,67 @@ fn show(path: &[u8]) -> String {
 }
 
 /// Splits a path into its components: `/`, empty and `.` parts dropped,
-/// `..` refused.
+/// `..` refused, and the whole refused when it is longer than [`PATH_MAX`]
+/// (normalised), so that no caller ever holds more than [`PATH_MAX`] / 2
+/// components.
 pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeError> {
-    let mut out = Vec::new();
+    let mut out: Vec<&[u8]> = Vec::new();
+    // Normalised length so far: the components plus one `/` between each two.
+    let mut len = 0usize;
     for part in path.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => return Err(TreeError::DotDot { path: show(path) }),
-            p => out.push(p),
+            b".." => {
+                return Err(TreeError::DotDot {
+                    path: show_start(path),
+                })
+            }
+            p => {
+                len += p.len() + usize::from(!out.is_empty());
+                out.push(p);
+                if len > PATH_MAX {
+                    return Err(path_too_long(&out, path));
+                }
+            }
         }
     }
     Ok(out)
+}
+
+/// The error for `path`, whose normalised length passed [`PATH_MAX`] at the
+/// components `parts`.
+fn path_too_long(parts: &[&[u8]], path: &[u8]) -> TreeError {
+    let mut start = Vec::with_capacity(SHOWN_PREFIX + 4);
+    for p in parts {
+        if start.len() >= SHOWN_PREFIX {
+            break;
+        }
+        if !start.is_empty() {
+            start.push(b'/');
+        }
+        start.extend_from_slice(p);
+    }
+    start.truncate(SHOWN_PREFIX);
+    let len = path
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .map(|p| p.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    TreeError::PathTooLong {
+        start: format!("{}...", String::from_utf8_lossy(&start)),
+        len,
+    }
+}
+
+/// A path for an error message: whole when short, else its start and length.
+fn show_start(path: &[u8]) -> String {
+    if path.len() <= PATH_MAX {
+        show(path)
+    } else {
+        let start = String::from_utf8_lossy(&path[..SHOWN_PREFIX]);
+        format!("{start}... ({} bytes)", path.len())
+    }
 }
 
 /// A filesystem tree. Every path operation is confined to the tree.
@@ -449,6 +526,8 @@ impl Tree {
     /// Makes `path` a hard link to the inode at `target` (neither followed
     /// through a final symlink). The target's metadata is left as it is.
     pub fn link(&mut self, path: &[u8], target: &[u8]) -> Result<InodeId, TreeError> {
+        // A target `lookup` cannot take is named for what it is.
+        components(target)?;
         let id = self
             .lookup(target)
             .ok_or_else(|| TreeError::NotFound { path: show(target) })?;
@@ -499,6 +578,24 @@ impl Tree {
                 stack.push((p, child));
             }
             out.push((path, id));
+        }
+        out
+    }
+
+    /// What [`Tree::walk`] visits, in the same order, without building
+    /// paths: `(parent, name, inode)` per name, the root first as
+    /// `(ROOT, b"", ROOT)`. It costs one small tuple per name whatever the
+    /// depth, where `walk` costs the sum of all path lengths; a path is
+    /// rebuilt from the parents when one is needed (an error message).
+    pub fn entries(&self) -> Vec<(InodeId, &[u8], InodeId)> {
+        let mut out = Vec::new();
+        let mut stack: Vec<(InodeId, &[u8], InodeId)> = vec![(ROOT, &[], ROOT)];
+        while let Some(entry) = stack.pop() {
+            let id = entry.2;
+            let first_child = stack.len();
+            stack.extend(self.children(id).map(|(name, child)| (id, name, child)));
+            stack[first_child..].reverse();
+            out.push(entry);
         }
         out
     }

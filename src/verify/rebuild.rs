@@ -77,6 +77,9 @@ pub fn rebuild_and_compare(dir: &Path, plan: &Plan, progress: Progress) -> Resul
                 .tempdir()
         })
         .context("cannot create a directory for the rebuild")?;
+    // SIGINT/SIGTERM/SIGHUP remove it too (issue 14: it was left behind).
+    crate::output::register_dir(tmp.path());
+    let _unregister = Unregister(tmp.path().to_path_buf());
     let opts = BuildOptions {
         out_dir: tmp.path().join("out"),
         cache_dir: default_cache_dir(),
@@ -87,6 +90,15 @@ pub fn rebuild_and_compare(dir: &Path, plan: &Plan, progress: Progress) -> Resul
     };
     build(plan, &opts).context("the rebuild failed")?;
     compare_dirs(dir, &opts.out_dir)
+}
+
+/// Takes a directory off the signal handler's list when dropped.
+struct Unregister(std::path::PathBuf);
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        crate::output::unregister_dir(&self.0);
+    }
 }
 
 /// The outputs of a build directory: its images (from `SHA256SUMS`), then

@@ -43,3 +43,30 @@ pub fn debian_tar() -> Option<PathBuf> {
     }
     tar.clone()
 }
+
+/// Puts `file` into `dir` under its own name as a hard link (a copy where
+/// links are impossible) and returns that name, for a recipe in `dir`: a
+/// recipe reads files inside its own directory only (issue 14), and a
+/// hard link, unlike a symlink, is inside.
+pub fn beside(dir: &Path, file: &Path) -> String {
+    let name = file
+        .file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned();
+    let to = dir.join(&name);
+    let same = |a: &Path, b: &Path| {
+        std::fs::canonicalize(a)
+            .ok()
+            .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
+    };
+    if same(file, &to) {
+        return name;
+    }
+    let _ = std::fs::remove_file(&to);
+    std::fs::create_dir_all(dir).expect("mkdir");
+    if std::fs::hard_link(file, &to).is_err() {
+        std::fs::copy(file, &to).expect("copy beside the recipe");
+    }
+    name
+}

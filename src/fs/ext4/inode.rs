@@ -10,7 +10,7 @@
 
 use super::csum::crc32c;
 use super::superblock::{EXTRA_ISIZE, INODE_SIZE};
-use crate::tree::Timestamp;
+use crate::tree::{Timestamp, MAX_DEV_MAJOR, MAX_DEV_MINOR};
 
 /// `i_flags`: hashed-indexed directory.
 pub const INDEX_FL: u32 = 0x1000;
@@ -123,16 +123,21 @@ impl InodeSpec {
 }
 
 /// `i_block` of a character or block device: the kernel's old encoding in
-/// word 0 when major and minor fit 8 bits, else the new one in word 1.
-pub fn device_block(major: u32, minor: u32) -> [u8; 60] {
+/// word 0 when major and minor fit 8 bits, else the new one in word 1
+/// (`new_encode_dev`: 12 bits of major, 20 of minor). `None` when the
+/// numbers do not fit the new encoding (they would be silently masked).
+pub fn device_block(major: u32, minor: u32) -> Option<[u8; 60]> {
+    if major > MAX_DEV_MAJOR || minor > MAX_DEV_MINOR {
+        return None;
+    }
     let mut b = [0u8; 60];
     if major < 256 && minor < 256 {
         put32(&mut b, 0, (major << 8) | minor);
     } else {
-        let new = (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12);
+        let new = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
         put32(&mut b, 4, new);
     }
-    b
+    Some(b)
 }
 
 #[cfg(test)]
@@ -152,12 +157,24 @@ mod tests {
 
     #[test]
     fn devices_use_old_or_new_encoding() {
-        assert_eq!(&device_block(1, 3)[..8], &[3, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&device_block(1, 3).unwrap()[..8], &[3, 1, 0, 0, 0, 0, 0, 0]);
         // major 259, minor 0x12345 -> 0x45 | 259 << 8 | 0x12300 << 12
-        let b = device_block(259, 0x12345);
+        let b = device_block(259, 0x12345).unwrap();
         assert_eq!(
             u32::from_le_bytes(b[4..8].try_into().unwrap()),
             0x45 | (259 << 8) | (0x12300 << 12)
         );
+    }
+
+    /// Issue 14, finding 7: numbers past 12/20 bits were masked into another device.
+    #[test]
+    fn devices_past_the_new_encoding_are_refused_not_masked() {
+        let largest = device_block(4095, 1_048_575).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(largest[4..8].try_into().unwrap()),
+            u32::MAX
+        );
+        assert_eq!(device_block(4096, 0), None);
+        assert_eq!(device_block(0, 1_048_576), None);
     }
 }

@@ -110,6 +110,19 @@ pub enum Ext4Error {
         /// Size requested.
         size: u64,
     },
+    /// Larger than the largest filesystem this writer lays out.
+    #[error(
+        "ext4 filesystem of {size} bytes ({}) is larger than the {max}-byte ({}) maximum this \
+         writer lays out",
+        crate::size::human(*size),
+        crate::size::human(*max)
+    )]
+    TooLarge {
+        /// Size requested.
+        size: u64,
+        /// The largest size ([`superblock::MAX_BLOCKS`] 4 KiB blocks).
+        max: u64,
+    },
     /// More inodes than the geometry can hold.
     #[error("ext4: {needed} inodes needed, at most {max} possible at this size")]
     TooManyInodes {
@@ -169,6 +182,21 @@ pub enum Ext4Error {
         /// Its length.
         len: u64,
     },
+    /// A device number does not fit ext4's (and Linux's) encoding.
+    #[error(
+        "{path:?}: device number {major}:{minor} does not fit ext4's encoding \
+         (major at most {}, minor at most {})",
+        crate::tree::MAX_DEV_MAJOR,
+        crate::tree::MAX_DEV_MINOR
+    )]
+    DeviceNumber {
+        /// Path of the device node.
+        path: String,
+        /// Its major number.
+        major: u32,
+        /// Its minor number.
+        minor: u32,
+    },
     /// A directory has more entries than a two-level htree holds.
     #[error("{path:?}: {entries} entries do not fit a two-level htree")]
     DirectoryTooLarge {
@@ -224,7 +252,9 @@ pub fn min_size(tree: &Tree, opts: &Ext4Options) -> Result<u64, Ext4Error> {
     let data = plan::data_estimate(tree);
     let mut lo = data;
     let journal = journal::default_size(data / BLOCK_SIZE) * BLOCK_SIZE;
-    let mut hi = (data + data / 16 + journal + 2 * MIB).next_multiple_of(MIB);
+    let mut hi = (data + data / 16 + journal + 2 * MIB)
+        .next_multiple_of(MIB)
+        .min(superblock::MAX_BLOCKS * BLOCK_SIZE);
     while !fits(hi)? {
         lo = hi;
         hi = hi

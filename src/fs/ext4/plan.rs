@@ -43,7 +43,7 @@ fn show(p: &[u8]) -> String {
 pub fn data_estimate(tree: &Tree) -> u64 {
     let mut seen = vec![false; tree.inode_slots()];
     let mut total = 0u64;
-    for (_, id) in tree.walk() {
+    for (_, _, id) in tree.entries() {
         if std::mem::replace(&mut seen[id], true) {
             continue;
         }
@@ -94,10 +94,15 @@ fn data_segments(data: &FileData) -> Vec<Range<u64>> {
 }
 
 /// Inode numbers: root 2, lost+found 11, the rest from 12 in walk order.
-struct Numbering {
+/// Paths are not kept (a hostile tree's paths add up to its inode count
+/// times [`crate::tree::PATH_MAX`]): each inode keeps the parent and name it
+/// was numbered through, and [`Numbering::path`] rebuilds its path.
+struct Numbering<'t> {
     ino_of: Vec<u32>,
-    /// `(tree inode, one path)` in inode-number order from 12 (and root, lost+found).
-    order: Vec<(InodeId, Vec<u8>)>,
+    /// Tree inodes in inode-number order from 12 (and root, lost+found).
+    order: Vec<InodeId>,
+    /// `(parent, name)` each numbered inode was first reached through.
+    reached_by: Vec<(InodeId, &'t [u8])>,
     /// lost+found from the tree, if it has one.
     lost_found: Option<InodeId>,
     /// Parent directory's inode number, by tree inode (directories only).
@@ -106,23 +111,49 @@ struct Numbering {
     last: u32,
 }
 
-fn number(tree: &Tree) -> Result<Numbering, Ext4Error> {
+impl Numbering<'_> {
+    /// The path `id` was numbered through (empty for the root).
+    fn path(&self, id: InodeId) -> Vec<u8> {
+        path_through(&self.reached_by, id)
+    }
+}
+
+/// The path from the root to `id` through `reached_by` links.
+fn path_through(reached_by: &[(InodeId, &[u8])], id: InodeId) -> Vec<u8> {
+    let mut names = Vec::new();
+    let mut cur = id;
+    while cur != ROOT {
+        let (parent, name) = reached_by[cur];
+        names.push(name);
+        cur = parent;
+    }
+    names.reverse();
+    names.join(&b'/')
+}
+
+fn number(tree: &Tree) -> Result<Numbering<'_>, Ext4Error> {
     let mut ino_of = vec![0u32; tree.inode_slots()];
+    let mut reached_by: Vec<(InodeId, &[u8])> = vec![(ROOT, &[]); tree.inode_slots()];
     ino_of[ROOT] = ROOT_INO;
     let lost_found = match tree.children(ROOT).find(|(n, _)| *n == b"lost+found") {
         Some((_, id)) if matches!(tree.inode(id).kind, Kind::Dir(_)) => Some(id),
         Some(_) => return Err(Ext4Error::LostFoundNotDirectory),
         None => None,
     };
-    let mut order = vec![(ROOT, Vec::new())];
+    let mut order = vec![ROOT];
     if let Some(id) = lost_found {
         ino_of[id] = LOST_FOUND_INO;
-        order.push((id, b"lost+found".to_vec()));
+        reached_by[id] = (ROOT, b"lost+found");
+        order.push(id);
     }
     let mut next = FIRST_INO + 1;
-    for (path, id) in tree.walk() {
-        let name = path.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+    for (parent, name, id) in tree.entries() {
         if name.len() > 255 {
+            let mut path = path_through(&reached_by, parent);
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name);
             return Err(Ext4Error::NameTooLong {
                 path: show(&path),
                 len: name.len(),
@@ -134,11 +165,12 @@ fn number(tree: &Tree) -> Result<Numbering, Ext4Error> {
                 needed: u64::MAX,
                 max: 0,
             })?;
-            order.push((id, path));
+            reached_by[id] = (parent, name);
+            order.push(id);
         }
     }
     let mut parent = vec![ROOT_INO; tree.inode_slots()];
-    for (d, _) in &order {
+    for d in &order {
         for (_, c) in tree.children(*d) {
             if matches!(tree.inode(c).kind, Kind::Dir(_)) {
                 parent[c] = ino_of[*d];
@@ -148,6 +180,7 @@ fn number(tree: &Tree) -> Result<Numbering, Ext4Error> {
     Ok(Numbering {
         ino_of,
         order,
+        reached_by,
         lost_found,
         parent,
         last: next - 1,
@@ -261,9 +294,9 @@ fn plan_with(
             .push(InodeSpec::default().encode(csum::inode_seed(fs_seed, ino)));
     }
     let links = tree.link_counts();
-    for (id, path) in &numbering.order {
-        ctx.tree_inode(*id, path, numbering, &links)?;
-        if *id == ROOT && numbering.lost_found.is_none() {
+    for &id in &numbering.order {
+        ctx.tree_inode(id, &numbering.path(id), numbering, &links)?;
+        if id == ROOT && numbering.lost_found.is_none() {
             ctx.lost_found()?;
         }
     }
@@ -441,7 +474,7 @@ impl Ctx<'_> {
         .map_err(|(name, p)| Ext4Error::Xattr {
             path: show(path),
             name: String::from_utf8_lossy(&name).into_owned(),
-            problem: format!("{p:?}"),
+            problem: p.to_string(),
         })?;
         spec.xattrs = placed.in_inode;
         if let Some(body) = placed.block {
@@ -559,7 +592,12 @@ impl Ctx<'_> {
                 }
             }
             Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
-                spec.i_block = device_block(*major, *minor);
+                spec.i_block =
+                    device_block(*major, *minor).ok_or_else(|| Ext4Error::DeviceNumber {
+                        path: show(path),
+                        major: *major,
+                        minor: *minor,
+                    })?;
             }
             Kind::Fifo | Kind::Socket => {}
         }

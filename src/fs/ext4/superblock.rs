@@ -91,7 +91,13 @@ impl Geometry {
     /// Lays out `opts.size` bytes for a tree of `needed_inodes` inodes
     /// (reserved ones included).
     pub fn new(opts: &Ext4Options, needed_inodes: u64) -> Result<Self, Ext4Error> {
-        let mut blocks = (opts.size / BLOCK_SIZE).min(MAX_BLOCKS);
+        let mut blocks = opts.size / BLOCK_SIZE;
+        if blocks > MAX_BLOCKS {
+            return Err(Ext4Error::TooLarge {
+                size: opts.size,
+                max: MAX_BLOCKS * BLOCK_SIZE,
+            });
+        }
         if blocks < 64 {
             return Err(Ext4Error::TooSmall {
                 needed: 64 * BLOCK_SIZE,
@@ -100,9 +106,15 @@ impl Geometry {
         }
         loop {
             let groups = blocks.div_ceil(BLOCKS_PER_GROUP);
+            // `s_inodes_count` is 32 bits: the default ratio asks for more
+            // from 64 TiB on, so it gives way there (mke2fs's "huge" type
+            // raises the ratio for the same reason).
+            let most = u64::from(u32::MAX) / groups / u64::from(INODES_PER_BLOCK)
+                * u64::from(INODES_PER_BLOCK)
+                * groups;
             let wanted = match opts.inode_count {
                 Some(n) => u64::from(n),
-                None => opts.size / opts.bytes_per_inode.max(1024),
+                None => (opts.size / opts.bytes_per_inode.max(1024)).min(most),
             }
             .max(needed_inodes);
             let ipg = wanted.div_ceil(groups).max(u64::from(INODES_PER_BLOCK));
@@ -299,6 +311,26 @@ mod tests {
     fn sparse_super_backups_in_groups_1_and_powers_of_3_5_7() {
         let with: Vec<u64> = (0..130).filter(|&g| has_super(g)).collect();
         assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81, 125]);
+    }
+
+    fn opts(size: u64) -> Ext4Options {
+        Ext4Options::new(size, [1; 16], [2; 16], 0)
+    }
+
+    /// Issue 14, finding 7: 64 TiB and up failed with "inodes needed"; the
+    /// maximum itself lays out, one block more names the size limit.
+    #[test]
+    fn sizes_past_the_maximum_name_the_size_limit_not_inodes() {
+        let max = MAX_BLOCKS * BLOCK_SIZE;
+        let geo = Geometry::new(&opts(max), 12).expect("the maximum lays out");
+        assert_eq!(geo.blocks, MAX_BLOCKS);
+        assert!(u64::from(geo.inodes_per_group) * u64::from(geo.groups) <= u64::from(u32::MAX));
+        for size in [max + BLOCK_SIZE, 65 << 40, u64::MAX] {
+            match Geometry::new(&opts(size), 12) {
+                Err(Ext4Error::TooLarge { size: s, max: m }) => assert_eq!((s, m), (size, max)),
+                other => panic!("size {size}: {other:?}"),
+            }
+        }
     }
 
     #[test]

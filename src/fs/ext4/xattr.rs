@@ -28,15 +28,23 @@ const PREFIXES: &[(&[u8], u8)] = &[
 ];
 
 /// Why an attribute cannot be stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum XattrProblem {
+    /// The name is empty, or nothing follows its namespace prefix: the
+    /// kernel refuses both (`setxattr` gives ERANGE for "", EINVAL for "user.").
+    #[error("the name is empty (an attribute needs a name after its namespace)")]
+    EmptyName,
     /// The name has no prefix ext4 stores.
+    #[error("unknown namespace (ext4 stores user., trusted., security. and POSIX ACLs)")]
     UnknownPrefix,
     /// The name suffix is longer than 255 bytes.
+    #[error("the name after its namespace is longer than 255 bytes")]
     NameTooLong,
     /// A POSIX ACL value is not in the kernel's xattr format.
+    #[error("bad POSIX ACL value: {0}")]
     BadAcl(&'static str),
     /// All attributes together do not fit the inode plus one block.
+    #[error("all attributes together do not fit the inode and one 4 KiB block")]
     TooLarge,
 }
 
@@ -74,18 +82,25 @@ pub fn place<'a>(
     let mut attrs = Vec::new();
     for (name, value) in xattrs {
         let err = |p| (name.to_vec(), p);
+        if name.is_empty() {
+            return Err(err(XattrProblem::EmptyName));
+        }
         let (prefix, index) = PREFIXES
             .iter()
             .find(|(p, _)| name.starts_with(p))
             .ok_or_else(|| err(XattrProblem::UnknownPrefix))?;
         let suffix = &name[prefix.len()..];
-        if (index == &2 || index == &3) && !suffix.is_empty() {
+        let is_acl = *index == 2 || *index == 3;
+        if is_acl && !suffix.is_empty() {
             return Err(err(XattrProblem::UnknownPrefix));
+        }
+        if !is_acl && suffix.is_empty() {
+            return Err(err(XattrProblem::EmptyName));
         }
         if suffix.len() > 255 {
             return Err(err(XattrProblem::NameTooLong));
         }
-        let value = if *index == 2 || *index == 3 {
+        let value = if is_acl {
             acl_to_disk(value).map_err(err)?
         } else {
             value.to_vec()
@@ -250,6 +265,20 @@ mod tests {
         assert_eq!(&p.in_inode[0..4], &XATTR_MAGIC.to_le_bytes());
         assert_eq!(p.in_inode[4], 1); // name_len of "a"
         assert_eq!(p.in_inode[5], 1); // user.
+    }
+
+    /// Issue 14, finding 7: an empty name was stored (or refused as an
+    /// unknown prefix); the kernel refuses both spellings.
+    #[test]
+    fn empty_names_are_refused_as_empty() {
+        for name in [&b""[..], b"user.", b"trusted.", b"security."] {
+            let attrs = [(name, &b"1"[..])];
+            assert_eq!(
+                place(attrs.into_iter()).unwrap_err(),
+                (name.to_vec(), XattrProblem::EmptyName),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

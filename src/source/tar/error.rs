@@ -85,6 +85,21 @@ pub enum TarProblem {
         /// What it is.
         what: String,
     },
+    /// A device number does not fit Linux's `dev_t` (and ext4's encoding).
+    #[error(
+        "device number {major}:{minor} is out of range: major at most {}, minor at most {}",
+        crate::tree::MAX_DEV_MAJOR,
+        crate::tree::MAX_DEV_MINOR
+    )]
+    DeviceNumberTooLarge {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A `SCHILY.xattr.` pax record without an attribute name.
+    #[error("pax record SCHILY.xattr. names an extended attribute with an empty name")]
+    EmptyXattrName,
     /// A symlink without a target.
     #[error("symbolic link with an empty target")]
     EmptySymlink,

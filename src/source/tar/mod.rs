@@ -26,10 +26,12 @@ use imgbuild_formats::ReadAt;
 pub use self::error::TarProblem;
 use self::header::{cstr, Header, BLOCK};
 use self::pax::Extended;
-use super::decompress::{open_decompressed, Compression};
+use super::decompress::{open_decompressed, Compression, UnpackLimit};
 use super::zeros::ZeroMap;
 use super::SourceError;
-use crate::tree::{FileData, Inode, InodeId, Kind, Meta, Timestamp, Tree};
+use crate::tree::{
+    FileData, Inode, InodeId, Kind, Meta, Timestamp, Tree, MAX_DEV_MAJOR, MAX_DEV_MINOR,
+};
 
 /// Upper bound for one pax or GNU long-name header's data held in memory
 /// (Linux xattr values are at most 64 KiB, paths 4 KiB).
@@ -59,6 +61,10 @@ pub struct TarOptions {
     /// hashed): lets writers leave holes. A compressed tar's are measured
     /// while it is unpacked; this one is then ignored.
     pub zeros: Option<Arc<ZeroMap>>,
+    /// Bound on a compressed tar's uncompressed size, from the size of the
+    /// disk its tree is for (see [`UnpackLimit`]); `None`: unbounded (only
+    /// for trusted input). Plain tars are read in place and not bounded.
+    pub max_unpacked: Option<UnpackLimit>,
 }
 
 /// What [`read_tar`] put into the tree.
@@ -91,7 +97,8 @@ pub struct TarStats {
 /// are created; hard links share the target's inode and leave its metadata
 /// alone.
 pub fn read_tar(path: &Path, tree: &mut Tree, opts: &TarOptions) -> Result<TarStats, SourceError> {
-    let (file, compression, unpacked_zeros) = open_decompressed(path, opts.temp_dir.as_deref())?;
+    let (file, compression, unpacked_zeros) =
+        open_decompressed(path, opts.temp_dir.as_deref(), opts.max_unpacked)?;
     // A compressed tar's zeros were mapped while it was unpacked.
     let zeros = match compression {
         Compression::None => opts.zeros.clone(),
@@ -119,9 +126,23 @@ pub fn read_tar(path: &Path, tree: &mut Tree, opts: &TarOptions) -> Result<TarSt
             tar: path.to_owned(),
             index: r.index,
             offset: r.offset,
-            entry: String::from_utf8_lossy(&r.name).into_owned(),
+            entry: show_entry(&r.name),
             problem,
         }),
+    }
+}
+
+/// Longest entry path quoted whole in an error; a longer (hostile) one is
+/// shown by its start and length.
+const SHOWN_ENTRY: usize = 256;
+
+/// An entry's path for [`SourceError::Tar`].
+fn show_entry(name: &[u8]) -> String {
+    if name.len() <= SHOWN_ENTRY {
+        String::from_utf8_lossy(name).into_owned()
+    } else {
+        let start = String::from_utf8_lossy(&name[..SHOWN_ENTRY]);
+        format!("{start}... ({} bytes)", name.len())
     }
 }
 
@@ -276,6 +297,9 @@ impl Reader<'_> {
                 .or_else(|| ext.long_link.clone())
                 .unwrap_or_else(|| h.linkname())
         };
+        if ext.empty_xattr_name {
+            return Err(TarProblem::EmptyXattrName);
+        }
         let typeflag = h.typeflag();
         if ext.sparse || typeflag == b'S' {
             return Err(TarProblem::Unsupported {
@@ -317,6 +341,9 @@ impl Reader<'_> {
                 self.stats.devices += 1;
                 let major = to_u32("devmajor", h.devmajor()?)?;
                 let minor = to_u32("devminor", h.devminor()?)?;
+                if major > MAX_DEV_MAJOR || minor > MAX_DEV_MINOR {
+                    return Err(TarProblem::DeviceNumberTooLarge { major, minor });
+                }
                 if typeflag == b'3' {
                     Kind::CharDev { major, minor }
                 } else {

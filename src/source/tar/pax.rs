@@ -35,6 +35,9 @@ pub struct Extended {
     pub acl_default: Option<Vec<u8>>,
     /// A `GNU.sparse.*` key was present: a sparse file in pax format.
     pub sparse: bool,
+    /// A `SCHILY.xattr.` record had no attribute name (refused once the
+    /// entry it belongs to, and so its path, is known).
+    pub empty_xattr_name: bool,
     /// True once any extended header was seen (to catch dangling ones).
     pub seen: bool,
 }
@@ -74,11 +77,10 @@ impl Extended {
             k if k.starts_with(b"SCHILY.xattr.") => {
                 let name = &k[b"SCHILY.xattr.".len()..];
                 if name.is_empty() {
-                    return Err(TarProblem::BadPax {
-                        reason: "SCHILY.xattr. record without an attribute name".into(),
-                    });
+                    self.empty_xattr_name = true;
+                } else {
+                    self.xattrs.insert(name.to_vec(), value.to_vec());
                 }
-                self.xattrs.insert(name.to_vec(), value.to_vec());
             }
             k if k.starts_with(b"GNU.sparse.") => self.sparse = true,
             // atime, ctime, uname, gname, charset, comment, SCHILY.dev/ino/nlink,
