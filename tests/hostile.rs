@@ -233,7 +233,9 @@ fn finding_4_sigint_during_verify_rebuild_leaves_nothing() {
 /// place is refused at once by verify, inspect and convert (they hung).
 #[test]
 fn finding_6_verify_catches_what_it_missed_and_nothing_hangs_on_a_fifo() {
-    let Some((d, _rec, out)) = built() else { return };
+    let Some((d, _rec, out)) = built() else {
+        return;
+    };
     run_ok(imgbuild().arg("verify").arg(&out));
     let fails = |what: &str, want: &str| {
         let o = run(imgbuild().arg("verify").arg(&out));
