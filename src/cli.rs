@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use imgbuild::output::AtomicFile;
-use imgbuild::recipe::RecipeErrors;
+use imgbuild::pipeline::BuildError;
+use imgbuild::progress::{Console, Mode};
 use imgbuild_formats::{Compression, Format, Subformat, WriteOptions};
 
 /// Declarative guest-image builder: one recipe, qcow2 for KVM and VHDX for Hyper-V.
@@ -231,6 +231,37 @@ fn parse_size_u32(s: &str) -> Result<u32, String> {
     u32::try_from(n).map_err(|_| format!("{s} is too large"))
 }
 
+/// Recipe diagnostics, rendered: the error when the recipe is at fault (its
+/// text, a pin, a file it names); the command exits with 2 for it.
+#[derive(Debug)]
+struct RecipeErrors(String);
+
+impl std::fmt::Display for RecipeErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RecipeErrors {}
+
+/// On SIGINT, SIGTERM or SIGHUP: remove every temporary output and exit
+/// with 128 + the signal number. The library keeps the list of temporaries
+/// ([`imgbuild::output::remove_temporaries`]); handling signals is ours.
+fn install_signal_cleanup() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            // Held until exit: no build commits after this.
+            let _held = imgbuild::output::remove_temporaries();
+            eprintln!("imgbuild: interrupted (signal {sig}); temporary outputs removed");
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -243,7 +274,7 @@ pub fn run() -> ExitCode {
             };
         }
     };
-    imgbuild::output::install_signal_cleanup();
+    install_signal_cleanup();
     let result = match (cli.command, cli.build) {
         (Some(Command::Build(a)), _) | (None, Some(a)) => build(a),
         (Some(Command::Check(a)), _) => check(a),
@@ -302,14 +333,7 @@ fn convert(a: ConvertArgs) -> Result<()> {
         .with_context(|| format!("cannot read {}", a.src.display()))?;
     let disk = imgbuild_formats::disk_from_image(image)
         .with_context(|| format!("cannot read {}", a.src.display()))?;
-    let out = AtomicFile::create(&a.dst)?;
-    let sink = format
-        .sink(out.file()?, &opts)
-        .with_context(|| format!("cannot write {}", a.dst.display()))?;
-    imgbuild_formats::write_images(&disk, vec![sink])
-        .with_context(|| format!("cannot write {}", a.dst.display()))?;
-    out.commit()?;
-    Ok(())
+    imgbuild::output::write_image(&disk, &a.dst, format, &opts)
 }
 
 fn format_from_extension(path: &Path) -> Result<Format> {
@@ -378,8 +402,8 @@ fn verify(a: VerifyArgs) -> Result<()> {
         );
     }
     if let (Some(plan), Some(recipe)) = (plan, &a.rebuild) {
-        let progress = imgbuild::progress::Progress::new(imgbuild::progress::Mode::detect(a.quiet));
-        let r = imgbuild::verify::rebuild::rebuild_and_compare(&a.dir, &plan, progress)?;
+        let progress = Console::new(Mode::detect(a.quiet));
+        let r = imgbuild::verify::rebuild::rebuild_and_compare(&a.dir, &plan, &progress)?;
         print!("{}", imgbuild::verify::rebuild::render(&r, &a.dir));
         if r.differing.is_empty() {
             println!(
@@ -419,24 +443,37 @@ fn environment(allow: &[PathBuf]) -> imgbuild::recipe::Environment {
 fn build_options(
     output: PathBuf,
     cache_dir: Option<PathBuf>,
-    quiet: bool,
     refresh: bool,
-) -> imgbuild::build::BuildOptions {
-    imgbuild::build::BuildOptions {
+) -> imgbuild::pipeline::BuildOptions {
+    imgbuild::pipeline::BuildOptions {
         out_dir: output,
-        cache_dir: cache_dir.unwrap_or_else(imgbuild::build::default_cache_dir),
+        cache_dir: cache_dir.unwrap_or_else(imgbuild::pipeline::default_cache_dir),
         temp_dir: None,
-        progress: imgbuild::progress::Progress::new(imgbuild::progress::Mode::detect(quiet)),
         refresh,
     }
 }
 
+/// A pipeline error as the command reports it: the recipe's own problems
+/// (a pin, a file it names) as diagnostics with exit 2, the rest with
+/// their causes.
+fn pipeline_error(e: BuildError) -> anyhow::Error {
+    match e.recipe_problems() {
+        Some(problems) => {
+            let diags: Vec<_> = problems.iter().map(|p| p.diagnostic().clone()).collect();
+            RecipeErrors(imgbuild::recipe::render_all(&diags)).into()
+        }
+        None => e.into(),
+    }
+}
+
 fn build(a: BuildArgs) -> Result<()> {
-    // The OS tarball hashes on a thread while the tree is read and configured.
-    let plan = imgbuild::recipe::check_deferred_with(&a.recipe, &environment(&a.allow_path))
+    // Large inputs hash on threads while the tree is read and configured;
+    // the build checks their pins before it puts anything in place.
+    let plan = imgbuild::recipe::plan_with(&a.recipe, &environment(&a.allow_path))
         .map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)))?;
-    let opts = build_options(a.output, a.cache_dir, a.quiet || a.json, a.refresh);
-    let report = imgbuild::build::build_deferred(plan, &opts)?;
+    let opts = build_options(a.output, a.cache_dir, a.refresh);
+    let progress = Console::new(Mode::detect(a.quiet || a.json));
+    let report = imgbuild::pipeline::build(&plan, &opts, &progress).map_err(pipeline_error)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !a.quiet {
@@ -453,10 +490,13 @@ fn build(a: BuildArgs) -> Result<()> {
 }
 
 fn check(a: CheckArgs) -> Result<()> {
+    // Every input's digest and pin too, before the OS is read.
     let plan = load_plan(&a.recipe, &a.allow_path)?;
     if !a.recipe_only {
-        let opts = build_options(PathBuf::from("."), a.cache_dir, false, false);
-        let prepared = imgbuild::build::prepare(&plan, &opts)?;
+        let opts = build_options(PathBuf::from("."), a.cache_dir, false);
+        let progress = Console::new(Mode::detect(false));
+        let prepared =
+            imgbuild::pipeline::prepare(&plan, &opts, &progress).map_err(pipeline_error)?;
         println!(
             "{}: ok (kernel {}, {} target(s), root filesystem data {})",
             a.recipe.display(),
@@ -470,7 +510,7 @@ fn check(a: CheckArgs) -> Result<()> {
         for line in prepared.boot_lines() {
             println!("  {line}");
         }
-        for line in imgbuild::build::freshness_lines(&prepared) {
+        for line in imgbuild::pipeline::freshness_lines(&prepared) {
             println!("  {line}");
         }
     } else {
@@ -495,12 +535,9 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
     let format = format_from_extension(&a.output)?;
     let epoch = match a.epoch {
         Some(e) => e,
-        None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) => v
-                .parse()
-                .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
-            Err(_) => 1_700_000_000,
-        },
+        None => imgbuild::recipe::Environment::from_process()
+            .epoch()
+            .map_err(anyhow::Error::msg)? as i64,
     };
     // Default seed: the tar's content, so the same tar gives the same image
     // wherever it lies and however its path is spelled. The same read maps
@@ -524,7 +561,7 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
             imgbuild::ids::Seed::from_bytes(d.sha256.as_bytes())
         }
     };
-    let disk = imgbuild::build::make_fs(&imgbuild::build::MakeFs {
+    let disk = imgbuild::pipeline::make_fs(&imgbuild::pipeline::MakeFs {
         ext4: matches!(a.fs_type, FsType::Ext4),
         size: a.size,
         label: a.label,
@@ -540,16 +577,9 @@ fn make_fs(a: MakeFsArgs) -> Result<()> {
         source: a.source.clone(),
         zeros: Some(zeros),
     })?;
-    let out = AtomicFile::create(&a.output)?;
     let opts = WriteOptions {
         seed: Some(seed.derive("image")),
         ..WriteOptions::default()
     };
-    let sink = format
-        .sink(out.file()?, &opts)
-        .with_context(|| format!("cannot write {}", a.output.display()))?;
-    imgbuild_formats::write_images(&disk, vec![sink])
-        .with_context(|| format!("cannot write {}", a.output.display()))?;
-    out.commit()?;
-    Ok(())
+    imgbuild::output::write_image(&disk, &a.output, format, &opts)
 }

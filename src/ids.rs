@@ -46,6 +46,69 @@ impl Seed {
     }
 }
 
+/// A UUID/GUID held as its 16 bytes in big-endian (textual) order; it
+/// prints and serializes as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Guid(pub [u8; 16]);
+
+impl Guid {
+    /// Parses a textual GUID at compile time (constant type GUIDs); a
+    /// malformed constant fails the build.
+    pub const fn from_text(s: &str) -> Guid {
+        let b = s.as_bytes();
+        assert!(b.len() == 36, "a GUID has 36 characters");
+        let mut out = [0u8; 16];
+        let (mut i, mut n) = (0, 0);
+        while i < 36 {
+            if i == 8 || i == 13 || i == 18 || i == 23 {
+                assert!(b[i] == b'-', "dashes at 8, 13, 18, 23");
+                i += 1;
+                continue;
+            }
+            let c = b[i];
+            let digit = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => panic!("not a hex digit"),
+            };
+            out[n / 2] |= digit << if n % 2 == 0 { 4 } else { 0 };
+            n += 1;
+            i += 1;
+        }
+        Guid(out)
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn guid_from_text_reads_what_uuid_string_writes() {
+    let g = Guid::from_text("c12a7328-F81F-11d2-ba4b-00a0c93ec93b");
+    assert_eq!(g.to_string(), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
+    assert_eq!(
+        Some(g.0),
+        parse_uuid("c12a7328-f81f-11d2-ba4b-00a0c93ec93b")
+    );
+}
+
+impl std::fmt::Display for Guid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&uuid_string(self.0))
+    }
+}
+
+impl std::fmt::Debug for Guid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Guid({self})")
+    }
+}
+
+impl serde::Serialize for Guid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 /// Converts a big-endian UUID to the mixed-endian GUID layout of GPT and
 /// VHDX (data1 u32 LE, data2 u16 LE, data3 u16 LE, data4 as is).
 pub fn guid_le(uuid: [u8; 16]) -> [u8; 16] {
@@ -80,6 +143,11 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(u)
+}
+
+/// Lower-case hex of `bytes` (digests, seeds).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

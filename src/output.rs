@@ -6,42 +6,42 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
-/// Temporaries alive right now, removed by the signal handler.
+/// Temporaries alive right now, removed by [`remove_temporaries`].
 static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 /// Temporary directories alive right now (a build's staging directory, a
-/// rebuild's scratch directory), removed with all they hold by the handler.
+/// rebuild's scratch directory), removed with all they hold by
+/// [`remove_temporaries`].
 static LIVE_DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
-static HANDLER: Once = Once::new();
+/// What [`remove_temporaries`] returns: while it lives, no output is
+/// committed and no temporary is created or removed by a build.
+pub struct Cleanup {
+    _files: std::sync::MutexGuard<'static, BTreeSet<PathBuf>>,
+    _dirs: std::sync::MutexGuard<'static, BTreeSet<PathBuf>>,
+}
 
-/// Installs (once) a SIGINT/SIGTERM/SIGHUP handler thread that removes every
-/// live temporary output and exits with 128 + the signal number.
-pub fn install_signal_cleanup() {
-    HANDLER.call_once(|| {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
-            return;
-        };
-        std::thread::spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                // Held until exit: a commit in progress finishes first (it
-                // holds the lock through its renames), and none starts after.
-                let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-                for p in live.iter() {
-                    let _ = std::fs::remove_file(p);
-                }
-                let dirs = LIVE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
-                for d in dirs.iter() {
-                    let _ = std::fs::remove_dir_all(d);
-                }
-                eprintln!("imgbuild: interrupted (signal {sig}); temporary outputs removed");
-                std::process::exit(128 + sig);
-            }
-        });
-    });
+/// Removes every temporary output alive right now (images being written,
+/// staging and rebuild directories) and returns a guard that holds back
+/// every build until it is dropped: a commit in progress finishes first,
+/// none starts after. For a program's signal handler, which exits while
+/// holding it (the `imgbuild` command does this on SIGINT, SIGTERM and
+/// SIGHUP). The library installs no handler of its own.
+pub fn remove_temporaries() -> Cleanup {
+    let files = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for p in files.iter() {
+        let _ = std::fs::remove_file(p);
+    }
+    let dirs = LIVE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    for d in dirs.iter() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    Cleanup {
+        _files: files,
+        _dirs: dirs,
+    }
 }
 
 fn register(p: &Path) {
@@ -288,6 +288,25 @@ impl Drop for AtomicFile {
             unregister(&self.tmp);
         }
     }
+}
+
+/// Writes `disk` to `path` as one image in `format`, atomically: the file
+/// appears complete or not at all, and an existing one is replaced only
+/// then (`imgbuild convert` and `make-fs`).
+pub fn write_image(
+    disk: &imgbuild_formats::VirtualDisk,
+    path: &Path,
+    format: imgbuild_formats::Format,
+    opts: &imgbuild_formats::WriteOptions,
+) -> Result<()> {
+    let out = AtomicFile::create(path)?;
+    let sink = format
+        .sink(out.file()?, opts)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    imgbuild_formats::write_images(disk, vec![sink])
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    out.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]

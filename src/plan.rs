@@ -1,6 +1,6 @@
 //! `Plan`: the authoritative, fully resolved build.
 //!
-//! `recipe::resolve` turns a [`Recipe`](crate::recipe::Recipe) into a
+//! The recipe's resolution turns a recipe into a
 //! `Plan`: every default applied, every size in bytes, every path absolute
 //! (resolved against the recipe's directory), every input hashed, the epoch
 //! and seed fixed. Nothing after this reads the environment or the recipe;
@@ -11,10 +11,11 @@
 use std::path::PathBuf;
 
 use imgbuild_formats::{Compression, Format, Subformat};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
+use crate::diagnostic::Diagnostic;
 use crate::ids::Seed;
-use crate::recipe::{FileKind, Hypervisor, Loader, MmdebstrapVariant};
 
 /// A fully resolved build.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -44,17 +45,209 @@ pub struct Plan {
     pub config: ConfigPlan,
     /// One output per target, sorted by target name.
     pub targets: Vec<TargetPlan>,
-    /// Every file input with its digest, in recipe order.
+    /// Every file input with its digest, in recipe order. The SHA-256 of a
+    /// large input may still be computing (empty here): [`Plan::inputs_checked`]
+    /// gives them all, its `sha256` pin checked.
     pub inputs: Vec<Input>,
+    /// The SHA-256s still computing and the pins they must match (none for
+    /// a plan built in code, or whose inputs were all small).
+    #[serde(skip)]
+    pub checks: InputChecks,
 }
+
+impl Plan {
+    /// The inputs with every SHA-256, waiting for those still computing,
+    /// and every `sha256` pin checked: what the manifest records. The
+    /// pipeline calls it after the images are written, before they are put
+    /// in place.
+    pub fn inputs_checked(&self) -> Result<Vec<Input>, Vec<InputProblem>> {
+        self.checks.wait(&self.inputs)
+    }
+}
+
+/// An input that fails the build at its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputProblem {
+    /// The file could not be read (gone, unreadable).
+    Unreadable {
+        /// Its role (`os.source.tar`).
+        role: String,
+        /// Why.
+        reason: String,
+        /// Where the recipe names it.
+        diagnostic: Diagnostic,
+    },
+    /// Its SHA-256 is not the recipe's `sha256`.
+    PinMismatch {
+        /// Its role.
+        role: String,
+        /// The recipe's digest.
+        expected: String,
+        /// The file's.
+        found: String,
+        /// At the pin, with both digests.
+        diagnostic: Diagnostic,
+    },
+}
+
+impl InputProblem {
+    /// The diagnostic a person reads (file:line:col, caret, help).
+    pub fn diagnostic(&self) -> &Diagnostic {
+        match self {
+            InputProblem::Unreadable { diagnostic, .. }
+            | InputProblem::PinMismatch { diagnostic, .. } => diagnostic,
+        }
+    }
+}
+
+/// A SHA-256 computing on its own thread while the build goes on.
+pub struct PendingSha {
+    /// Index in [`Plan::inputs`].
+    pub input: usize,
+    /// The job.
+    pub job: crate::source::digest::DigestJob,
+    /// Where the recipe names the file: the diagnostic if reading fails.
+    pub on_error: Diagnostic,
+}
+
+/// A `sha256` pin checked when its input's digest is known.
+pub struct PendingPin {
+    /// Index in [`Plan::inputs`].
+    pub input: usize,
+    /// The recipe's digest.
+    pub want: String,
+    /// At the pin; its help gets both digests.
+    pub mismatch: Diagnostic,
+}
+
+/// The checks a plan still owes: SHA-256s computing and their pins.
+/// Shared by clones of the plan; waited for once.
+#[derive(Clone, Default)]
+pub struct InputChecks(Option<std::sync::Arc<std::sync::Mutex<ChecksState>>>);
+
+/// Per input index: its SHA-256 and length; or what is wrong.
+type ChecksResult = Result<Vec<(usize, String, u64)>, Vec<InputProblem>>;
+
+/// What [`InputChecks`] holds.
+struct ChecksState {
+    jobs: Vec<PendingSha>,
+    pins: Vec<PendingPin>,
+    /// `(input, sha256, len)` once waited for.
+    done: Option<ChecksResult>,
+}
+
+impl InputChecks {
+    /// Checks to do later; none if both lists are empty.
+    pub fn new(jobs: Vec<PendingSha>, pins: Vec<PendingPin>) -> Self {
+        if jobs.is_empty() && pins.is_empty() {
+            return Self(None);
+        }
+        Self(Some(std::sync::Arc::new(std::sync::Mutex::new(
+            ChecksState {
+                jobs,
+                pins,
+                done: None,
+            },
+        ))))
+    }
+
+    /// `inputs` with the digests filled in, or every problem found.
+    pub fn wait(&self, inputs: &[Input]) -> Result<Vec<Input>, Vec<InputProblem>> {
+        let Some(state) = &self.0 else {
+            return Ok(inputs.to_vec());
+        };
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.done.is_none() {
+            let mut found = Vec::new();
+            let mut problems = Vec::new();
+            for j in std::mem::take(&mut state.jobs) {
+                let role = inputs
+                    .get(j.input)
+                    .map_or_else(String::new, |i| i.role.clone());
+                match j.job.join() {
+                    Ok(d) => found.push((j.input, d.sha256, d.len)),
+                    Err(e) => {
+                        let written = inputs.get(j.input).map_or("", |i| i.written.as_str());
+                        let mut diagnostic = j.on_error;
+                        let reason = match e.kind() {
+                            std::io::ErrorKind::NotFound => "no such file".to_string(),
+                            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                            _ => e.to_string(),
+                        };
+                        diagnostic.message = format!("cannot read `{written}`: {reason}");
+                        problems.push(InputProblem::Unreadable {
+                            role,
+                            reason,
+                            diagnostic,
+                        });
+                    }
+                }
+            }
+            for p in std::mem::take(&mut state.pins) {
+                let Some((_, sha, _)) = found.iter().find(|(i, _, _)| *i == p.input) else {
+                    continue; // unreadable: reported above
+                };
+                if *sha != p.want {
+                    let mut diagnostic = p.mismatch;
+                    diagnostic.help = Some(format!(
+                        "expected {}\n   found {sha}\nthe file changed, or the recipe's digest is stale",
+                        p.want
+                    ));
+                    problems.push(InputProblem::PinMismatch {
+                        role: inputs
+                            .get(p.input)
+                            .map_or_else(String::new, |i| i.role.clone()),
+                        expected: p.want,
+                        found: sha.clone(),
+                        diagnostic,
+                    });
+                }
+            }
+            problems.sort_by_key(|p| p.diagnostic().span.as_ref().map_or(0, |s| s.start));
+            state.done = Some(if problems.is_empty() {
+                Ok(found)
+            } else {
+                Err(problems)
+            });
+        }
+        match state.done.as_ref().expect("filled above") {
+            Err(p) => Err(p.clone()),
+            Ok(found) => {
+                let mut out = inputs.to_vec();
+                for (i, sha, len) in found {
+                    if let Some(input) = out.get_mut(*i) {
+                        input.sha256.clone_from(sha);
+                        input.len = *len;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for InputChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "InputChecks(pending)"
+        } else {
+            "InputChecks(none)"
+        })
+    }
+}
+
+/// Pending checks do not make two plans differ: what they check is in
+/// [`Plan::inputs`].
+impl PartialEq for InputChecks {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for InputChecks {}
 
 fn hex_seed<S: serde::Serializer>(seed: &Seed, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&hex(&seed.0))
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    s.serialize_str(&crate::ids::hex(&seed.0))
 }
 
 /// Where the epoch came from.
@@ -65,7 +258,7 @@ pub enum EpochSource {
     Recipe,
     /// The `SOURCE_DATE_EPOCH` environment variable.
     SourceDateEpoch,
-    /// [`crate::recipe::DEFAULT_EPOCH`].
+    /// The default epoch (1700000000, the recipe module's `DEFAULT_EPOCH`).
     Default,
 }
 
@@ -339,8 +532,7 @@ pub struct FirmwareModes {
 
 impl FirmwareModes {
     /// From the recipe's word.
-    pub fn from_recipe(f: crate::recipe::Firmware) -> Self {
-        use crate::recipe::Firmware;
+    pub fn from_recipe(f: Firmware) -> Self {
         Self {
             bios: matches!(f, Firmware::Bios | Firmware::Hybrid),
             uefi: matches!(f, Firmware::Uefi | Firmware::Hybrid),
@@ -357,6 +549,123 @@ impl FirmwareModes {
     }
 }
 
+// The vocabulary the recipe and the plan share (the recipe deserializes
+// these; the plan records them).
+
+/// mmdebstrap's `--variant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum MmdebstrapVariant {
+    Extract,
+    Custom,
+    Essential,
+    Apt,
+    Minbase,
+    Buildd,
+    Required,
+    Important,
+    Debootstrap,
+    Standard,
+}
+
+impl MmdebstrapVariant {
+    /// The name mmdebstrap's `--variant` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MmdebstrapVariant::Extract => "extract",
+            MmdebstrapVariant::Custom => "custom",
+            MmdebstrapVariant::Essential => "essential",
+            MmdebstrapVariant::Apt => "apt",
+            MmdebstrapVariant::Minbase => "minbase",
+            MmdebstrapVariant::Buildd => "buildd",
+            MmdebstrapVariant::Required => "required",
+            MmdebstrapVariant::Important => "important",
+            MmdebstrapVariant::Debootstrap => "debootstrap",
+            MmdebstrapVariant::Standard => "standard",
+        }
+    }
+}
+
+/// A boot loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+pub enum Loader {
+    /// GRUB: i386-pc core image in a BIOS boot partition, and for UEFI shim
+    /// (signed by the Microsoft UEFI CA) chaining the distribution's signed
+    /// GRUB; both read one menu on the EFI system partition.
+    #[serde(rename = "grub")]
+    Grub,
+    /// systemd-boot on the EFI system partition (UEFI only, unsigned).
+    #[serde(rename = "systemd-boot")]
+    SystemdBoot,
+}
+
+/// Which firmware a target's disk boots with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// UEFI only.
+    Uefi,
+    /// Legacy BIOS only.
+    Bios,
+    /// Both, from the same disk (BIOS boot code and an EFI loader).
+    Hybrid,
+}
+
+/// What a `[[config.files]]` entry creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// A hypervisor profile: which drivers and guest agent the image needs.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Hypervisor {
+    /// QEMU/KVM: virtio drivers, qemu-guest-agent.
+    Kvm,
+    /// Microsoft Hyper-V, Generation 2 (UEFI, Secure Boot): hv_* drivers, hyperv-daemons.
+    Hyperv,
+    /// Microsoft Hyper-V, Generation 1 (BIOS, the boot disk on IDE): hv_* drivers, hyperv-daemons.
+    #[serde(rename = "hyperv-gen1")]
+    HypervGen1,
+    /// Azure (Hyper-V underneath; Generation 1 and 2): hv_* drivers, fixed VHD sized to whole MiB.
+    Azure,
+}
+
+impl Hypervisor {
+    /// The name a recipe uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hypervisor::Kvm => "kvm",
+            Hypervisor::Hyperv => "hyperv",
+            Hypervisor::HypervGen1 => "hyperv-gen1",
+            Hypervisor::Azure => "azure",
+        }
+    }
+
+    /// The firmware the platform boots its VMs with by default, and
+    /// whether that includes Secure Boot: KVM hosts (QEMU, libvirt,
+    /// Proxmox, OpenStack) default to SeaBIOS and offer OVMF; Hyper-V
+    /// Generation 2 is UEFI with Secure Boot on; Generation 1 is BIOS;
+    /// Azure registers one VHD for Generation 1 and 2, Trusted Launch
+    /// (Secure Boot) being the default for new Generation 2 VMs.
+    pub fn default_firmware(self) -> (Firmware, bool) {
+        match self {
+            Hypervisor::Kvm => (Firmware::Hybrid, false),
+            Hypervisor::Hyperv => (Firmware::Uefi, true),
+            Hypervisor::HypervGen1 => (Firmware::Bios, false),
+            Hypervisor::Azure => (Firmware::Hybrid, true),
+        }
+    }
+}
+
 /// Conversions into the options of the tree's configuration steps, so the
 /// pipeline wires the plan without re-deciding anything.
 mod to_tree {
@@ -365,8 +674,8 @@ mod to_tree {
 
     use imgbuild_formats::io::SizedFile;
 
+    use super::FileKind;
     use super::{CloudInitPlan, Content, FilePlan, Input, UserPlan};
-    use crate::recipe::FileKind;
     use crate::tree::config::{self, NoCloud, Owner, UserSpec};
     use crate::tree::FileData;
 

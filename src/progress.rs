@@ -1,4 +1,6 @@
-//! Progress reporting: indicatif bars when stderr is a terminal, plain
+//! Progress reporting. The pipeline reports its steps to a [`Progress`]; a
+//! program embedding imgbuild gives its own, or [`Silent`]. The CLI's is
+//! [`Console`]: indicatif bars when stderr is a terminal, plain
 //! timestamp-free log lines otherwise, nothing with `--quiet`.
 
 use std::io::IsTerminal;
@@ -29,36 +31,103 @@ impl Mode {
     }
 }
 
-/// Reports the build's steps.
+/// Where the pipeline reports its steps.
+pub trait Progress: Send + Sync {
+    /// A step without a measurable size begins (`reading the OS tree`); it
+    /// ends when the returned [`Step`] is dropped.
+    fn step(&self, msg: &str) -> Step;
+
+    /// A step that moves `total` bytes begins; [`Step::set`] says how many
+    /// are done.
+    fn bytes(&self, msg: &str, total: u64) -> Step {
+        let _ = total;
+        self.step(msg)
+    }
+}
+
+/// What a [`Step`] reports to.
+pub trait StepReport: Send {
+    /// Bytes done so far.
+    fn set(&self, done: u64);
+}
+
+/// One step in progress; it ends when dropped.
+pub struct Step(Option<Box<dyn StepReport>>);
+
+impl Step {
+    /// A step nobody watches.
+    pub fn none() -> Step {
+        Step(None)
+    }
+
+    /// A step reported to `report` (dropped when the step ends).
+    pub fn new(report: impl StepReport + 'static) -> Step {
+        Step(Some(Box::new(report)))
+    }
+
+    /// Sets the bytes done.
+    pub fn set(&self, done: u64) {
+        if let Some(r) = &self.0 {
+            r.set(done);
+        }
+    }
+}
+
+/// Reports nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Silent;
+
+impl Progress for Silent {
+    fn step(&self, _: &str) -> Step {
+        Step::none()
+    }
+}
+
+/// The CLI's reporter: bars, lines or nothing ([`Mode`]).
 #[derive(Clone, Copy, Debug)]
-pub struct Progress {
+pub struct Console {
     mode: Mode,
 }
 
-impl Progress {
+impl Console {
     /// A reporter in `mode`.
     pub fn new(mode: Mode) -> Self {
         Self { mode }
     }
+}
 
-    /// A step without a measurable size.
-    pub fn step(&self, msg: &str) -> Step {
+/// An indicatif bar, cleared when the step ends.
+struct Bar(ProgressBar);
+
+impl StepReport for Bar {
+    fn set(&self, done: u64) {
+        self.0.set_position(done);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl Progress for Console {
+    fn step(&self, msg: &str) -> Step {
         match self.mode {
-            Mode::Quiet => Step { bar: None },
+            Mode::Quiet => Step::none(),
             Mode::Lines => {
                 eprintln!("imgbuild: {msg}");
-                Step { bar: None }
+                Step::none()
             }
             Mode::Bars => {
                 let bar = ProgressBar::new_spinner().with_message(msg.to_string());
                 bar.enable_steady_tick(std::time::Duration::from_millis(120));
-                Step { bar: Some(bar) }
+                Step::new(Bar(bar))
             }
         }
     }
 
-    /// A step that moves `total` bytes.
-    pub fn bytes(&self, msg: &str, total: u64) -> Step {
+    fn bytes(&self, msg: &str, total: u64) -> Step {
         match self.mode {
             Mode::Bars => {
                 let bar = ProgressBar::new(total).with_message(msg.to_string());
@@ -68,32 +137,9 @@ impl Progress {
                     )
                     .expect("valid template"),
                 );
-                Step { bar: Some(bar) }
+                Step::new(Bar(bar))
             }
             _ => self.step(msg),
-        }
-    }
-}
-
-/// One step in progress; finishes (clears) when dropped.
-#[derive(Debug)]
-pub struct Step {
-    bar: Option<ProgressBar>,
-}
-
-impl Step {
-    /// Sets the bytes done.
-    pub fn set(&self, done: u64) {
-        if let Some(b) = &self.bar {
-            b.set_position(done);
-        }
-    }
-}
-
-impl Drop for Step {
-    fn drop(&mut self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
         }
     }
 }

@@ -14,125 +14,8 @@ use std::process::{Command, Output};
 
 use imgbuild::layout::gpt;
 use imgbuild_formats::ReadAt;
+use support::synthetic::{synthetic_rootfs, tools, VERSION};
 use support::{debian_tar, imgbuild, require_tool, run, run_ok, tempdir};
-
-const VERSION: &str = "6.1.0-99-test";
-
-/// Built into the synthetic kernel (`modules.builtin`).
-const BUILTIN: &[&str] = &[
-    "kernel/drivers/hv/hv_vmbus.ko",
-    "kernel/drivers/scsi/sd_mod.ko",
-];
-
-/// In the synthetic initramfs (and installed); `hv_storvsc` only with `storvsc`.
-const IN_INITRAMFS: &[&str] = &[
-    "kernel/drivers/virtio/virtio_ring.ko",
-    "kernel/drivers/virtio/virtio_pci.ko",
-    "kernel/drivers/block/virtio_blk.ko",
-    "kernel/drivers/scsi/virtio_scsi.ko",
-];
-const STORVSC: &str = "kernel/drivers/scsi/hv_storvsc.ko";
-
-/// Installed under /lib/modules only (always, `hv_storvsc` included: a
-/// module on disk does not help a driver needed to mount the root).
-const INSTALLED_ONLY: &[&str] = &[
-    STORVSC,
-    "kernel/drivers/net/virtio_net.ko",
-    "kernel/drivers/char/virtio_console.ko",
-    "kernel/drivers/net/hyperv/hv_netvsc.ko",
-    "kernel/drivers/hv/hv_utils.ko",
-    "kernel/drivers/input/serio/hyperv-keyboard.ko",
-    "kernel/drivers/hid/hid-hyperv.ko",
-    "kernel/drivers/gpu/drm/hyperv/hyperv_drm.ko",
-    "kernel/fs/udf/udf.ko",
-];
-
-/// `modules.dep`: the virtio transports need virtio_ring.
-const MODULES_DEP: &str = "kernel/drivers/virtio/virtio_ring.ko:\n\
-kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko\n\
-kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko\n\
-kernel/drivers/scsi/virtio_scsi.ko: kernel/drivers/virtio/virtio_ring.ko\n\
-kernel/drivers/scsi/hv_storvsc.ko:\n";
-
-fn write(path: &Path, content: &[u8]) {
-    fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-    fs::write(path, content).expect("write");
-}
-
-fn sh(script: &str) {
-    run_ok(Command::new("sh").arg("-c").arg(script));
-}
-
-fn tools() -> bool {
-    ["cpio", "gzip", "tar"].iter().all(|t| require_tool(t))
-}
-
-/// Makes `dir/rootfs.tar`: a kernel, its gzip newc initramfs (with
-/// `hv_storvsc` only when `storvsc`), its module directory, systemd-boot and
-/// the account files the configuration step reads.
-fn synthetic_rootfs(dir: &Path, storvsc: bool) -> PathBuf {
-    let root = dir.join("root");
-    let initrd = dir.join("initrd");
-    let moddir = format!("lib/modules/{VERSION}");
-    let mut initramfs: Vec<&str> = IN_INITRAMFS.to_vec();
-    if storvsc {
-        initramfs.push(STORVSC);
-    }
-    for m in &initramfs {
-        write(
-            &initrd.join(&moddir).join(m),
-            format!("module {m}\n").as_bytes(),
-        );
-    }
-    write(&initrd.join("init"), b"#!/bin/sh\n");
-    for m in IN_INITRAMFS.iter().chain(INSTALLED_ONLY) {
-        write(
-            &root.join(&moddir).join(m),
-            format!("module {m}\n").as_bytes(),
-        );
-    }
-    write(
-        &root.join(&moddir).join("modules.builtin"),
-        format!("{}\n", BUILTIN.join("\n")).as_bytes(),
-    );
-    write(
-        &root.join(&moddir).join("modules.dep"),
-        MODULES_DEP.as_bytes(),
-    );
-    write(
-        &root.join(format!("boot/vmlinuz-{VERSION}")),
-        b"not a real kernel",
-    );
-    fs::create_dir_all(root.join("boot")).expect("mkdir boot");
-    sh(&format!(
-        "cd '{}' && find . | LC_ALL=C sort | cpio --quiet -o -H newc | gzip -9n > '{}'",
-        initrd.display(),
-        root.join(format!("boot/initrd.img-{VERSION}")).display()
-    ));
-    write(
-        &root.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
-        b"MZ not really systemd-boot",
-    );
-    write(&root.join("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n");
-    write(&root.join("etc/group"), b"root:x:0:\nsudo:x:27:\n");
-    write(&root.join("etc/shadow"), b"root:*:19000:0:99999:7:::\n");
-    write(&root.join("etc/gshadow"), b"root:*::\nsudo:*::\n");
-    write(
-        &root.join("etc/os-release"),
-        b"ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"synthetic\"\n",
-    );
-    fs::create_dir_all(root.join("root")).expect("mkdir /root");
-    let tar = dir.join("rootfs.tar");
-    run_ok(
-        Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
-            .arg(&tar)
-            .arg("-C")
-            .arg(&root)
-            .arg("."),
-    );
-    tar
-}
 
 /// A recipe over the synthetic tree: its loader is a stand-in
 /// systemd-boot (UEFI only, unsigned), so every target boots UEFI without
@@ -248,14 +131,14 @@ fn driver_findings_name_where_each_module_was_found() {
     let tar = synthetic_rootfs(d.path(), true);
     let r = recipe(d.path(), &tar, "[targets.hyperv]\n\n[targets.kvm]\n");
     let plan = imgbuild::recipe::check(&r).expect("recipe resolves");
-    let opts = imgbuild::build::BuildOptions {
+    let opts = imgbuild::pipeline::BuildOptions {
         out_dir: d.path().join("never-written"),
         cache_dir: d.path().join("cache"),
         temp_dir: None,
-        progress: imgbuild::progress::Progress::new(imgbuild::progress::Mode::Quiet),
         refresh: false,
     };
-    let prepared = imgbuild::build::prepare(&plan, &opts).expect("prepare");
+    let prepared =
+        imgbuild::pipeline::prepare(&plan, &opts, &imgbuild::progress::Silent).expect("prepare");
     assert_eq!(prepared.kernel_version, VERSION);
     let lines = prepared.driver_lines();
     assert_eq!(lines.len(), 2, "{lines:?}");

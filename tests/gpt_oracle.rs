@@ -62,10 +62,13 @@ fn sgdisk_verifies_our_gpt_and_lists_our_partitions() {
         text.contains("4f68bce3-e8cd-4db1-96e7-fbcaf984b709"),
         "{text}"
     );
-    assert!(text.contains(&plan.partitions[2].guid), "{text}");
+    assert!(
+        text.contains(&plan.partitions[2].guid.to_string()),
+        "{text}"
+    );
     assert!(text.contains("first sector: 526336"), "{text}");
     assert!(text.contains("partition name: 'root'"), "{text}");
     let out = run_ok(std::process::Command::new("sgdisk").arg("-p").arg(&img));
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    assert!(text.contains(&plan.disk_guid), "{text}");
+    assert!(text.contains(&plan.disk_guid.to_string()), "{text}");
 }

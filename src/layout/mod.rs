@@ -21,7 +21,7 @@ pub mod gpt;
 
 use imgbuild_formats::{VirtualDisk, VirtualDiskBuilder};
 
-use crate::ids::{parse_uuid, Seed};
+use crate::ids::{Guid, Seed};
 
 /// Partition alignment (of the ESP and the root).
 pub const ALIGN: u64 = 1 << 20;
@@ -42,10 +42,10 @@ pub const ROOT_ENTRY: u32 = 3;
 pub struct PlannedPartition {
     /// Name in the GPT (`bios`, `esp`, `root`).
     pub name: String,
-    /// Type GUID, textual.
-    pub type_guid: String,
-    /// Unique GUID, textual (PARTUUID).
-    pub guid: String,
+    /// Type GUID.
+    pub type_guid: Guid,
+    /// Unique GUID (PARTUUID).
+    pub guid: Guid,
     /// Start in bytes (4 KiB aligned; the root 1 MiB aligned).
     pub start: u64,
     /// Size in bytes (the root: a multiple of 1 MiB).
@@ -59,10 +59,33 @@ pub struct PlannedPartition {
 pub struct LayoutPlan {
     /// Virtual disk size (a multiple of 1 MiB).
     pub size: u64,
-    /// Disk GUID, textual.
-    pub disk_guid: String,
+    /// Disk GUID.
+    pub disk_guid: Guid,
     /// Partitions, in disk order.
     pub partitions: Vec<PlannedPartition>,
+}
+
+impl LayoutPlan {
+    /// The BIOS boot partition (entry [`BIOS_BOOT_ENTRY`]).
+    pub fn bios(&self) -> &PlannedPartition {
+        &self.partitions[BIOS_BOOT_ENTRY as usize - 1]
+    }
+
+    /// The EFI system partition (entry [`ESP_ENTRY`]).
+    pub fn esp(&self) -> &PlannedPartition {
+        &self.partitions[ESP_ENTRY as usize - 1]
+    }
+
+    /// The root partition (entry [`ROOT_ENTRY`]).
+    pub fn root(&self) -> &PlannedPartition {
+        &self.partitions[ROOT_ENTRY as usize - 1]
+    }
+}
+
+/// The smallest disk (a whole MiB) whose root partition holds `root_bytes`
+/// beside an ESP of `esp_size` ([`plan`]'s arithmetic).
+pub fn min_disk_size(esp_size: u64, root_bytes: u64) -> u64 {
+    ALIGN + esp_size + root_bytes.next_multiple_of(ALIGN) + ALIGN
 }
 
 /// What is wrong with a layout.
@@ -131,14 +154,14 @@ pub fn plan(size: u64, esp_size: u64, seed: &Seed) -> Result<LayoutPlan, LayoutE
             needed: root_start + 2 * ALIGN,
         });
     }
-    let guid = |n: &str| crate::ids::uuid_string(seed.uuid(n));
+    let guid = |n: &str| Guid(seed.uuid(n));
     Ok(LayoutPlan {
         size,
         disk_guid: guid("gpt.disk"),
         partitions: vec![
             PlannedPartition {
                 name: "bios".into(),
-                type_guid: gpt::types::BIOS_BOOT.into(),
+                type_guid: Guid::from_text(gpt::types::BIOS_BOOT),
                 guid: guid("gpt.bios"),
                 start: BIOS_BOOT_START,
                 size: ESP_START - BIOS_BOOT_START,
@@ -146,7 +169,7 @@ pub fn plan(size: u64, esp_size: u64, seed: &Seed) -> Result<LayoutPlan, LayoutE
             },
             PlannedPartition {
                 name: "esp".into(),
-                type_guid: gpt::types::ESP.into(),
+                type_guid: Guid::from_text(gpt::types::ESP),
                 guid: guid("gpt.esp"),
                 start: ESP_START,
                 size: esp_size,
@@ -154,7 +177,7 @@ pub fn plan(size: u64, esp_size: u64, seed: &Seed) -> Result<LayoutPlan, LayoutE
             },
             PlannedPartition {
                 name: "root".into(),
-                type_guid: gpt::types::ROOT_X86_64.into(),
+                type_guid: Guid::from_text(gpt::types::ROOT_X86_64),
                 guid: guid("gpt.root"),
                 start: root_start,
                 size: root_end - root_start,
@@ -189,21 +212,15 @@ pub fn assemble(
         }
         b.disk(p.start, fs);
         parts.push(gpt::Partition {
-            type_guid: parse_uuid(&p.type_guid).expect("plan GUIDs are well-formed"),
-            guid: parse_uuid(&p.guid).expect("plan GUIDs are well-formed"),
+            type_guid: p.type_guid.0,
+            guid: p.guid.0,
             first_lba: p.start / gpt::LBA,
             last_lba: (p.start + p.size) / gpt::LBA - 1,
             attributes: p.attributes,
             name: p.name.clone(),
         });
     }
-    gpt::write(
-        &mut b,
-        plan.size,
-        parse_uuid(&plan.disk_guid).expect("plan GUIDs are well-formed"),
-        &parts,
-        boot_code,
-    )?;
+    gpt::write(&mut b, plan.size, plan.disk_guid.0, &parts, boot_code)?;
     Ok(b.build()?)
 }
 
@@ -218,10 +235,10 @@ mod tests {
         assert_eq!(root.start, 257 << 20);
         assert_eq!(root.start + root.size, (4 << 30) - (1 << 20));
         let esp = &plan.partitions[ESP_ENTRY as usize - 1];
-        assert_eq!(esp.type_guid, gpt::types::ESP);
+        assert_eq!(esp.type_guid.to_string(), gpt::types::ESP);
         assert_eq!((esp.start, esp.start + esp.size), (1 << 20, 257 << 20));
         let bios = &plan.partitions[BIOS_BOOT_ENTRY as usize - 1];
-        assert_eq!(bios.type_guid, gpt::types::BIOS_BOOT);
+        assert_eq!(bios.type_guid.to_string(), gpt::types::BIOS_BOOT);
         assert_eq!((bios.start, bios.start + bios.size), (40 * 512, 1 << 20));
     }
 
@@ -246,7 +263,7 @@ mod tests {
         assert_eq!(&mbr[..440], &code[..]);
         assert_eq!((mbr[450], mbr[510], mbr[511]), (0xEE, 0x55, 0xAA));
         let parts = gpt::read_partitions(&disk).unwrap().unwrap();
-        assert_eq!(parts[2].guid, plan.partitions[2].guid);
+        assert_eq!(parts[2].guid, plan.partitions[2].guid.to_string());
         assert!(assemble(&plan, &[&esp], None).is_err());
     }
 }

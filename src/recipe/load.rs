@@ -1,4 +1,4 @@
-//! TOML text → [`Recipe`], keeping spans, collecting every error.
+//! TOML text → [`Document`], keeping spans, collecting every error.
 //!
 //! serde stops at the first error, so the loader parses the document once
 //! into toml's spanned tree (`DeTable`), then deserializes from that tree in
@@ -17,14 +17,14 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::diagnostic::{suggest, Diagnostic, SourceMap};
-use super::Recipe;
+use super::Document;
+use crate::diagnostic::{suggest, Diagnostic, SourceMap};
 
 /// At most this many errors are recovered from (each removes one key).
 const MAX_ROUNDS: usize = 100;
 
 /// Reads and loads the recipe at `path`.
-pub fn load(path: &Path) -> Result<(Recipe, SourceMap), Vec<Diagnostic>> {
+pub fn load(path: &Path) -> Result<(Document, SourceMap), Vec<Diagnostic>> {
     let map = read(path)?;
     let recipe = load_str(&map)?;
     Ok((recipe, map))
@@ -75,7 +75,7 @@ pub fn read(path: &Path) -> Result<SourceMap, Vec<Diagnostic>> {
 pub const MAX_RECIPE: u64 = 4 << 20;
 
 /// Loads a recipe from the text in `map`.
-pub fn load_str(map: &SourceMap) -> Result<Recipe, Vec<Diagnostic>> {
+pub fn load_str(map: &SourceMap) -> Result<Document, Vec<Diagnostic>> {
     match load_recovering(map) {
         (Some(recipe), diags) if diags.is_empty() => Ok(recipe),
         (_, diags) => Err(diags),
@@ -90,7 +90,7 @@ pub(super) const PLACEHOLDER: Range<usize> = usize::MAX..usize::MAX;
 /// errors could be recovered from (offending keys removed, missing required
 /// keys filled with [`PLACEHOLDER`] values), so that `resolve` can report
 /// its own problems in the same run.
-pub(super) fn load_recovering(map: &SourceMap) -> (Option<Recipe>, Vec<Diagnostic>) {
+pub(super) fn load_recovering(map: &SourceMap) -> (Option<Document>, Vec<Diagnostic>) {
     let (mut root, syntax) = DeTable::parse_recoverable(&map.text);
     if !syntax.is_empty() {
         let mut diags: Vec<Diagnostic> = syntax.iter().map(|e| syntax_error(map, e)).collect();
@@ -103,7 +103,7 @@ pub(super) fn load_recovering(map: &SourceMap) -> (Option<Recipe>, Vec<Diagnosti
     let mut removed: Vec<String> = Vec::new();
     let mut filled: Vec<Vec<Seg>> = Vec::new();
     for _ in 0..MAX_ROUNDS {
-        let err = match Recipe::deserialize(toml::de::Deserializer::from(root.clone())) {
+        let err = match Document::deserialize(toml::de::Deserializer::from(root.clone())) {
             Ok(recipe) => {
                 sort(&mut diags);
                 return (Some(recipe), diags);

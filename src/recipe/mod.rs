@@ -1,7 +1,7 @@
 //! The recipe: serde types exactly as the user writes them in TOML.
 //!
 //! ```text
-//! recipe.toml ─load─► (Recipe, SourceMap) ─resolve─► Plan
+//! recipe.toml ─load─► (Document, SourceMap) ─resolve─► Plan
 //!                 │                          │
 //!                 └──── Vec<Diagnostic> ◄────┘   file:line:col, caret, help
 //! ```
@@ -11,10 +11,10 @@
 //! point at are wrapped in [`Spanned`], which keeps their byte range in the
 //! file; the JSON Schema (see [`schema`]) shows them as their inner type.
 //! Nothing here has a default applied or a path resolved: that is
-//! [`resolve`]'s job, and its result, the [`Plan`](crate::plan::Plan), is what
+//! [`resolve`]'s job, and its result, the [`Plan`], is what
 //! the build consumes.
 
-mod diagnostic;
+pub mod api;
 mod load;
 mod network;
 mod resolve;
@@ -28,53 +28,54 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 pub use serde_spanned::Spanned;
 
-pub use diagnostic::{render_all, Diagnostic, SourceMap};
+pub use crate::diagnostic::{render_all, Diagnostic, SourceMap};
 pub use load::{load, load_str, read};
 pub use network::{Network, NetworkMode, NetworkTable};
-pub use resolve::{
-    resolve, resolve_deferred, Deferred, Environment, DEFAULT_EPOCH, DEFAULT_ESP_SIZE,
-    MIN_ESP_SIZE, OUTSIDE,
-};
+pub use resolve::{resolve, Environment, DEFAULT_EPOCH, DEFAULT_ESP_SIZE, MIN_ESP_SIZE, OUTSIDE};
 
 use crate::plan::Plan;
+pub use crate::plan::{FileKind, Firmware, Hypervisor, Loader, MmdebstrapVariant};
 
 /// Loads and resolves the recipe at `path`, reading `SOURCE_DATE_EPOCH` from
-/// the process environment: everything `imgbuild check` does.
+/// the process environment, and checks every input's `sha256` pin (waiting
+/// for the SHA-256s of large inputs): everything `imgbuild check` does
+/// before it reads the OS.
 pub fn check(path: &Path) -> Result<Plan, Vec<Diagnostic>> {
-    check_deferred(path)?.finish()
-}
-
-/// [`check`] without waiting for the digests of large inputs (see
-/// [`Deferred`]).
-pub fn check_deferred(path: &Path) -> Result<Deferred, Vec<Diagnostic>> {
-    check_deferred_with(path, &Environment::from_process())
+    check_with(path, &Environment::from_process())
 }
 
 /// [`check`] in `env` (for instance with `allowed_paths`).
 pub fn check_with(path: &Path, env: &Environment) -> Result<Plan, Vec<Diagnostic>> {
-    check_deferred_with(path, env)?.finish()
+    check_source(&read(path)?, env)
 }
 
-/// [`check_deferred`] in `env`.
-pub fn check_deferred_with(path: &Path, env: &Environment) -> Result<Deferred, Vec<Diagnostic>> {
-    check_source_deferred(&read(path)?, env)
+/// [`check_with`] on the recipe text in `map`.
+pub fn check_source(map: &SourceMap, env: &Environment) -> Result<Plan, Vec<Diagnostic>> {
+    let plan = plan_source(map, env)?;
+    plan.inputs_checked().map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| p.diagnostic().clone())
+            .collect::<Vec<_>>()
+    })?;
+    Ok(plan)
+}
+
+/// Loads and resolves the recipe at `path` in `env` without waiting for the
+/// SHA-256s of large inputs: they keep computing while a build reads the
+/// OS, and the build checks their pins before it puts any output in place
+/// ([`Plan::inputs_checked`]). What `imgbuild build` does.
+pub fn plan_with(path: &Path, env: &Environment) -> Result<Plan, Vec<Diagnostic>> {
+    plan_source(&read(path)?, env)
 }
 
 /// Loads and resolves the recipe text in `map`. Unlike `load` followed by
 /// `resolve`, problems of both stages are reported together: when loading
 /// could recover from its errors, the recovered recipe is resolved too.
-pub fn check_source(map: &SourceMap, env: &Environment) -> Result<Plan, Vec<Diagnostic>> {
-    check_source_deferred(map, env)?.finish()
-}
-
-/// [`check_source`] without waiting for the digests of large inputs.
-pub fn check_source_deferred(
-    map: &SourceMap,
-    env: &Environment,
-) -> Result<Deferred, Vec<Diagnostic>> {
+pub fn plan_source(map: &SourceMap, env: &Environment) -> Result<Plan, Vec<Diagnostic>> {
     let (recipe, mut diags) = load::load_recovering(map);
     if let Some(recipe) = recipe {
-        match resolve_deferred(&recipe, map, env) {
+        match resolve(&recipe, map, env) {
             Ok(plan) if diags.is_empty() => return Ok(plan),
             Ok(_) => {}
             // Problems with placeholders are consequences of load errors.
@@ -88,25 +89,12 @@ pub fn check_source_deferred(
     Err(diags)
 }
 
-/// Recipe diagnostics, rendered: the error a build returns when the recipe
-/// is at fault (the CLI exits with 2 for it).
-#[derive(Debug)]
-pub struct RecipeErrors(pub String);
-
-impl std::fmt::Display for RecipeErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RecipeErrors {}
-
 /// The recipe's JSON Schema (draft 7, which Taplo / Even Better TOML read),
 /// generated from the same types the loader deserializes.
 pub fn schema() -> serde_json::Value {
     let schema = schemars::generate::SchemaSettings::draft07()
         .into_generator()
-        .into_root_schema_for::<Recipe>();
+        .into_root_schema_for::<Document>();
     schema.to_value()
 }
 
@@ -114,7 +102,7 @@ pub fn schema() -> serde_json::Value {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "imgbuild recipe")]
-pub struct Recipe {
+pub struct Document {
     /// The disk image: name, size, epoch, seed, layout.
     pub image: Image,
     /// Where the operating system tree comes from.
@@ -228,29 +216,12 @@ pub struct OsSource {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveEntry {
-    /// Its URI, like "http://deb.debian.org/debian".
+    /// Its URI, like `http://deb.debian.org/debian`.
     pub uri: String,
     /// The suite, like "bookworm" or "bookworm-security".
     pub suite: String,
     /// Components (default: the source's `components`, else ["main"]).
     pub components: Option<Vec<String>>,
-}
-
-/// mmdebstrap's `--variant`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(missing_docs)]
-pub enum MmdebstrapVariant {
-    Extract,
-    Custom,
-    Essential,
-    Apt,
-    Minbase,
-    Buildd,
-    Required,
-    Important,
-    Debootstrap,
-    Standard,
 }
 
 /// `[boot]`.
@@ -265,31 +236,6 @@ pub struct Boot {
     /// "systemd-boot" (UEFI without Secure Boot only).
     #[schemars(with = "Option<Loader>")]
     pub loader: Option<Spanned<Loader>>,
-}
-
-/// A boot loader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
-pub enum Loader {
-    /// GRUB: i386-pc core image in a BIOS boot partition, and for UEFI shim
-    /// (signed by the Microsoft UEFI CA) chaining the distribution's signed
-    /// GRUB; both read one menu on the EFI system partition.
-    #[serde(rename = "grub")]
-    Grub,
-    /// systemd-boot on the EFI system partition (UEFI only, unsigned).
-    #[serde(rename = "systemd-boot")]
-    SystemdBoot,
-}
-
-/// Which firmware a target's disk boots with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Firmware {
-    /// UEFI only.
-    Uefi,
-    /// Legacy BIOS only.
-    Bios,
-    /// Both, from the same disk (BIOS boot code and an EFI loader).
-    Hybrid,
 }
 
 /// `[config]`.
@@ -346,7 +292,7 @@ pub struct User {
     /// crypt(3) hash for /etc/shadow (default: locked, "!").
     #[schemars(with = "Option<String>")]
     pub password_hash: Option<Spanned<String>>,
-    /// Home directory (default "/home/<name>").
+    /// Home directory (default `/home/<name>`).
     #[schemars(with = "Option<String>")]
     pub home: Option<Spanned<String>>,
     /// A system account (no home created, id below 1000).
@@ -385,25 +331,15 @@ pub struct FileEntry {
     pub group: Option<Spanned<String>>,
 }
 
-/// What a `[[config.files]]` entry creates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(missing_docs)]
-pub enum FileKind {
-    File,
-    Dir,
-    Symlink,
-}
-
 /// `[config.services]`.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Services {
-    /// Units to enable (their [Install] section is applied).
+    /// Units to enable (their `[Install]` section is applied).
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub enable: Vec<Spanned<String>>,
-    /// Units to disable (their [Install] symlinks are removed).
+    /// Units to disable (their `[Install]` symlinks are removed).
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub disable: Vec<Spanned<String>>,
@@ -445,7 +381,7 @@ pub struct Target {
     /// Hypervisor whose drivers the image must carry (default: the target's name when it is kvm, hyperv, hyperv-gen1 or azure).
     #[schemars(with = "Option<Hypervisor>")]
     pub hypervisor: Option<Spanned<Hypervisor>>,
-    /// Appended to [boot] cmdline for this target only.
+    /// Appended to `[boot] cmdline` for this target only.
     pub cmdline: Option<String>,
     /// "uefi", "bios" or "hybrid" (default from the hypervisor: kvm and
     /// azure hybrid, hyperv uefi, hyperv-gen1 bios).
@@ -481,50 +417,6 @@ pub enum FormatName {
     Vhdx,
     Vhd,
     Raw,
-}
-
-/// A hypervisor profile: which drivers and guest agent the image needs.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Hypervisor {
-    /// QEMU/KVM: virtio drivers, qemu-guest-agent.
-    Kvm,
-    /// Microsoft Hyper-V, Generation 2 (UEFI, Secure Boot): hv_* drivers, hyperv-daemons.
-    Hyperv,
-    /// Microsoft Hyper-V, Generation 1 (BIOS, the boot disk on IDE): hv_* drivers, hyperv-daemons.
-    #[serde(rename = "hyperv-gen1")]
-    HypervGen1,
-    /// Azure (Hyper-V underneath; Generation 1 and 2): hv_* drivers, fixed VHD sized to whole MiB.
-    Azure,
-}
-
-impl Hypervisor {
-    /// The name a recipe uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Hypervisor::Kvm => "kvm",
-            Hypervisor::Hyperv => "hyperv",
-            Hypervisor::HypervGen1 => "hyperv-gen1",
-            Hypervisor::Azure => "azure",
-        }
-    }
-
-    /// The firmware the platform boots its VMs with by default, and
-    /// whether that includes Secure Boot: KVM hosts (QEMU, libvirt,
-    /// Proxmox, OpenStack) default to SeaBIOS and offer OVMF; Hyper-V
-    /// Generation 2 is UEFI with Secure Boot on; Generation 1 is BIOS;
-    /// Azure registers one VHD for Generation 1 and 2, Trusted Launch
-    /// (Secure Boot) being the default for new Generation 2 VMs.
-    pub fn default_firmware(self) -> (Firmware, bool) {
-        match self {
-            Hypervisor::Kvm => (Firmware::Hybrid, false),
-            Hypervisor::Hyperv => (Firmware::Uefi, true),
-            Hypervisor::HypervGen1 => (Firmware::Bios, false),
-            Hypervisor::Azure => (Firmware::Hybrid, true),
-        }
-    }
 }
 
 /// qcow2 compression.

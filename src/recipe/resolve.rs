@@ -1,4 +1,4 @@
-//! [`Recipe`] → [`Plan`]: defaults, sizes, paths, epoch, seed, input
+//! [`Document`] → [`Plan`]: defaults, sizes, paths, epoch, seed, input
 //! digests, and every check that needs no OS tree. All problems are
 //! collected; no output is opened.
 //!
@@ -27,15 +27,13 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::diagnostic::{Diagnostic, SourceMap};
 use super::{
-    resolve_config, resolve_source, Firmware, FormatName, Hypervisor, Loader, Recipe, Spanned,
+    resolve_config, resolve_source, Document, Firmware, FormatName, Hypervisor, Loader, Spanned,
     Target,
 };
-use crate::ids::Seed;
-use crate::plan::{
-    hex, BootPlan, EpochSource, FirmwareModes, Input, LayoutPlan, OsPlan, Plan, TargetPlan,
-};
+use crate::diagnostic::{Diagnostic, SourceMap};
+use crate::ids::{hex, Seed};
+use crate::plan::{BootPlan, EpochSource, FirmwareModes, Input, LayoutPlan, Plan, TargetPlan};
 use crate::size::parse_size;
 use crate::source::digest::{digest_file, DigestJob, FileDigest, Want};
 use crate::source::zeros::ZeroMap;
@@ -71,6 +69,17 @@ impl Environment {
         Environment {
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
             allowed_paths: Vec::new(),
+        }
+    }
+
+    /// The epoch outside a recipe (`imgbuild make-fs`): `SOURCE_DATE_EPOCH`,
+    /// else [`DEFAULT_EPOCH`]; an error says what is wrong with the variable.
+    pub fn epoch(&self) -> Result<u64, String> {
+        match self.source_date_epoch.as_deref() {
+            None => Ok(DEFAULT_EPOCH),
+            Some(v) => v.trim().parse::<u32>().map(u64::from).map_err(|_| {
+                format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds from 0 to 4294967295")
+            }),
         }
     }
 }
@@ -261,128 +270,6 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// Resolves a loaded recipe into a plan, or every problem found.
-pub fn resolve(
-    recipe: &Recipe,
-    map: &SourceMap,
-    env: &Environment,
-) -> Result<Plan, Vec<Diagnostic>> {
-    resolve_deferred(recipe, map, env)?.finish()
-}
-
-/// A resolved recipe whose large inputs may still be read on other threads.
-/// [`Deferred::early`] is enough to read and configure the OS tree;
-/// [`Deferred::seed`] waits for the inputs' content ids (fast) and draws the
-/// seed; [`Deferred::finish`] waits for their SHA-256s (slow: they may run on
-/// while the images are written), checks the `sha256` pins and gives the
-/// full [`Plan`].
-pub struct Deferred {
-    plan: Plan,
-    id_jobs: Vec<PendingDigest>,
-    sha_jobs: Vec<PendingDigest>,
-    pins: Vec<Pin>,
-    seed: SeedState,
-    /// Inputs that could not be read, with their diagnostics.
-    failed: Vec<(usize, Diagnostic)>,
-}
-
-enum SeedState {
-    Known(Seed),
-    /// SHA-256 fed with everything but the inputs' content ids.
-    Hashing(Sha256),
-}
-
-impl Deferred {
-    /// A plan already complete.
-    pub fn ready(plan: Plan) -> Self {
-        let seed = SeedState::Known(plan.seed);
-        Deferred {
-            plan,
-            id_jobs: Vec::new(),
-            sha_jobs: Vec::new(),
-            pins: Vec::new(),
-            seed,
-            failed: Vec::new(),
-        }
-    }
-
-    /// The plan so far: before [`Self::seed`], `seed` is all zeros; before
-    /// [`Self::finish`], the `sha256` of every large input is empty.
-    /// Everything else is final.
-    pub fn early(&self) -> &Plan {
-        &self.plan
-    }
-
-    /// Waits for the inputs' content ids and draws the seed (at most once).
-    pub fn seed(&mut self) -> Result<Seed, Vec<Diagnostic>> {
-        for j in std::mem::take(&mut self.id_jobs) {
-            match j.wait(&self.plan.inputs) {
-                (i, Ok(d)) => self.plan.inputs[i].content_id = d.content_id.unwrap_or_default(),
-                (i, Err(d)) => self.failed.push((i, d)),
-            }
-        }
-        if !self.failed.is_empty() {
-            return Err(self.failed.iter().map(|(_, d)| d.clone()).collect());
-        }
-        let seed = match &self.seed {
-            SeedState::Known(s) => *s,
-            SeedState::Hashing(h) => {
-                let mut h = h.clone();
-                for i in &self.plan.inputs {
-                    h.update([0]);
-                    h.update(i.role.as_bytes());
-                    h.update([0]);
-                    h.update(i.content_id);
-                }
-                Seed(h.finalize().into())
-            }
-        };
-        self.seed = SeedState::Known(seed);
-        self.plan.seed = seed;
-        Ok(seed)
-    }
-
-    /// Waits for everything, checks the pins, gives the plan.
-    pub fn finish(mut self) -> Result<Plan, Vec<Diagnostic>> {
-        // Read errors land in `failed`, one per input.
-        let _ = self.seed();
-        for j in std::mem::take(&mut self.sha_jobs) {
-            match j.wait(&self.plan.inputs) {
-                (i, Ok(d)) => {
-                    self.plan.inputs[i].sha256 = d.sha256;
-                    self.plan.inputs[i].len = d.len;
-                }
-                (i, Err(d)) => {
-                    if !self.failed.iter().any(|(f, _)| *f == i) {
-                        self.failed.push((i, d));
-                    }
-                }
-            }
-        }
-        let mut diags: Vec<Diagnostic> = self.failed.drain(..).map(|(_, d)| d).collect();
-        check_pins(
-            std::mem::take(&mut self.pins),
-            &self.plan.inputs,
-            &mut diags,
-        );
-        if !diags.is_empty() {
-            diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
-            return Err(diags);
-        }
-        let mut plan = self.plan;
-        if let OsPlan::Tar { path, sha256, .. } = &mut plan.os {
-            if let Some(i) = plan
-                .inputs
-                .iter()
-                .find(|i| i.role == OS_TAR_ROLE && i.path == *path)
-            {
-                sha256.clone_from(&i.sha256);
-            }
-        }
-        Ok(plan)
-    }
-}
-
 impl PendingDigest {
     /// Waits for the job: the input's index and its digest, or the
     /// diagnostic saying why the file could not be read.
@@ -442,12 +329,16 @@ impl Cx<'_> {
 /// The role of the OS tarball among the inputs.
 pub(super) const OS_TAR_ROLE: &str = "os.source.tar";
 
-/// [`resolve`] without waiting for the digests of large inputs.
-pub fn resolve_deferred(
-    recipe: &Recipe,
+/// Resolves a loaded recipe into the final [`Plan`], or every problem
+/// found. The inputs' content ids are read here (a fast pass) and the seed
+/// drawn from them; the SHA-256s of large inputs go on computing on their
+/// own threads, their `sha256` pins checked by the build before it puts its
+/// outputs in place ([`Plan::inputs_checked`]).
+pub fn resolve(
+    recipe: &Document,
     map: &SourceMap,
     env: &Environment,
-) -> Result<Deferred, Vec<Diagnostic>> {
+) -> Result<Plan, Vec<Diagnostic>> {
     let mut cx = Cx {
         map,
         diags: Vec::new(),
@@ -481,29 +372,71 @@ pub fn resolve_deferred(
         return Err(diags);
     }
     let recipe_sha256 = hex(&Sha256::digest(map.text.as_bytes()));
-    let seed = seed(recipe, map);
-    Ok(Deferred {
-        plan: Plan {
-            recipe: map.file.clone(),
-            recipe_sha256,
-            name,
-            size,
-            epoch,
-            epoch_source,
-            seed: Seed([0; 32]),
-            layout,
-            os,
-            boot,
-            config,
-            targets,
-            inputs: cx.inputs,
-        },
-        id_jobs: cx.id_jobs,
-        sha_jobs: cx.sha_jobs,
-        pins: later,
+    // The content ids (and so the seed): waited for now.
+    let mut inputs = cx.inputs;
+    let mut failed = Vec::new();
+    for j in cx.id_jobs {
+        match j.wait(&inputs) {
+            (i, Ok(d)) => inputs[i].content_id = d.content_id.unwrap_or_default(),
+            (_, Err(d)) => failed.push(d),
+        }
+    }
+    if !failed.is_empty() {
+        failed.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+        return Err(failed);
+    }
+    let seed = match seed(recipe, map) {
+        SeedState::Known(s) => s,
+        SeedState::Hashing(mut h) => {
+            for i in &inputs {
+                h.update([0]);
+                h.update(i.role.as_bytes());
+                h.update([0]);
+                h.update(i.content_id);
+            }
+            Seed(h.finalize().into())
+        }
+    };
+    let jobs = cx
+        .sha_jobs
+        .into_iter()
+        .map(|j| crate::plan::PendingSha {
+            input: j.input,
+            job: j.job,
+            on_error: j.on_error,
+        })
+        .collect();
+    let pins = later
+        .into_iter()
+        .map(|p| crate::plan::PendingPin {
+            input: p.input,
+            want: p.want,
+            mismatch: p.mismatch,
+        })
+        .collect();
+    Ok(Plan {
+        recipe: map.file.clone(),
+        recipe_sha256,
+        name,
+        size,
+        epoch,
+        epoch_source,
         seed,
-        failed: Vec::new(),
+        layout,
+        os,
+        boot,
+        config,
+        targets,
+        inputs,
+        checks: crate::plan::InputChecks::new(jobs, pins),
     })
+}
+
+/// The seed, or its hash state before the inputs' content ids.
+enum SeedState {
+    Known(Seed),
+    /// SHA-256 fed with everything but the inputs' content ids.
+    Hashing(Sha256),
 }
 
 fn check_name(cx: &mut Cx, name: &Spanned<String>) -> String {
@@ -523,7 +456,7 @@ fn check_name(cx: &mut Cx, name: &Spanned<String>) -> String {
     n.clone()
 }
 
-fn layout(cx: &mut Cx, recipe: &Recipe) -> LayoutPlan {
+fn layout(cx: &mut Cx, recipe: &Document) -> LayoutPlan {
     let image = &recipe.image;
     let mut esp_size = DEFAULT_ESP_SIZE;
     if let Some(s) = &image.esp_size {
@@ -554,7 +487,7 @@ fn layout(cx: &mut Cx, recipe: &Recipe) -> LayoutPlan {
     }
 }
 
-fn disk_size(cx: &mut Cx, recipe: &Recipe, esp_size: u64) -> u64 {
+fn disk_size(cx: &mut Cx, recipe: &Document, esp_size: u64) -> u64 {
     let s = &recipe.image.size;
     let Some(n) = cx.size(s, "image.size") else {
         return 0;
@@ -582,7 +515,7 @@ fn disk_size(cx: &mut Cx, recipe: &Recipe, esp_size: u64) -> u64 {
     n
 }
 
-fn epoch(cx: &mut Cx, recipe: &Recipe, env: &Environment) -> (u64, EpochSource) {
+fn epoch(cx: &mut Cx, recipe: &Document, env: &Environment) -> (u64, EpochSource) {
     if let Some(e) = &recipe.image.epoch {
         return match u32::try_from(*e.get_ref()) {
             Ok(v) => (u64::from(v), EpochSource::Recipe),
@@ -599,12 +532,10 @@ fn epoch(cx: &mut Cx, recipe: &Recipe, env: &Environment) -> (u64, EpochSource) 
     }
     match env.source_date_epoch.as_deref() {
         None => (DEFAULT_EPOCH, EpochSource::Default),
-        Some(v) => match v.trim().parse::<u32>() {
-            Ok(n) => (u64::from(n), EpochSource::SourceDateEpoch),
-            Err(_) => {
-                let d = cx.map.error_file(format!(
-                    "SOURCE_DATE_EPOCH=`{v}` is not a number of seconds from 0 to 4294967295"
-                ));
+        Some(_) => match env.epoch() {
+            Ok(n) => (n, EpochSource::SourceDateEpoch),
+            Err(message) => {
+                let d = cx.map.error_file(message);
                 cx.diags
                     .push(d.with_help("unset it, fix it, or set [image] epoch in the recipe"));
                 (DEFAULT_EPOCH, EpochSource::SourceDateEpoch)
@@ -614,8 +545,8 @@ fn epoch(cx: &mut Cx, recipe: &Recipe, env: &Environment) -> (u64, EpochSource) 
 }
 
 /// The seed, or its hash state before the inputs' content ids (fed in
-/// [`Deferred::seed`], in input order).
-fn seed(recipe: &Recipe, map: &SourceMap) -> SeedState {
+/// input order by [`resolve`]).
+fn seed(recipe: &Document, map: &SourceMap) -> SeedState {
     let mut h = Sha256::new();
     if let Some(s) = &recipe.image.seed {
         h.update(b"imgbuild-seed-v1\0user\0");
@@ -628,7 +559,7 @@ fn seed(recipe: &Recipe, map: &SourceMap) -> SeedState {
     }
 }
 
-fn boot(cx: &mut Cx, recipe: &Recipe) -> BootPlan {
+fn boot(cx: &mut Cx, recipe: &Document) -> BootPlan {
     let cmdline = match &recipe.boot.cmdline {
         Some(c) => {
             check_cmdline(cx, c.get_ref(), c.span());
@@ -656,7 +587,7 @@ fn check_cmdline(cx: &mut Cx, c: &str, span: Range<usize>) {
     }
 }
 
-fn targets(cx: &mut Cx, recipe: &Recipe, name: &str, cmdline: &str) -> Vec<TargetPlan> {
+fn targets(cx: &mut Cx, recipe: &Document, name: &str, cmdline: &str) -> Vec<TargetPlan> {
     if recipe.targets.is_empty() {
         let d = cx.map.error_file("the recipe has no targets");
         cx.diags
@@ -673,7 +604,7 @@ fn targets(cx: &mut Cx, recipe: &Recipe, name: &str, cmdline: &str) -> Vec<Targe
 
 fn target(
     cx: &mut Cx,
-    recipe: &Recipe,
+    recipe: &Document,
     tname: &str,
     t: &Spanned<Target>,
     name: &str,
@@ -762,7 +693,7 @@ fn target(
 /// the platform or the loader cannot boot.
 fn firmware(
     cx: &mut Cx,
-    recipe: &Recipe,
+    recipe: &Document,
     tname: &str,
     span: &Range<usize>,
     t: &Target,
@@ -849,7 +780,7 @@ fn firmware(
     (modes, sb)
 }
 
-fn check_azure(cx: &mut Cx, recipe: &Recipe, t: &Target, format: FormatName) {
+fn check_azure(cx: &mut Cx, recipe: &Document, t: &Target, format: FormatName) {
     if format != FormatName::Vhd {
         if let Some(f) = &t.format {
             cx.error(

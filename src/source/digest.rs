@@ -83,7 +83,7 @@ fn read_all(path: &Path, want: Want, mut scan: Option<&mut ZeroScan>) -> io::Res
     }
     Ok(FileDigest {
         sha256: sha
-            .map(|h| crate::plan::hex(&h.finalize()))
+            .map(|h| crate::ids::hex(&h.finalize()))
             .unwrap_or_default(),
         content_id: id.map(|mut c| {
             c.meta(&len.to_le_bytes());

@@ -30,6 +30,8 @@ use std::sync::Arc;
 
 use imgbuild_formats::io::SizedFile;
 
+use crate::ids::Guid;
+
 pub use self::version::compare as compare_versions;
 use super::{FileData, Inode, Kind, Meta, Timestamp, Tree, TreeError};
 
@@ -62,7 +64,7 @@ pub struct BootOptions {
     /// Fail unless the UEFI chain passes Secure Boot with Microsoft's keys.
     pub secure_boot: bool,
     /// The root filesystem's UUID (GRUB finds the kernel by it).
-    pub root_fs_uuid: String,
+    pub root_fs_uuid: Guid,
     /// The ESP's entry number in the GPT (GRUB for BIOS: `(,gptN)`).
     pub esp_partition: u32,
     /// First LBA of the BIOS boot partition (where the core image goes).
@@ -73,7 +75,7 @@ pub struct BootOptions {
     /// The menu title (`Debian GNU/Linux 12 (bookworm)`).
     pub title: String,
     /// PARTUUID of the root partition (`root=PARTUUID=…`).
-    pub root_partuuid: String,
+    pub root_partuuid: Guid,
     /// Kernel command line after `root=… rw`.
     pub cmdline: String,
     /// Per-target additions (`console=ttyS0`, Hyper-V or cloud options).
@@ -346,7 +348,7 @@ fn efi_records(
         out.push(EfiBinary {
             source: sources.get(&path).cloned().unwrap_or_default(),
             path,
-            sha256: crate::plan::hex(&Sha256::digest(&bytes)),
+            sha256: crate::ids::hex(&Sha256::digest(&bytes)),
             signed: sig.signed,
             microsoft_uefi_ca: sig.microsoft_uefi_ca,
         });
@@ -448,10 +450,7 @@ impl BootOptions {
     /// The kernel command line the entry passes: `root=PARTUUID=… rw`, the
     /// recipe's line, then the target's additions.
     pub fn kernel_cmdline(&self) -> String {
-        let root = format!(
-            "root=PARTUUID={} rw",
-            self.root_partuuid.to_ascii_lowercase()
-        );
+        let root = format!("root=PARTUUID={} rw", self.root_partuuid);
         [
             root.as_str(),
             self.cmdline.trim(),
@@ -512,12 +511,6 @@ fn check_options(opts: &BootOptions) -> Result<(), BootError> {
                 "control characters (a newline would start a new config line)",
             );
         }
-    }
-    if crate::ids::parse_uuid(&opts.root_partuuid).is_none() {
-        return bad(
-            "root_partuuid",
-            "not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
-        );
     }
     Ok(())
 }

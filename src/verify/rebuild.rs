@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use imgbuild_formats::DiskImage;
 
 use super::{diff_regions, read_sums, MANIFEST, SUMS};
-use crate::build::{build, default_cache_dir, BuildOptions};
 use crate::layout::gpt;
+use crate::pipeline::{build, default_cache_dir, BuildOptions};
 use crate::plan::Plan;
 use crate::progress::Progress;
 
@@ -61,7 +61,11 @@ pub struct RebuildReport {
 
 /// Builds `plan` into a temporary directory (beside `dir`, else in the
 /// system temp dir), compares, and removes the rebuild.
-pub fn rebuild_and_compare(dir: &Path, plan: &Plan, progress: Progress) -> Result<RebuildReport> {
+pub fn rebuild_and_compare(
+    dir: &Path,
+    plan: &Plan,
+    progress: &dyn Progress,
+) -> Result<RebuildReport> {
     let parent = dir
         .canonicalize()
         .with_context(|| format!("cannot read {}", dir.display()))?
@@ -84,11 +88,10 @@ pub fn rebuild_and_compare(dir: &Path, plan: &Plan, progress: Progress) -> Resul
         out_dir: tmp.path().join("out"),
         cache_dir: default_cache_dir(),
         temp_dir: None,
-        progress,
         // The rebuild reads the same cached bootstrap as the build did.
         refresh: false,
     };
-    build(plan, &opts).context("the rebuild failed")?;
+    build(plan, &opts, progress).context("the rebuild failed")?;
     compare_dirs(dir, &opts.out_dir)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod qemu;
 pub mod rootfs;
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -120,7 +120,7 @@ pub enum Ext4Error {
     TooLarge {
         /// Size requested.
         size: u64,
-        /// The largest size ([`superblock::MAX_BLOCKS`] 4 KiB blocks).
+        /// The largest size (`superblock::MAX_BLOCKS` 4 KiB blocks).
         max: u64,
     },
     /// More inodes than the geometry can hold.

@@ -4,7 +4,7 @@ use std::io;
 
 use crate::tree::TreeError;
 
-/// What is wrong with one tar entry (wrapped in [`SourceError::Tar`], which
+/// What is wrong with one tar entry (wrapped in [`SourceError::Tar`](crate::source::SourceError::Tar), which
 /// names the file and the entry).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -177,7 +177,7 @@ pub fn menu(opts: &BootOptions, kernel: &str, initrd: Option<&str>) -> String {
     ));
     s.push_str(&format!(
         "\tsearch --no-floppy --fs-uuid --set=root {}\n",
-        opts.root_fs_uuid.to_ascii_lowercase()
+        opts.root_fs_uuid
     ));
     s.push_str(&format!(
         "\tlinux {} {}\n",

@@ -98,7 +98,7 @@ pub enum CpioError {
         #[source]
         source: io::Error,
     },
-    /// A bound from [`Limits`] was reached.
+    /// A bound from [`Limits`](super::Limits) was reached.
     #[error("{at}: more than {limit} {what}")]
     Limit {
         /// Where.

@@ -61,14 +61,19 @@ pub struct Package<'a> {
 
 impl<'a> Manifest<'a> {
     /// The manifest of a build.
-    pub fn new(plan: &'a Plan, prepared: &'a Prepared, outputs: &'a [OutputInfo]) -> Self {
+    pub fn new(
+        plan: &'a Plan,
+        inputs: &'a [crate::plan::Input],
+        prepared: &'a Prepared,
+        outputs: &'a [OutputInfo],
+    ) -> Self {
         Manifest {
             version: 1,
             name: &plan.name,
             recipe_sha256: &plan.recipe_sha256,
             epoch: plan.epoch,
-            seed: crate::plan::hex(&plan.seed.0),
-            inputs: &plan.inputs,
+            seed: crate::ids::hex(&plan.seed.0),
+            inputs,
             layout: &prepared.layout,
             kernel_version: &prepared.kernel_version,
             boot: prepared.disks.iter().map(|d| &d.boot).collect(),
@@ -87,13 +92,13 @@ impl<'a> Manifest<'a> {
                 })
                 .collect(),
             outputs,
-            self_sha256: crate::verify::ZEROS,
+            self_sha256: crate::record::ZEROS,
         }
     }
 
     /// Pretty JSON with a trailing newline.
     pub fn to_json(&self) -> anyhow::Result<String> {
-        Ok(crate::verify::seal(
+        Ok(crate::record::seal(
             &(serde_json::to_string_pretty(self)? + "\n"),
         ))
     }

@@ -10,23 +10,24 @@
 //! Everything that can fail on the recipe's content (drivers, the content not
 //! fitting the disk) fails in `prepare`, before any output file exists.
 
+mod error;
 pub mod manifest;
 pub mod outputs;
+
+pub use error::{BuildError, Cause};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use imgbuild_formats::VirtualDisk;
 use sha2::Digest;
 
 use crate::fs::{ext4, fat};
 use crate::layout::{self, LayoutPlan};
 use crate::plan::{FirmwareModes, NetworkPlan, OsPlan, Plan, TargetPlan};
+use crate::plan::{Hypervisor as RecipeHypervisor, Loader};
 use crate::progress::Progress;
-use crate::recipe::{Deferred, Hypervisor as RecipeHypervisor, Loader, RecipeErrors};
-use crate::size::human;
 use crate::source;
 use crate::tree::{boot, config, drivers, systemd, Meta, Timestamp, Tree};
 use outputs::{OutputInfo, OutputSpec, Pending};
@@ -40,11 +41,23 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// Where compressed tars are unpacked (default: the system temp dir).
     pub temp_dir: Option<PathBuf>,
-    /// Progress reporting.
-    pub progress: Progress,
     /// mmdebstrap sources: check the archives for newer Release files and
     /// bootstrap again when there are (`--refresh`).
     pub refresh: bool,
+}
+
+impl BuildOptions {
+    /// Build into `out_dir`, with the default cache
+    /// ([`default_cache_dir`]), unpacking in the system temp directory, and
+    /// reusing a cached bootstrap as its `max_age` allows.
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        BuildOptions {
+            out_dir: out_dir.into(),
+            cache_dir: default_cache_dir(),
+            temp_dir: None,
+            refresh: false,
+        }
+    }
 }
 
 /// One disk to write and the targets that share it.
@@ -176,56 +189,48 @@ impl Timer<'_> {
     }
 }
 
-/// Runs every check and assembles the disks without writing any output.
-pub fn prepare(plan: &Plan, opts: &BuildOptions) -> Result<Prepared> {
-    prepare_deferred(&mut Deferred::ready(plan.clone()), opts)
-}
+/// A `Result` of the pipeline.
+pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
-/// [`prepare`] for a plan whose inputs may still be read on other threads:
-/// the OS tree is read, configured and its drivers checked meanwhile; the
-/// content ids (and so the seed) are awaited before the first id is drawn.
-/// The SHA-256s may still be computing when this returns.
-pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<Prepared> {
+/// Runs every check and assembles the disks without writing any output:
+/// what `imgbuild check` does after the recipe.
+pub fn prepare(plan: &Plan, opts: &BuildOptions, progress: &dyn Progress) -> Result<Prepared> {
     let mut timings = BTreeMap::new();
     let mut t = Timer {
         timings: &mut timings,
         start: Instant::now(),
     };
-    // Only what `Deferred::early` guarantees final is read before `finish`.
-    let early = deferred.early();
-    let epoch = i64::try_from(early.epoch).context("epoch out of range")?;
+    let epoch = i64::try_from(plan.epoch)
+        .map_err(|_| BuildError::Plan(format!("epoch {} out of range", plan.epoch)))?;
 
-    let mut early_steps = || -> Result<_> {
-        let step = opts.progress.step("reading the OS tree");
-        let (mut tree, bootstrap) = read_os(early, opts, epoch)?;
-        drop(step);
-        t.lap("read_os");
+    let step = progress.step("reading the OS tree");
+    let (mut tree, bootstrap) = read_os(plan, opts, epoch)?;
+    drop(step);
+    t.lap("read_os");
 
-        let step = opts.progress.step("configuring the tree");
-        configure(&mut tree, early, epoch)?;
-        let kernel = boot::find_kernel(&tree).context("cannot find what to boot")?;
-        let driver_reports = check_drivers(&tree, early, &kernel)?;
-        write_driver_config(&mut tree, early, epoch)?;
-        t.lap("configure");
-        Ok((tree, bootstrap, kernel, driver_reports, step))
-    };
-    let (mut tree, bootstrap, kernel, driver_reports, step) = early_steps()?;
-    deferred
-        .seed()
-        .map_err(|d| RecipeErrors(crate::recipe::render_all(&d)))?;
-    t.lap("input_ids");
-    let plan = deferred.early();
+    let step = progress.step("configuring the tree");
+    configure(&mut tree, plan, epoch)?;
+    let kernel = boot::find_kernel(&tree).map_err(BuildError::NoKernel)?;
+    let driver_reports = check_drivers(&tree, plan, &kernel)?;
+    write_driver_config(&mut tree, plan, epoch)?;
     let layout = layout::plan(plan.size, plan.layout.esp_size, &plan.seed)?;
-    let (esp_part, root_part) = (esp_partition(&layout), root_partition(&layout));
-    let mut root_entry = config::FstabEntry::root_ext4(&root_part.guid);
+    let (esp_part, root_part) = (layout.esp(), layout.root());
+    let mut root_entry = config::FstabEntry::root_ext4(&root_part.guid.to_string());
     if plan.layout.grow_root {
-        config::grow_root_on_boot(&mut tree, &root_part.type_guid, epoch)
-            .context("cannot set up growing the root on first boot")?;
+        config::grow_root_on_boot(&mut tree, &root_part.type_guid.to_string(), epoch).map_err(
+            |e| BuildError::ConfigStep {
+                context: "cannot set up growing the root on first boot".into(),
+                source: Box::new(e),
+            },
+        )?;
         root_entry.options.push_str(",x-systemd.growfs");
     }
     config::write_fstab(
         &mut tree,
-        &[root_entry, config::FstabEntry::esp(&esp_part.guid)],
+        &[
+            root_entry,
+            config::FstabEntry::esp(&esp_part.guid.to_string()),
+        ],
         epoch,
     )?;
     config::clean_for_golden_image(&mut tree, &config::Hygiene::default(), epoch)?;
@@ -244,7 +249,7 @@ pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<
     drop(step);
     t.lap("configure");
 
-    let step = opts.progress.step("laying out the root filesystem");
+    let step = progress.step("laying out the root filesystem");
     let mut ext4_opts = ext4::Ext4Options::new(
         root_part.size,
         plan.seed.uuid("ext4.uuid"),
@@ -255,22 +260,18 @@ pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<
     let root = match ext4::write(&tree, &ext4_opts) {
         Ok(r) => r,
         Err(ext4::Ext4Error::TooSmall { needed, .. }) => {
-            let disk = root_part.start + needed.next_multiple_of(layout::ALIGN) + layout::ALIGN;
-            bail!(
-                "the OS tree does not fit: the root filesystem needs {} but the disk leaves it {}; \
-                 set [image] size to at least {} ({} bytes)",
-                human(needed),
-                human(root_part.size),
-                human(disk.next_multiple_of(1 << 20)),
-                disk
-            );
+            return Err(BuildError::TooLarge {
+                needed,
+                available: root_part.size,
+                min_disk_size: layout::min_disk_size(plan.layout.esp_size, needed),
+            });
         }
-        Err(e) => return Err(e).context("cannot lay out the root filesystem"),
+        Err(e) => return Err(BuildError::RootFilesystem(e)),
     };
     drop(step);
     t.lap("ext4");
 
-    let step = opts.progress.step("assembling the disks");
+    let step = progress.step("assembling the disks");
     let disks = assemble_disks(&tree, plan, &layout, &root, epoch)?;
     drop(step);
     t.lap("esp_and_gpt");
@@ -286,29 +287,27 @@ pub fn prepare_deferred(deferred: &mut Deferred, opts: &BuildOptions) -> Result<
     })
 }
 
-/// Builds the plan into `opts.out_dir`: all outputs or none.
-pub fn build(plan: &Plan, opts: &BuildOptions) -> Result<BuildReport> {
-    build_deferred(Deferred::ready(plan.clone()), opts)
-}
-
-/// [`build`] for a plan whose input digests may still be computing (see
-/// [`prepare_deferred`]).
-pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<BuildReport> {
+/// Builds the plan into `opts.out_dir`: all outputs or none. The output
+/// directory is taken first (locked, checked); the images are written into
+/// a staging directory in one pass; the inputs' SHA-256s and pins are
+/// checked; then the new set replaces the old at once.
+pub fn build(plan: &Plan, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport> {
     // First: the output directory is usable, and ours alone until the end.
-    let out = crate::outdir::OutDir::open(&opts.out_dir)?;
+    let out =
+        crate::outdir::OutDir::open(&opts.out_dir).map_err(|e| BuildError::OutputDirectory {
+            path: opts.out_dir.clone(),
+            message: format!("{e:#}"),
+        })?;
     let staging = out.staging().to_path_buf();
-    let mut prepared = match prepare_deferred(&mut deferred, opts) {
+    let mut prepared = match prepare(plan, opts, progress) {
         Ok(p) => p,
         // A recipe problem the digests find (a stale `sha256` pin) explains
         // more than whatever it made fail meanwhile: it wins.
         Err(e) => {
-            deferred
-                .finish()
-                .map_err(|d| RecipeErrors(crate::recipe::render_all(&d)))?;
+            plan.inputs_checked().map_err(BuildError::Inputs)?;
             return Err(e);
         }
     };
-    let plan = deferred.early();
     crate::outdir::fault_point("before-write");
     let start = Instant::now();
     let mut pending = Pending::default();
@@ -331,7 +330,9 @@ pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<Bui
             (&d.disk, specs)
         })
         .collect();
-    pending.write(&staging, &disks, &opts.progress)?;
+    pending
+        .write(&staging, &disks, progress)
+        .map_err(error::write_error)?;
     prepared
         .timings
         .insert("write_outputs".into(), start.elapsed().as_secs_f64());
@@ -343,11 +344,9 @@ pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<Bui
             .insert(format!("write_outputs.{phase}"), *secs);
     }
     // The inputs' SHA-256s ran beside the writing; a pin that does not match
-    // fails the build here, before anything is renamed into place.
+    // fails the build here, before anything is put in place.
     let t = Instant::now();
-    let plan = &deferred
-        .finish()
-        .map_err(|d| RecipeErrors(crate::recipe::render_all(&d)))?;
+    let inputs = plan.inputs_checked().map_err(BuildError::Inputs)?;
     prepared
         .timings
         .insert("input_sha256_wait".into(), t.elapsed().as_secs_f64());
@@ -356,19 +355,29 @@ pub fn build_deferred(mut deferred: Deferred, opts: &BuildOptions) -> Result<Bui
         .iter()
         .map(|o| (o.sha256.clone(), o.file.clone()))
         .collect();
-    pending.text(
-        &staging,
-        crate::verify::SUMS,
-        &crate::verify::write_sums(&sums),
-    )?;
-    let manifest = manifest::Manifest::new(plan, &prepared, &images);
-    pending.text(&staging, manifest::FILE, &manifest.to_json()?)?;
-    let names: Vec<String> = pending
-        .commit()?
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    out.commit(&names)?;
+    let manifest = manifest::Manifest::new(plan, &inputs, &prepared, &images);
+    let json = manifest
+        .to_json()
+        .map_err(|e| BuildError::Plan(format!("cannot encode the manifest: {e}")))?;
+    let write = |pending: &mut Pending| -> anyhow::Result<Vec<String>> {
+        pending.text(
+            &staging,
+            crate::record::SUMS,
+            &crate::record::write_sums(&sums),
+        )?;
+        pending.text(&staging, manifest::FILE, &json)?;
+        Ok(std::mem::take(pending)
+            .commit()?
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    };
+    let names = write(&mut pending).map_err(error::write_error)?;
+    out.commit(&names)
+        .map_err(|e| BuildError::OutputDirectory {
+            path: opts.out_dir.clone(),
+            message: format!("{e:#}"),
+        })?;
     Ok(BuildReport {
         out_dir: opts.out_dir.clone(),
         outputs: images,
@@ -411,8 +420,11 @@ fn read_os(
                 .iter()
                 .find(|i| &i.path == path)
                 .and_then(|i| i.zeros.clone());
-            source::tar::read_tar(path, &mut tree, &tar_opts(zeros))
-                .with_context(|| format!("cannot read the OS tarball {written}"))?;
+            source::tar::read_tar(path, &mut tree, &tar_opts(zeros)).map_err(source_error(
+                "the OS tarball",
+                path,
+                written,
+            ))?;
         }
         OsPlan::Dir {
             path,
@@ -424,17 +436,25 @@ fn read_os(
                 clamp_mtime: Some(epoch),
                 xattrs: true,
             };
-            source::dir::read_dir(path, &mut tree, &o)
-                .with_context(|| format!("cannot read the OS directory {written}"))?;
+            source::dir::read_dir(path, &mut tree, &o).map_err(source_error(
+                "the OS directory",
+                path,
+                written,
+            ))?;
         }
         OsPlan::Mmdebstrap { suite, max_age, .. } => {
-            let spec = debootstrap_spec(&plan.os, epoch)?.expect("an mmdebstrap source");
+            let spec = debootstrap_spec(&plan.os, epoch)
+                .ok_or_else(|| BuildError::Plan("not an mmdebstrap source".into()))?;
             let policy = source::mmdebstrap::CachePolicy {
                 refresh: opts.refresh,
                 max_age: *max_age,
             };
-            let done = source::mmdebstrap::bootstrap(&spec, &opts.cache_dir, policy)
-                .with_context(|| format!("cannot bootstrap Debian {suite} with mmdebstrap"))?;
+            let done = source::mmdebstrap::bootstrap(&spec, &opts.cache_dir, policy).map_err(
+                |source| BuildError::Source {
+                    context: format!("cannot bootstrap Debian {suite} with mmdebstrap"),
+                    source: Box::new(source),
+                },
+            )?;
             let tar = done.tar.clone();
             record = Some((done.info, done.action));
             // Not a recipe input (no digest): map its zeros on a thread of
@@ -450,18 +470,41 @@ fn read_os(
                 Some(zeros.clone()),
                 false,
             ));
-            source::tar::read_tar(&tar, &mut tree, &tar_opts(Some(zeros)))
-                .with_context(|| format!("cannot read the bootstrapped tree {}", tar.display()))?;
+            source::tar::read_tar(&tar, &mut tree, &tar_opts(Some(zeros))).map_err(|source| {
+                BuildError::Source {
+                    context: format!("cannot read the bootstrapped tree {}", tar.display()),
+                    source: Box::new(source),
+                }
+            })?;
         }
     }
     Ok((tree, record))
 }
 
+/// A source read's error: [`BuildError::MissingInput`] when the path is
+/// gone, else [`BuildError::Source`] naming it as the recipe wrote it.
+fn source_error<'a>(
+    what: &'a str,
+    path: &'a Path,
+    written: &'a str,
+) -> impl FnOnce(source::SourceError) -> BuildError + 'a {
+    move |source| {
+        if std::fs::symlink_metadata(path).is_err() {
+            BuildError::MissingInput {
+                what: what.to_string(),
+                path: path.to_path_buf(),
+            }
+        } else {
+            BuildError::Source {
+                context: format!("cannot read {what} {written}"),
+                source: Box::new(source),
+            }
+        }
+    }
+}
+
 /// The mmdebstrap run an OS plan asks for (`None` for other sources).
-pub fn debootstrap_spec(
-    os: &OsPlan,
-    epoch: i64,
-) -> Result<Option<source::mmdebstrap::DebootstrapSpec>> {
+pub fn debootstrap_spec(os: &OsPlan, epoch: i64) -> Option<source::mmdebstrap::DebootstrapSpec> {
     let OsPlan::Mmdebstrap {
         suite,
         variant,
@@ -471,14 +514,11 @@ pub fn debootstrap_spec(
         ..
     } = os
     else {
-        return Ok(None);
+        return None;
     };
-    Ok(Some(source::mmdebstrap::DebootstrapSpec {
+    Some(source::mmdebstrap::DebootstrapSpec {
         suite: suite.clone(),
-        variant: serde_json::to_value(variant)?
-            .as_str()
-            .unwrap_or("minbase")
-            .to_string(),
+        variant: variant.as_str().to_string(),
         sources: match sources {
             crate::plan::SourcesPlan::Host { updates, security } => {
                 source::Sources::Host(source::archives::HostChoice {
@@ -491,7 +531,7 @@ pub fn debootstrap_spec(
         components: components.clone(),
         packages: packages.clone(),
         epoch: Some(epoch),
-    }))
+    })
 }
 
 fn configure(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
@@ -511,8 +551,14 @@ fn configure(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
         .files
         .iter()
         .map(|f| {
-            f.to_spec(&plan.inputs)
-                .with_context(|| format!("cannot read the content of {}", f.path))
+            f.to_spec(&plan.inputs).map_err(|e| {
+                input_error(
+                    format!("the content of {}", f.path),
+                    f.content.as_ref(),
+                    &plan.inputs,
+                    e,
+                )
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     config::apply_files(tree, &files, epoch)?;
@@ -524,19 +570,54 @@ fn configure(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
         mtime: Timestamp::from_secs(epoch),
         ..Meta::default()
     };
+    let step = |context: String| {
+        move |e: systemd::SystemdError| BuildError::ConfigStep {
+            context,
+            source: Box::new(e),
+        }
+    };
     for unit in &c.services.enable {
-        systemd::enable_unit(tree, unit, &meta).with_context(|| format!("cannot enable {unit}"))?;
+        systemd::enable_unit(tree, unit, &meta).map_err(step(format!("cannot enable {unit}")))?;
     }
     for unit in &c.services.disable {
-        systemd::disable_unit(tree, unit).with_context(|| format!("cannot disable {unit}"))?;
+        systemd::disable_unit(tree, unit).map_err(step(format!("cannot disable {unit}")))?;
     }
     for unit in &c.services.mask {
-        systemd::mask_unit(tree, unit, &meta).with_context(|| format!("cannot mask {unit}"))?;
+        systemd::mask_unit(tree, unit, &meta).map_err(step(format!("cannot mask {unit}")))?;
     }
     if let Some(ci) = &c.cloud_init {
-        config::write_nocloud(tree, &ci.to_nocloud(&plan.inputs)?, epoch)?;
+        let seed = ci
+            .to_nocloud(&plan.inputs)
+            .map_err(|e| BuildError::ConfigStep {
+                context: "cannot read the cloud-init documents".into(),
+                source: Box::new(e),
+            })?;
+        config::write_nocloud(tree, &seed, epoch)?;
     }
     Ok(())
+}
+
+/// A file input's read error: [`BuildError::MissingInput`] when the file
+/// is gone, else a [`BuildError::ConfigStep`].
+fn input_error(
+    what: String,
+    content: Option<&crate::plan::Content>,
+    inputs: &[crate::plan::Input],
+    e: std::io::Error,
+) -> BuildError {
+    let path = match content {
+        Some(crate::plan::Content::File(i)) => inputs.get(*i).map(|i| i.path.clone()),
+        _ => None,
+    };
+    match path {
+        Some(path) if e.kind() == std::io::ErrorKind::NotFound => {
+            BuildError::MissingInput { what, path }
+        }
+        _ => BuildError::ConfigStep {
+            context: format!("cannot read {what}"),
+            source: Box::new(e),
+        },
+    }
 }
 
 fn hypervisor(h: RecipeHypervisor) -> drivers::Hypervisor {
@@ -545,16 +626,6 @@ fn hypervisor(h: RecipeHypervisor) -> drivers::Hypervisor {
         RecipeHypervisor::Hyperv | RecipeHypervisor::HypervGen1 => drivers::Hypervisor::HyperV,
         RecipeHypervisor::Azure => drivers::Hypervisor::Azure,
     }
-}
-
-/// The ESP's entry in the plan.
-fn esp_partition(layout: &LayoutPlan) -> &layout::PlannedPartition {
-    &layout.partitions[layout::ESP_ENTRY as usize - 1]
-}
-
-/// The root's entry in the plan.
-fn root_partition(layout: &LayoutPlan) -> &layout::PlannedPartition {
-    &layout.partitions[layout::ROOT_ENTRY as usize - 1]
 }
 
 /// What the boot step needs for one disk: its targets' command line,
@@ -574,12 +645,12 @@ fn boot_options(
         bios: key.firmware.bios,
         uefi: key.firmware.uefi,
         secure_boot,
-        root_fs_uuid: crate::ids::uuid_string(plan.seed.uuid("ext4.uuid")),
+        root_fs_uuid: crate::ids::Guid(plan.seed.uuid("ext4.uuid")),
         esp_partition: layout::ESP_ENTRY,
-        bios_boot_lba: layout.partitions[layout::BIOS_BOOT_ENTRY as usize - 1].start / 512,
+        bios_boot_lba: layout.bios().start / 512,
         entry_id: plan.name.clone(),
         title: plan.name.clone(),
-        root_partuuid: root_partition(layout).guid.clone(),
+        root_partuuid: layout.root().guid,
         cmdline: key.cmdline.clone(),
         extra_cmdline: key.extra.clone(),
         timeout: 0,
@@ -606,13 +677,17 @@ fn check_drivers(
     kernel: &boot::Kernel,
 ) -> Result<Vec<(String, drivers::DriverReport)>> {
     let version = &kernel.version;
-    let modules = drivers::KernelModules::read(tree, version)
-        .with_context(|| format!("cannot read the modules of kernel {version}"))?;
+    let modules =
+        drivers::KernelModules::read(tree, version).map_err(|source| BuildError::Kernel {
+            context: format!("cannot read the modules of kernel {version}"),
+            source,
+        })?;
     let initramfs = match &kernel.initrd {
         Some((path, data)) => {
-            let listing = crate::tree::cpio::list(data)
-                .map_err(drivers::DriverError::Initramfs)
-                .with_context(|| format!("cannot read the initramfs {path}"))?;
+            let listing = crate::tree::cpio::list(data).map_err(|e| BuildError::Kernel {
+                context: format!("cannot read the initramfs {path}"),
+                source: drivers::DriverError::Initramfs(e),
+            })?;
             drivers::initramfs_modules(&listing, version)
         }
         None => Default::default(),
@@ -620,7 +695,11 @@ fn check_drivers(
     let mut reports = Vec::new();
     for t in &plan.targets {
         let report = drivers::check_modules(&modules, &initramfs, hypervisor(t.hypervisor))
-            .with_context(|| format!("target {:?} cannot boot kernel {version}", t.name))?;
+            .map_err(|source| BuildError::Drivers {
+                target: t.name.clone(),
+                kernel: version.clone(),
+                source,
+            })?;
         reports.push((t.name.clone(), report));
     }
     Ok(reports)
@@ -637,7 +716,10 @@ fn write_driver_config(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
         let h = hypervisor(t.hypervisor);
         if !seen.contains(&h) {
             seen.push(h);
-            drivers::write_config(tree, h, &meta)?;
+            drivers::write_config(tree, h, &meta).map_err(|e| BuildError::ConfigStep {
+                context: format!("cannot write the driver configuration for {}", t.name),
+                source: Box::new(e),
+            })?;
         }
     }
     Ok(())
@@ -654,8 +736,8 @@ fn assemble_disks(
     root: &VirtualDisk,
     epoch: i64,
 ) -> Result<Vec<Disk>> {
-    let esp_part = esp_partition(layout);
-    let bios_part = &layout.partitions[layout::BIOS_BOOT_ENTRY as usize - 1];
+    let esp_part = layout.esp();
+    let bios_part = layout.bios();
     let mut by_key: BTreeMap<DiskKey, Vec<TargetPlan>> = BTreeMap::new();
     for t in &plan.targets {
         let key = DiskKey {
@@ -670,11 +752,13 @@ fn assemble_disks(
         let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
         let secure_boot = targets.iter().any(|t| t.secure_boot);
         let opts = boot_options(plan, layout, &key, secure_boot, epoch);
-        let files = boot::boot_files(tree, &opts)
-            .with_context(|| format!("cannot make target {} boot", names.join(", ")))?;
+        let files = boot::boot_files(tree, &opts).map_err(|source| BuildError::Boot {
+            targets: names.join(", "),
+            source,
+        })?;
         let bios = files.bios.as_ref().map(|b| BiosRecord {
             boot_code: format!("tree:{}/boot.img", boot::grub::I386_PC),
-            core_sha256: crate::plan::hex(&sha2::Sha256::digest(&b.core)),
+            core_sha256: crate::ids::hex(&sha2::Sha256::digest(&b.core)),
             core_size: b.core.len() as u64,
             core_modules: b.modules.clone(),
             prefix: b.prefix.clone(),
@@ -700,18 +784,16 @@ fn assemble_disks(
             label: plan.layout.esp_label.clone(),
             epoch,
             hidden_sectors: u32::try_from(esp_part.start / 512)
-                .context("ESP start out of range")?,
+                .map_err(|_| BuildError::Plan("the ESP's start is out of range".into()))?,
         };
-        let esp =
-            fat::write(&files.esp, &fat_opts).context("cannot lay out the EFI system partition")?;
+        let esp = fat::write(&files.esp, &fat_opts).map_err(BuildError::Esp)?;
         let mut core = imgbuild_formats::VirtualDiskBuilder::new(bios_part.size);
         if let Some(b) = &files.bios {
             if b.core.len() as u64 > bios_part.size {
-                bail!(
-                    "GRUB's core image ({} bytes) does not fit the BIOS boot partition ({} bytes)",
-                    b.core.len(),
-                    bios_part.size
-                );
+                return Err(BuildError::CoreTooLarge {
+                    size: b.core.len() as u64,
+                    available: bios_part.size,
+                });
             }
             core.bytes(0, b.core.clone());
         }
@@ -819,7 +901,8 @@ pub struct MakeFs {
 }
 
 /// One filesystem from a tarball, as a disk of exactly `size` bytes.
-pub fn make_fs(m: &MakeFs) -> Result<VirtualDisk> {
+pub fn make_fs(m: &MakeFs) -> anyhow::Result<VirtualDisk> {
+    use anyhow::Context;
     let mut tree = Tree::new(dir_meta(m.epoch));
     let opts = source::tar::TarOptions {
         temp_dir: None,
@@ -839,8 +922,8 @@ pub fn make_fs(m: &MakeFs) -> Result<VirtualDisk> {
             ext4::Ext4Error::TooSmall { needed, size } => anyhow::anyhow!(
                 "{} does not fit in {}: the filesystem needs at least {} ({needed} bytes); raise --size",
                 m.source.display(),
-                human(size),
-                human(needed)
+                crate::size::human(size),
+                crate::size::human(needed)
             ),
             e => anyhow::Error::new(e).context("cannot lay out the ext4 filesystem"),
         })

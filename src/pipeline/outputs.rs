@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::output::AtomicFile;
 use crate::progress::Progress;
-use crate::verify::{hex, sha256_file};
+use crate::record::{hex, sha256_file};
 
 /// One image to write.
 #[derive(Clone, Debug)]
@@ -73,7 +73,7 @@ impl Pending {
         &mut self,
         dir: &Path,
         disks: &[(&VirtualDisk, Vec<OutputSpec>)],
-        progress: &Progress,
+        progress: &dyn Progress,
     ) -> Result<()> {
         let mut files = Vec::new();
         let mut sinks = Vec::new();
