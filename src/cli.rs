@@ -1,5 +1,7 @@
 //! Argument parsing and the commands' top-level flow.
 
+mod run;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -50,6 +52,13 @@ struct BuildArgs {
     /// recipe reads only files inside its own directory.
     #[arg(long, value_name = "DIR")]
     allow_path: Vec<PathBuf>,
+    /// Then boot every output in every firmware mode it supports and check
+    /// its console, as `imgbuild test` does.
+    #[arg(long)]
+    test: bool,
+    /// With --test: also write the test summary as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE", requires = "test")]
+    junit: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,6 +125,10 @@ enum Command {
     Inspect(InspectArgs),
     /// Check a build's outputs against SHA256SUMS and manifest.json (--rebuild: byte for byte against a rebuild).
     Verify(VerifyArgs),
+    /// Run an image in QEMU, its serial console on this terminal (read-only: writes are thrown away).
+    Boot(run::BootArgs),
+    /// Boot every output of a build (or of a recipe, built first) in every firmware mode it supports and check its console.
+    Test(run::TestArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -191,7 +204,7 @@ struct InspectArgs {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum FormatArg {
+pub(crate) enum FormatArg {
     Raw,
     Qcow2,
     Vhdx,
@@ -288,6 +301,8 @@ pub fn run() -> ExitCode {
             Command::Convert(a) => convert(a),
             Command::Inspect(a) => inspect(a),
             Command::Verify(a) => verify(a),
+            Command::Boot(a) => run::boot(a),
+            Command::Test(a) => run::test(a),
             _ => unreachable!("handled above"),
         },
     };
@@ -467,16 +482,43 @@ fn pipeline_error(e: BuildError) -> anyhow::Error {
 }
 
 fn build(a: BuildArgs) -> Result<()> {
+    let quiet = a.quiet || a.json;
+    let opts = build_options(a.output, a.cache_dir, a.refresh);
+    build_to(&a.recipe, &opts, &a.allow_path, quiet, a.json)?;
+    if a.test {
+        let flags = run::TestFlags {
+            junit: a.junit,
+            ..run::TestFlags::default()
+        };
+        run::test_built(&opts.out_dir, &flags)?;
+    }
+    Ok(())
+}
+
+/// Builds `recipe` into `out` with the defaults (`imgbuild test RECIPE`).
+fn build_recipe(recipe: &Path, out: &Path, json: bool) -> Result<()> {
+    let opts = build_options(out.to_path_buf(), None, false);
+    build_to(recipe, &opts, &[], json, false)
+}
+
+/// Builds and prints what was written (the JSON report with `json`,
+/// nothing with `quiet`).
+fn build_to(
+    recipe: &Path,
+    opts: &imgbuild::pipeline::BuildOptions,
+    allow: &[PathBuf],
+    quiet: bool,
+    json: bool,
+) -> Result<()> {
     // Large inputs hash on threads while the tree is read and configured;
     // the build checks their pins before it puts anything in place.
-    let plan = imgbuild::recipe::plan_with(&a.recipe, &environment(&a.allow_path))
+    let plan = imgbuild::recipe::plan_with(recipe, &environment(allow))
         .map_err(|d| RecipeErrors(imgbuild::recipe::render_all(&d)))?;
-    let opts = build_options(a.output, a.cache_dir, a.refresh);
-    let progress = Console::new(Mode::detect(a.quiet || a.json));
-    let report = imgbuild::pipeline::build(&plan, &opts, &progress).map_err(pipeline_error)?;
-    if a.json {
+    let progress = Console::new(Mode::detect(quiet));
+    let report = imgbuild::pipeline::build(&plan, opts, &progress).map_err(pipeline_error)?;
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if !a.quiet {
+    } else if !quiet {
         for o in &report.outputs {
             println!(
                 "{}  {}  {}",

@@ -54,6 +54,7 @@ pub mod plan;
 pub mod progress;
 pub mod recipe;
 pub mod record;
+pub mod run;
 pub mod size;
 pub mod source;
 pub mod tree;

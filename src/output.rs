@@ -290,6 +290,15 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Writes `text` to `path` atomically: complete or not at all.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    let out = AtomicFile::create(path)?;
+    std::fs::write(out.temp_path(), text)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    out.commit()?;
+    Ok(())
+}
+
 /// Writes `disk` to `path` as one image in `format`, atomically: the file
 /// appears complete or not at all, and an existing one is replaced only
 /// then (`imgbuild convert` and `make-fs`).

@@ -45,6 +45,8 @@ pub struct Plan {
     pub config: ConfigPlan,
     /// One output per target, sorted by target name.
     pub targets: Vec<TargetPlan>,
+    /// What `imgbuild test` checks on each output's serial console.
+    pub test: TestPlan,
     /// Every file input with its digest, in recipe order. The SHA-256 of a
     /// large input may still be computing (empty here): [`Plan::inputs_checked`]
     /// gives them all, its `sha256` pin checked.
@@ -62,6 +64,42 @@ impl Plan {
     /// in place.
     pub fn inputs_checked(&self) -> Result<Vec<Input>, Vec<InputProblem>> {
         self.checks.wait(&self.inputs)
+    }
+}
+
+/// `imgbuild test`'s checks, as the manifest records them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TestPlan {
+    /// Regular expressions that must all appear on the serial console.
+    pub expect: Vec<String>,
+    /// Regular expressions that fail the boot as soon as they appear.
+    pub fail: Vec<String>,
+    /// Seconds a boot may take.
+    pub timeout: u64,
+}
+
+impl TestPlan {
+    /// A boot fails at once on this, whatever the recipe says.
+    pub const KERNEL_PANIC: &'static str = "Kernel panic";
+    /// Seconds a boot may take unless the recipe says otherwise.
+    pub const DEFAULT_TIMEOUT: u64 = 300;
+
+    /// The checks of a recipe without `[test]`: the login prompt (of
+    /// `hostname` when known), no kernel panic, five minutes.
+    pub fn defaults(hostname: Option<&str>) -> Self {
+        TestPlan {
+            expect: vec![Self::login_prompt(hostname)],
+            fail: vec![Self::KERNEL_PANIC.to_string()],
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// `<hostname> login:` as a regular expression (any `login:` without one).
+    pub fn login_prompt(hostname: Option<&str>) -> String {
+        match hostname {
+            Some(h) => format!("{} login:", regex::escape(h)),
+            None => "login:".to_string(),
+        }
     }
 }
 

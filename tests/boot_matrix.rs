@@ -25,7 +25,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use support::qemu::{Boot, Bus, Firmware};
-use support::{imgbuild, require_tool, run, run_ok};
+use support::{require_tool, run, run_ok};
 
 /// The guest's report: firmware, Secure Boot state, root filesystem size;
 /// then a power-off when the host asked for one.
@@ -102,14 +102,7 @@ fn built(release: &Release) -> Option<PathBuf> {
         let recipe = dir.join("recipe.toml");
         std::fs::write(&recipe, format!("{text}\n{REPORT}")).expect("write recipe");
         let out = dir.join("out");
-        run_ok(
-            imgbuild()
-                .arg("build")
-                .arg(&recipe)
-                .arg("-o")
-                .arg(&out)
-                .arg("--quiet"),
-        );
+        support::build_quiet(&recipe, &out);
         Some(out)
     })
     .clone()

@@ -218,14 +218,7 @@ fn azure_entry_carries_its_profile_cmdline_and_kvm_does_not() {
         "[targets.kvm]\n\n[targets.hyperv]\n\n[targets.azure]\n",
     );
     let out = d.path().join("out");
-    run_ok(
-        imgbuild()
-            .arg("build")
-            .arg(&r)
-            .arg("-o")
-            .arg(&out)
-            .arg("--quiet"),
-    );
+    support::build_quiet(&r, &out);
     let azure_words = imgbuild::tree::drivers::Hypervisor::Azure.profile().cmdline;
     assert!(!azure_words.is_empty());
     let kvm = options_line(&esp_entry(&out.join("synthetic-kvm.qcow2"), d.path()));

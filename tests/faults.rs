@@ -96,14 +96,7 @@ fn a_build_killed_at_any_step_leaves_the_old_or_the_new_set_and_the_next_cleans_
         recipe(d.path(), &tar, "beta"),
     );
     let out = d.path().join("out");
-    run_ok(
-        imgbuild()
-            .arg("build")
-            .arg(&a)
-            .arg("-o")
-            .arg(&out)
-            .arg("-q"),
-    );
+    support::build_quiet(&a, &out);
     let mut sets = [set(&out), String::new()];
     let mut current = 0; // index of the set the directory holds (0: alpha, 1: beta)
     for (point, expect_new) in [

@@ -50,14 +50,7 @@ fn built() -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
     )
     .unwrap();
     let out = d.path().join("out");
-    run_ok(
-        imgbuild()
-            .arg("build")
-            .arg(&rec)
-            .arg("-o")
-            .arg(&out)
-            .arg("-q"),
-    );
+    support::build_quiet(&rec, &out);
     Some((d, rec, out))
 }
 

@@ -1008,3 +1008,40 @@ fn mmdebstrap_archives_default_to_the_host_s_and_the_recipe_s_are_exact() {
         "{e}"
     );
 }
+
+#[test]
+fn test_table_patterns_must_be_regular_expressions_and_the_timeout_positive() {
+    let text = errors(&minimal(
+        "\n[test]\nexpect = [\"ok (\"]\nfail = [\"[\"]\ntimeout = 0\n",
+    ));
+    // Line 11: expect, 12: fail, 13: timeout.
+    for (at, what) in [
+        (
+            "recipe.toml:11:11",
+            "[test] expect: `ok (` is not a regular expression",
+        ),
+        (
+            "recipe.toml:12:9",
+            "[test] fail: `[` is not a regular expression",
+        ),
+        ("recipe.toml:13:11", "[test] timeout 0 is out of range"),
+    ] {
+        assert!(
+            text.contains(at) && text.contains(what),
+            "{at} {what}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn test_table_defaults_expect_the_hostname_s_login_prompt_and_no_kernel_panic() {
+    let plan = check_in(
+        Path::new("/nonexistent-recipe-dir"),
+        &minimal("\n[config]\nhostname = \"web.1\"\n"),
+        &Environment::default(),
+    )
+    .expect("resolves");
+    assert_eq!(plan.test.expect, [r"web\.1 login:"]);
+    assert_eq!(plan.test.fail, ["Kernel panic"]);
+    assert_eq!(plan.test.timeout, 300);
+}

@@ -41,6 +41,8 @@ pub struct Manifest<'a> {
     pub packages: Vec<Package<'a>>,
     /// The images.
     pub outputs: &'a [OutputInfo],
+    /// What `imgbuild test` checks on each output's serial console.
+    pub test: &'a crate::plan::TestPlan,
     /// SHA-256 of this file with this value set to 64 zeros
     /// (`imgbuild verify` checks it: any changed byte shows).
     pub self_sha256: &'static str,
@@ -92,6 +94,7 @@ impl<'a> Manifest<'a> {
                 })
                 .collect(),
             outputs,
+            test: &plan.test,
             self_sha256: crate::record::ZEROS,
         }
     }

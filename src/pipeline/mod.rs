@@ -321,6 +321,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &dyn Progress) -> Resul
                 .iter()
                 .map(|t| OutputSpec {
                     target: t.name.clone(),
+                    hypervisor: t.hypervisor.name().to_string(),
                     file_name: t.output.clone(),
                     format: t.format,
                     options: t.write_options(&plan.seed),

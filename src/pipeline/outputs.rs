@@ -26,6 +26,8 @@ use crate::record::{hex, sha256_file};
 pub struct OutputSpec {
     /// Target name (`kvm`, `hyperv`, ...).
     pub target: String,
+    /// Its hypervisor profile (`kvm`, `hyperv`, `hyperv-gen1`, `azure`).
+    pub hypervisor: String,
     /// File name inside the output directory.
     pub file_name: String,
     /// Format.
@@ -41,6 +43,10 @@ pub struct OutputSpec {
 pub struct OutputInfo {
     /// Target name.
     pub target: String,
+    /// Its hypervisor profile (`kvm`, `hyperv`, `hyperv-gen1`, `azure`):
+    /// how `imgbuild test` attaches the disk.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hypervisor: String,
     /// File name inside the output directory.
     pub file: String,
     /// Format.
@@ -170,6 +176,7 @@ impl Pending {
         {
             let info = OutputInfo {
                 target: s.target.clone(),
+                hypervisor: s.hypervisor.clone(),
                 file: s.file_name.clone(),
                 format: s.format,
                 virtual_size: sum.virtual_size,
@@ -192,6 +199,7 @@ impl Pending {
         std::fs::write(f.temp_path(), text).with_context(|| format!("cannot write {name}"))?;
         let info = OutputInfo {
             target: String::new(),
+            hypervisor: String::new(),
             file: name.to_string(),
             format: Format::Raw,
             virtual_size: 0,

@@ -117,6 +117,27 @@ pub struct Document {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Target>")]
     pub targets: BTreeMap<String, Spanned<Target>>,
+    /// What `imgbuild test` checks on each output's serial console.
+    #[serde(default)]
+    pub test: TestTable,
+}
+
+/// `[test]`: how `imgbuild test` decides that a boot passed.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestTable {
+    /// Regular expressions that must all appear on the serial console
+    /// (default: the hostname followed by ` login:`).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub expect: Option<Vec<Spanned<String>>>,
+    /// Regular expressions that fail the boot at once, in addition to
+    /// `Kernel panic` (for instance `Failed to start`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub fail: Vec<Spanned<String>>,
+    /// Seconds each boot may take (default 300).
+    #[schemars(with = "Option<u32>")]
+    pub timeout: Option<Spanned<i64>>,
 }
 
 /// `[image]`.

@@ -20,6 +20,18 @@ pub fn imgbuild() -> Command {
     Command::new(env!("CARGO_BIN_EXE_imgbuild"))
 }
 
+/// `imgbuild build RECIPE -o OUT --quiet`, which must succeed.
+pub fn build_quiet(recipe: &Path, out: &Path) -> std::process::Output {
+    run_ok(
+        imgbuild()
+            .arg("build")
+            .arg(recipe)
+            .arg("-o")
+            .arg(out)
+            .arg("--quiet"),
+    )
+}
+
 /// A fresh temporary directory.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

@@ -16,57 +16,18 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The emulator.
-pub const QEMU: &str = "qemu-system-x86_64";
-const OVMF_DIR: &str = "/usr/share/OVMF";
+pub use imgbuild::run::qemu::QEMU;
+use imgbuild::run::qemu::{Accel, Machine, Slot};
 
-/// How the machine starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Firmware {
-    /// SeaBIOS on the `pc` machine: what QEMU, libvirt, Proxmox and
-    /// OpenStack use unless told otherwise.
-    Bios,
-    /// OVMF on q35 without Secure Boot.
-    Uefi,
-    /// OVMF on q35 with Secure Boot enforced and Microsoft's keys enrolled
-    /// (Hyper-V Generation 2 with the UEFI CA template, Azure Trusted Launch).
-    SecureBoot,
-}
-
-impl Firmware {
-    /// A short name for logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Firmware::Bios => "bios",
-            Firmware::Uefi => "uefi",
-            Firmware::SecureBoot => "secure-boot",
-        }
-    }
-
-    /// (code, variable store template), none for BIOS.
-    fn ovmf(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            Firmware::Bios => None,
-            Firmware::Uefi => Some(("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")),
-            Firmware::SecureBoot => Some(("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")),
-        }
-    }
-}
-
-/// How the disk is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bus {
-    /// virtio-blk (KVM's default).
-    Virtio,
-    /// The machine's IDE controller (PIIX on `pc`: how Hyper-V Generation 1
-    /// and Azure Generation 1 attach the boot disk).
-    Ide,
-}
+/// How the disk is attached: `Virtio`, `Ide`, `Scsi`.
+pub use imgbuild::run::qemu::Bus;
+/// How the machine starts: `Bios`, `Uefi`, `SecureBoot`.
+pub use imgbuild::run::qemu::Mode as Firmware;
 
 /// One boot.
 #[derive(Clone, Debug)]
@@ -131,7 +92,7 @@ impl<'a> Boot<'a> {
     /// (timeout, QEMU exiting first, firmware missing). QEMU is killed
     /// either way.
     pub fn run(&self) -> Result<String, String> {
-        let _slot = Slot::take();
+        let _slot = Slot::take(Slot::default_jobs());
         let start = Instant::now();
         let result = self.run_in_slot();
         record(self, start.elapsed(), result.is_ok());
@@ -140,52 +101,21 @@ impl<'a> Boot<'a> {
 
     fn run_in_slot(&self) -> Result<String, String> {
         let vars = tempfile::NamedTempFile::new().map_err(|e| format!("temp OVMF vars: {e}"))?;
-        let accel = std::env::var("IMGBUILD_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-        let mut cmd = Command::new(QEMU);
-        cmd.args(["-m", "1024", "-nographic", "-no-reboot"]);
-        match self.firmware.ovmf() {
-            None => {
-                cmd.args(["-machine", &format!("pc,accel={accel}")]);
-            }
-            Some((code, template)) => {
-                let code = Path::new(OVMF_DIR).join(code);
-                let template = Path::new(OVMF_DIR).join(template);
-                for needed in [&code, &template] {
-                    if !needed.exists() {
-                        return Err(format!("{} is missing (install ovmf)", needed.display()));
-                    }
-                }
-                std::fs::copy(&template, vars.path())
-                    .map_err(|e| format!("copying {}: {e}", template.display()))?;
-                if self.firmware == Firmware::SecureBoot {
-                    cmd.args(["-machine", &format!("q35,smm=on,accel={accel}")]);
-                    cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-                } else {
-                    cmd.args(["-machine", &format!("q35,accel={accel}")]);
-                }
-                cmd.arg("-drive").arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                    code.display()
-                ));
-                cmd.arg("-drive").arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.path().display()
-                ));
-            }
+        let format = if self.format == "vpc" {
+            "vhd"
+        } else {
+            self.format
+        };
+        let mut machine = Machine::for_format(self.image, format, self.firmware);
+        machine.bus = self.bus;
+        machine.snapshot = self.snapshot;
+        if std::env::var("IMGBUILD_QEMU_ACCEL").is_ok_and(|a| a.starts_with("kvm")) {
+            machine.accel = Accel::Kvm;
         }
         if self.poweroff {
-            cmd.args(["-smbios", "type=1,serial=imgbuild-poweroff"]);
+            machine.extra = vec!["-smbios".into(), "type=1,serial=imgbuild-poweroff".into()];
         }
-        let bus = match self.bus {
-            Bus::Virtio => "virtio",
-            Bus::Ide => "ide",
-        };
-        cmd.arg("-drive").arg(format!(
-            "file={},format={},if={bus}{}",
-            self.image.display(),
-            self.format,
-            if self.snapshot { ",snapshot=on" } else { "" }
-        ));
+        let mut cmd = machine.command(vars.path()).map_err(|e| e.to_string())?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -277,46 +207,12 @@ fn pump(from: &mut impl Read, to: &mpsc::Sender<Vec<u8>>) {
     }
 }
 
-/// One of the machine-wide QEMU slots, held (a file lock) until dropped.
-struct Slot(#[allow(dead_code)] File);
-
-impl Slot {
-    fn take() -> Slot {
-        let jobs = std::env::var("IMGBUILD_QEMU_JOBS")
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .max(1);
-        let dir = std::env::temp_dir();
-        loop {
-            for i in 0..jobs {
-                let path: PathBuf = dir.join(format!("imgbuild-qemu-slot-{i}.lock"));
-                let Ok(f) = File::options()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                else {
-                    continue;
-                };
-                if f.try_lock().is_ok() {
-                    return Slot(f);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
 fn record(b: &Boot, took: Duration, ok: bool) {
     let Some(dir) = std::env::var_os("IMGBUILD_TEST_REPORT") else {
         return;
     };
     let name = b.image.file_name().unwrap_or_default().to_string_lossy();
-    let bus = match b.bus {
-        Bus::Virtio => "virtio",
-        Bus::Ide => "ide",
-    };
+    let bus = b.bus.name();
     let line = format!(
         "{name} ({bus})\t{}\t{:.1}\t{}\n",
         b.firmware.name(),

@@ -1,0 +1,235 @@
+//! `imgbuild boot` and `imgbuild test`: arguments and printing over
+//! [`imgbuild::run`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use imgbuild::progress::{Console, Mode as ProgressMode};
+use imgbuild::run::qemu::{Accel, Bus, Machine, Mode, Slot};
+use imgbuild::run::test::{render_junit, render_table, test_dir, TestOptions, TestReport};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FirmwareArg {
+    Bios,
+    Uefi,
+    SecureBoot,
+}
+
+impl From<FirmwareArg> for Mode {
+    fn from(f: FirmwareArg) -> Mode {
+        match f {
+            FirmwareArg::Bios => Mode::Bios,
+            FirmwareArg::Uefi => Mode::Uefi,
+            FirmwareArg::SecureBoot => Mode::SecureBoot,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BusArg {
+    Virtio,
+    Ide,
+    Scsi,
+}
+
+impl From<BusArg> for Bus {
+    fn from(b: BusArg) -> Bus {
+        match b {
+            BusArg::Virtio => Bus::Virtio,
+            BusArg::Ide => Bus::Ide,
+            BusArg::Scsi => Bus::Scsi,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum AccelArg {
+    /// KVM when /dev/kvm works and the host is not itself a VM, else TCG.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// The accelerator, said on stderr.
+fn accel(a: AccelArg) -> Accel {
+    let (accel, why) = match a {
+        AccelArg::Auto => Accel::detect(),
+        AccelArg::Kvm => (Accel::Kvm, "KVM (--accel kvm)".to_string()),
+        AccelArg::Tcg => (Accel::Tcg, "TCG (--accel tcg)".to_string()),
+    };
+    eprintln!("imgbuild: QEMU with {why}");
+    accel
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BootArgs {
+    /// The image (raw, qcow2, VHDX, VHD).
+    image: PathBuf,
+    /// Firmware (default: the first mode the build's manifest records for
+    /// this image, else bios, QEMU's default).
+    #[arg(long, value_enum)]
+    firmware: Option<FirmwareArg>,
+    /// Image format (default: from the extension).
+    #[arg(long, value_enum)]
+    format: Option<super::FormatArg>,
+    /// Disk bus.
+    #[arg(long, value_enum, default_value = "virtio")]
+    bus: BusArg,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory: u32,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 1)]
+    smp: u32,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// More QEMU arguments, after `--`.
+    #[arg(last = true)]
+    qemu_args: Vec<String>,
+}
+
+/// The first firmware mode the manifest beside `image` records for it.
+fn recorded_mode(image: &Path) -> Option<Mode> {
+    let dir = image.parent()?;
+    let text = std::fs::read_to_string(dir.join(imgbuild::record::MANIFEST)).ok()?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let name = image.file_name()?.to_str()?;
+    manifest["outputs"]
+        .as_array()?
+        .iter()
+        .find(|o| o["file"] == name)?["firmware"]
+        .as_array()?
+        .iter()
+        .find_map(|m| m.as_str().and_then(Mode::from_name))
+}
+
+pub fn boot(a: BootArgs) -> Result<()> {
+    if !a.image.is_file() {
+        bail!("{} is not an image file", a.image.display());
+    }
+    let mode = a
+        .firmware
+        .map(Mode::from)
+        .or_else(|| recorded_mode(&a.image))
+        .unwrap_or(Mode::Bios);
+    let mut machine = match a.format {
+        Some(f) => Machine::for_format(&a.image, imgbuild_formats::Format::from(f).name(), mode),
+        None => Machine::new(&a.image, mode)?,
+    };
+    machine.bus = a.bus.into();
+    machine.memory_mib = a.memory;
+    machine.smp = a.smp;
+    machine.accel = accel(a.accel);
+    machine.extra = a.qemu_args;
+    let vars = tempfile::NamedTempFile::new().context("cannot create the firmware variables")?;
+    let mut cmd = machine.command(vars.path())?;
+    eprintln!(
+        "imgbuild: booting {} with {mode} on {} (read-only: writes go to a throw-away overlay); Ctrl-A X quits",
+        a.image.display(),
+        machine.bus.name()
+    );
+    let status = cmd.status().with_context(|| {
+        format!(
+            "cannot start {} (install Debian's `qemu-system-x86`)",
+            imgbuild::run::qemu::QEMU
+        )
+    })?;
+    if !status.success() {
+        bail!("QEMU ended with {status}");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TestArgs {
+    /// A build's output directory, or a recipe to build first (into --output).
+    target: PathBuf,
+    /// Output directory when TARGET is a recipe.
+    #[arg(long, short = 'o', default_value = "out")]
+    output: PathBuf,
+    #[command(flatten)]
+    test: TestFlags,
+}
+
+/// The options `imgbuild test` and `imgbuild build --test` share.
+#[derive(clap::Args, Debug, Default)]
+pub struct TestFlags {
+    /// A regular expression every boot must print on its serial console
+    /// (repeatable; replaces the recipe's `[test] expect`, whose default is
+    /// `<hostname> login:`).
+    #[arg(long, value_name = "REGEX")]
+    pub expect: Vec<String>,
+    /// A regular expression that fails a boot at once (repeatable; added to
+    /// the recipe's `[test] fail` and `Kernel panic`).
+    #[arg(long, value_name = "REGEX")]
+    pub fail: Vec<String>,
+    /// Seconds each boot may take (default: the recipe's `[test] timeout`, else 300).
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<u64>,
+    /// Also write the summary as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Boots at once (default: the number of CPUs).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// Where the console logs go (default: DIR.console beside the output directory).
+    #[arg(long, value_name = "DIR")]
+    pub logs: Option<PathBuf>,
+}
+
+pub fn test(a: TestArgs) -> Result<()> {
+    let dir = if a.target.is_dir() {
+        a.target
+    } else {
+        super::build_recipe(&a.target, &a.output, a.test.json)?;
+        a.output
+    };
+    test_built(&dir, &a.test)
+}
+
+/// Tests the build directory `dir`; an error when a boot failed.
+pub fn test_built(dir: &Path, flags: &TestFlags) -> Result<()> {
+    let mut opts = TestOptions::new(dir);
+    opts.expect = flags.expect.clone();
+    opts.fail = flags.fail.clone();
+    opts.timeout = flags.timeout.map(Duration::from_secs);
+    opts.jobs = flags.jobs.unwrap_or_else(Slot::default_jobs);
+    opts.accel = accel(flags.accel);
+    if let Some(l) = &flags.logs {
+        opts.logs = l.clone();
+    }
+    let progress = Console::new(ProgressMode::detect(flags.json));
+    let report = test_dir(dir, &opts, &progress)?;
+    print(&report, flags)?;
+    if !report.passed() {
+        let failed = report.cases.iter().filter(|c| !c.passed).count();
+        bail!(
+            "{failed} of {} boots failed (console logs in {})",
+            report.cases.len(),
+            opts.logs.display()
+        );
+    }
+    Ok(())
+}
+
+fn print(report: &TestReport, flags: &TestFlags) -> Result<()> {
+    if let Some(path) = &flags.junit {
+        imgbuild::output::write_text(path, &render_junit(report))?;
+    }
+    if flags.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", render_table(report));
+    }
+    Ok(())
+}
