@@ -267,6 +267,7 @@ fn install_signal_cleanup() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            run::stop_guest();
             // Held until exit: no build commits after this.
             let _held = imgbuild::output::remove_temporaries();
             eprintln!("imgbuild: interrupted (signal {sig}); temporary outputs removed");

@@ -309,7 +309,7 @@ fn imgbuild_boot_runs_an_image_read_only_with_its_console_on_stdout() {
     let before = std::fs::read(&image).expect("image");
     let _slot = imgbuild::run::qemu::Slot::take(imgbuild::run::qemu::Slot::default_jobs());
 
-    // Its own process group, so that QEMU goes with it at the end.
+    // Its own process group, for the cleanup after the test.
     let mut child = imgbuild()
         .arg("boot")
         .arg(&image)
@@ -340,19 +340,34 @@ fn imgbuild_boot_runs_an_image_read_only_with_its_console_on_stdout() {
     let console = rx
         .recv_timeout(std::time::Duration::from_secs(600))
         .unwrap_or_default();
-    // `--`: a negative number after it is a process group, not a signal.
+    // imgbuild alone: it must stop its QEMU itself.
     run_ok(
         Command::new("kill")
-            .args(["-TERM", "--"])
-            .arg(format!("-{}", child.id())),
+            .arg("-TERM")
+            .arg(child.id().to_string()),
     );
-    let _ = child.wait();
+    let status = child.wait().expect("imgbuild boot ends");
+    let qemu_left = (0..50).all(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        run(Command::new("pgrep").arg("-f").arg(image.as_os_str()))
+            .status
+            .success()
+    });
+    // Whatever happened, no QEMU outlives the test.
+    let _ = run(Command::new("kill")
+        .args(["-KILL", "--"])
+        .arg(format!("-{}", child.id())));
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
     }
 
     assert!(console.contains("probe login:"), "{console}\n{stderr}");
+    assert_eq!(status.code(), Some(128 + 15), "{stderr}");
+    assert!(
+        !qemu_left,
+        "QEMU still runs after imgbuild boot was stopped"
+    );
     // The firmware the manifest records for it, said with the accelerator.
     assert!(stderr.contains("QEMU with TCG (--accel tcg)"), "{stderr}");
     assert!(stderr.contains("with bios on virtio"), "{stderr}");

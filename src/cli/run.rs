@@ -2,6 +2,8 @@
 //! [`imgbuild::run`].
 
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -125,23 +127,68 @@ pub fn boot(a: BootArgs) -> Result<()> {
     machine.smp = a.smp;
     machine.accel = accel(a.accel);
     machine.extra = a.qemu_args;
-    let vars = tempfile::NamedTempFile::new().context("cannot create the firmware variables")?;
-    let mut cmd = machine.command(vars.path())?;
+    // The variables' copy in a directory a signal's cleanup removes.
+    let scratch = tempfile::Builder::new()
+        .prefix("imgbuild-boot-")
+        .tempdir()
+        .context("cannot create the firmware variables")?;
+    imgbuild::output::register_dir(scratch.path());
+    let mut cmd = machine.command(&scratch.path().join("OVMF_VARS.fd"))?;
     eprintln!(
         "imgbuild: booting {} with {mode} on {} (read-only: writes go to a throw-away overlay); Ctrl-A X quits",
         a.image.display(),
         machine.bus.name()
     );
-    let status = cmd.status().with_context(|| {
+    let child = cmd.spawn().with_context(|| {
         format!(
             "cannot start {} (install Debian's `qemu-system-x86`)",
             imgbuild::run::qemu::QEMU
         )
     })?;
+    *guest() = Some(child);
+    let status = wait_guest();
+    imgbuild::output::unregister_dir(scratch.path());
+    let status = status.context("cannot wait for QEMU")?;
     if !status.success() {
         bail!("QEMU ended with {status}");
     }
     Ok(())
+}
+
+/// The QEMU `imgbuild boot` runs, for the signal handler to stop.
+static GUEST: Mutex<Option<Child>> = Mutex::new(None);
+
+fn guest() -> std::sync::MutexGuard<'static, Option<Child>> {
+    GUEST.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits for the guest's QEMU to end (polling, so that the lock is free
+/// for [`stop_guest`] in between).
+fn wait_guest() -> std::io::Result<std::process::ExitStatus> {
+    loop {
+        {
+            let mut g = guest();
+            match g.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => {
+                    *g = None;
+                    return Ok(status);
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Err(std::io::Error::other("QEMU was stopped")),
+                Some(Ok(None)) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops the guest's QEMU, if `imgbuild boot` runs one: the signal
+/// handler's first step, so that a killed `imgbuild boot` leaves no QEMU.
+pub fn stop_guest() {
+    if let Some(mut child) = guest().take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 #[derive(clap::Args, Debug)]
