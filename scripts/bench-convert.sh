@@ -64,11 +64,14 @@ else
     echo "imgbuild cannot write VHDX on this build: skipping the VHDX pair" >&2
 fi
 
+add "imgbuild vmdk"               "$IMGBUILD convert $SRC $W/out.vmdk"
+add "qemu-img vmdk stream -t wb"   "qemu-img convert -t writeback -f raw -O vmdk -o subformat=streamOptimized $SRC $W/out.vmdk"
+
 echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
 JSON=$W/results.json
 args=()
 for i in "${!NAMES[@]}"; do args+=(-n "${NAMES[$i]}" "${CMDS[$i]}"); done
-hyperfine --style basic --runs "$RUNS" --warmup 1 --prepare "rm -f $W/out.qcow2 $W/out.vhdx" \
+hyperfine --style basic --runs "$RUNS" --warmup 1 --prepare "rm -f $W/out.qcow2 $W/out.vhdx $W/out.vmdk" \
     --export-json "$JSON" "${args[@]}" >&2
 
 python3 - "$JSON" <<'EOF'
@@ -85,6 +88,7 @@ pairs = [
     ("imgbuild qcow2", "qemu-img qcow2"), ("imgbuild qcow2", "qemu-img qcow2 -t wb"),
     ("imgbuild qcow2 zlib", "qemu-img qcow2 -c"), ("imgbuild qcow2 zlib", "qemu-img qcow2 -c -t wb"),
     ("imgbuild qcow2 zstd", "qemu-img qcow2 -c zstd"), ("imgbuild vhdx", "qemu-img vhdx -t wb"),
+    ("imgbuild vmdk", "qemu-img vmdk stream -t wb"),
 ]
 print()
 for ours, theirs in pairs:

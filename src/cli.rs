@@ -209,6 +209,7 @@ pub(crate) enum FormatArg {
     Qcow2,
     Vhdx,
     Vhd,
+    Vmdk,
 }
 
 impl From<FormatArg> for Format {
@@ -218,6 +219,7 @@ impl From<FormatArg> for Format {
             FormatArg::Qcow2 => Format::Qcow2,
             FormatArg::Vhdx => Format::Vhdx,
             FormatArg::Vhd => Format::Vhd,
+            FormatArg::Vmdk => Format::Vmdk,
         }
     }
 }
@@ -357,7 +359,7 @@ fn format_from_extension(path: &Path) -> Result<Format> {
     match Format::from_extension(ext) {
         Some(f) => Ok(f),
         None => bail!(
-            "cannot tell the output format from {:?}: use a .raw/.img, .qcow2, .vhdx or .vhd name, or --format",
+            "cannot tell the output format from {:?}: use a .raw/.img, .qcow2, .vhdx, .vhd or .vmdk name, or --format",
             path.display().to_string()
         ),
     }

@@ -28,7 +28,7 @@ fn convert_with_unknown_extension_names_the_valid_ones() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("use a .raw/.img, .qcow2, .vhdx or .vhd name, or --format"),
+        err.contains("use a .raw/.img, .qcow2, .vhdx, .vhd or .vmdk name, or --format"),
         "{err}"
     );
     assert!(!p(d.path(), "b.xyz").exists());
@@ -109,6 +109,7 @@ fn converting_twice_gives_identical_files_for_every_format() {
         ("a.vhdx", &[][..]),
         ("f.vhdx", &["--subformat", "fixed"][..]),
         ("a.vhd", &[][..]),
+        ("a.vmdk", &[][..]),
         ("a.img", &[][..]),
     ] {
         let (one, two) = (
@@ -260,4 +261,33 @@ fn check_refuses_secure_boot_with_systemd_boot_naming_the_loader_and_the_fix() {
         "{err}"
     );
     assert!(!cache.exists());
+}
+
+#[test]
+fn convert_to_vmdk_reads_back_in_qemu_and_inspect_names_it() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let d = tempdir();
+    let src = sample_raw(d.path());
+    let vmdk = p(d.path(), "disk.vmdk");
+
+    run_ok(imgbuild().arg("convert").arg(&src).arg(&vmdk));
+
+    run_ok(
+        std::process::Command::new("qemu-img")
+            .args(["check", "-f", "vmdk"])
+            .arg(&vmdk),
+    );
+    let same = run_ok(
+        std::process::Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "vmdk"])
+            .arg(&src)
+            .arg(&vmdk),
+    );
+    assert!(String::from_utf8_lossy(&same.stdout).contains("Images are identical"));
+    let info = run_ok(imgbuild().arg("inspect").arg(&vmdk));
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("format:        vmdk"), "{info}");
+    assert!(info.contains("streamOptimized"), "{info}");
 }

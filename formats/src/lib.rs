@@ -20,6 +20,7 @@ pub mod raw;
 pub mod sink;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
 
 use std::fs::File;
 use std::ops::Range;
@@ -48,11 +49,20 @@ pub enum Format {
     Vhdx,
     /// Virtual PC / Azure fixed VHD: raw data plus a 512-byte footer.
     Vhd,
+    /// VMware stream-optimized VMDK (compressed grains, what vSphere
+    /// imports); monolithicSparse is read too.
+    Vmdk,
 }
 
 impl Format {
     /// All formats, in a fixed order.
-    pub const ALL: [Format; 4] = [Format::Raw, Format::Qcow2, Format::Vhdx, Format::Vhd];
+    pub const ALL: [Format; 5] = [
+        Format::Raw,
+        Format::Qcow2,
+        Format::Vhdx,
+        Format::Vhd,
+        Format::Vmdk,
+    ];
 
     /// The usual file extension.
     pub fn extension(self) -> &'static str {
@@ -61,6 +71,7 @@ impl Format {
             Format::Qcow2 => "qcow2",
             Format::Vhdx => "vhdx",
             Format::Vhd => "vhd",
+            Format::Vmdk => "vmdk",
         }
     }
 
@@ -71,6 +82,7 @@ impl Format {
             "qcow2" => Some(Format::Qcow2),
             "vhdx" => Some(Format::Vhdx),
             "vhd" | "vpc" => Some(Format::Vhd),
+            "vmdk" => Some(Format::Vmdk),
             _ => None,
         }
     }
@@ -94,6 +106,9 @@ impl Format {
             Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Writer::new(file, opts)?)),
             Format::Vhdx => Ok(Box::new(vhdx::VhdxWriter::new(file, opts)?)),
             Format::Vhd => Ok(Box::new(vhd::VhdWriter::new(file, opts))),
+            Format::Vmdk => Ok(Box::new(vmdk::VmdkStreamWriter::new(
+                file, opts.seed, "lsilogic",
+            ))),
         }
     }
 }
@@ -183,6 +198,9 @@ pub fn detect(file: &File) -> Result<Format> {
     if head == *b"conectix" {
         return Ok(Format::Vhd);
     }
+    if head[..4] == *b"KDMV" {
+        return Ok(Format::Vmdk);
+    }
     if len >= 512 && len % 512 == 0 {
         let mut foot = [0u8; 8];
         ReadAt::read_exact_at(file, &mut foot, len - 512)
@@ -206,6 +224,7 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Arc<dyn DiskImage>> {
         Format::Qcow2 => Ok(Arc::new(qcow2::Qcow2Reader::from_file(file)?)),
         Format::Vhdx => Ok(Arc::new(vhdx::VhdxReader::open(file)?)),
         Format::Vhd => Ok(Arc::new(vhd::VhdReader::open(file)?)),
+        Format::Vmdk => Ok(Arc::new(vmdk::VmdkReader::open(file)?)),
     }
 }
 
