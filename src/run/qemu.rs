@@ -130,7 +130,8 @@ impl Accel {
         (Accel::Kvm, "KVM".into())
     }
 
-    fn name(self) -> &'static str {
+    /// Its name for QEMU's `accel=` and in reports.
+    pub fn name(self) -> &'static str {
         match self {
             Accel::Kvm => "kvm",
             Accel::Tcg => "tcg",

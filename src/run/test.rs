@@ -280,10 +280,7 @@ pub fn test_dir(
     cases.sort_by_key(|(i, _)| *i);
     Ok(TestReport {
         dir: dir.to_path_buf(),
-        accel: match opts.accel {
-            Accel::Kvm => "kvm".into(),
-            Accel::Tcg => "tcg".into(),
-        },
+        accel: opts.accel.name().into(),
         expect: plan.expect,
         fail: plan.fail,
         timeout: plan.timeout,
