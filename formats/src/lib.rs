@@ -15,6 +15,7 @@ pub mod disk;
 pub mod error;
 pub mod hash;
 pub mod io;
+pub mod package;
 pub mod qcow2;
 pub mod raw;
 pub mod sink;

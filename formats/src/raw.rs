@@ -48,6 +48,7 @@ impl ImageSink for RawWriter {
 
     fn finish(self: Box<Self>) -> Result<ImageSummary> {
         Ok(ImageSummary {
+            member: None,
             format: Format::Raw,
             virtual_size: self.size,
             file_size: self.size,

@@ -33,6 +33,10 @@ pub struct ImageSummary {
     /// (see [`crate::hash`]); `None` means: hash the finished file.
     #[serde(skip)]
     pub sha256: Option<[u8; 32]>,
+    /// For a package (OVA, OCI archive): where the disk image lies inside
+    /// the file, stored uncompressed. `None` for plain images and GCE's gzip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<crate::package::Member>,
 }
 
 /// One output image being written. The allocation map is known before the

@@ -187,6 +187,7 @@ impl ImageSink for VhdWriter {
                 )
             })?;
         Ok(ImageSummary {
+            member: None,
             format: Format::Vhd,
             virtual_size: self.current_size,
             file_size: self.current_size + FOOTER_SIZE as u64,

@@ -268,6 +268,7 @@ impl ImageSink for VmdkStreamWriter {
         file.sync_all()
             .map_err(|e| Error::io("syncing the VMDK".to_string(), e))?;
         Ok(ImageSummary {
+            member: None,
             format: Format::Vmdk,
             virtual_size: self.size,
             file_size: self.pos,

@@ -300,6 +300,7 @@ impl ImageSink for Failing {
     }
     fn finish(self: Box<Self>) -> imgbuild_formats::Result<ImageSummary> {
         Ok(ImageSummary {
+            member: None,
             format: Format::Raw,
             virtual_size: 0,
             file_size: 0,

@@ -122,6 +122,7 @@ impl ImageSink for Qcow2Writer {
             }
         };
         Ok(ImageSummary {
+            member: None,
             format: Format::Qcow2,
             virtual_size,
             file_size,

@@ -350,6 +350,7 @@ impl ImageSink for VhdxWriter {
         }
         let file_size = layout.data_start + layout.stored_blocks * u64::from(self.block_size);
         Ok(ImageSummary {
+            member: None,
             format: Format::Vhdx,
             virtual_size: layout.params.virtual_size,
             file_size,
