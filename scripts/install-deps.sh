@@ -17,7 +17,10 @@ packages=(ovmf mmdebstrap libarchive13 libvhdi-utils libqcow-utils
   # tree::drivers tests: lsinitramfs (oracle) and lz4 -l (lz4 legacy initramfs writer)
   initramfs-tools-core lz4
   # GRUB's own grub-mkimage and modules: the oracle for our i386-pc core image
-  grub-common grub-pc-bin)
+  grub-common grub-pc-bin
+  # the KubeVirt containerDisk's oracles: skopeo reads and pushes the OCI
+  # archive to a registry the test starts on 127.0.0.1
+  skopeo docker-registry)
 
 missing() {
   local p

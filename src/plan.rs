@@ -520,8 +520,10 @@ pub struct TargetPlan {
     pub name: String,
     /// Output file name: `<image.name>-<target>.<ext>`.
     pub output: String,
-    /// Image format.
+    /// Image format (of the disk inside the package, if any).
     pub format: Format,
+    /// The package the disk goes in (OVA, GCE tar.gz, OCI archive), if any.
+    pub package: Option<imgbuild_formats::package::Package>,
     /// Hypervisor profile.
     pub hypervisor: Hypervisor,
     /// Full kernel command line for this target (boot cmdline + target cmdline; no `root=`).
@@ -543,6 +545,19 @@ pub struct TargetPlan {
 }
 
 impl TargetPlan {
+    /// The output's name without its extension (`debian-bookworm-vmware`):
+    /// what a package names its members after.
+    pub fn output_stem(&self) -> &str {
+        let ext = self
+            .package
+            .as_ref()
+            .map_or(self.format.extension(), |p| p.extension());
+        self.output
+            .strip_suffix(ext)
+            .and_then(|s| s.strip_suffix('.'))
+            .unwrap_or(&self.output)
+    }
+
     /// The writer options for this target (ids come from the plan's seed).
     pub fn write_options(&self, seed: &Seed) -> imgbuild_formats::WriteOptions {
         imgbuild_formats::WriteOptions {
@@ -675,6 +690,14 @@ pub enum Hypervisor {
     HypervGen1,
     /// Azure (Hyper-V underneath; Generation 1 and 2): hv_* drivers, fixed VHD sized to whole MiB.
     Azure,
+    /// VMware vSphere, ESXi, Workstation: vmw_pvscsi, vmxnet3, vmw_balloon,
+    /// open-vm-tools; an OVA by default.
+    Vmware,
+    /// Google Compute Engine: virtio-scsi, virtio-net, gve, the serial
+    /// console on ttyS0; `disk.raw` in a gzip'd tar, sized to whole GiB.
+    Gce,
+    /// KubeVirt: virtio, qemu-guest-agent; a containerDisk (OCI archive).
+    Kubevirt,
 }
 
 impl Hypervisor {
@@ -685,7 +708,26 @@ impl Hypervisor {
             Hypervisor::Hyperv => "hyperv",
             Hypervisor::HypervGen1 => "hyperv-gen1",
             Hypervisor::Azure => "azure",
+            Hypervisor::Vmware => "vmware",
+            Hypervisor::Gce => "gce",
+            Hypervisor::Kubevirt => "kubevirt",
         }
+    }
+
+    /// Every profile, in a fixed order.
+    pub const ALL: [Hypervisor; 7] = [
+        Hypervisor::Kvm,
+        Hypervisor::Hyperv,
+        Hypervisor::HypervGen1,
+        Hypervisor::Azure,
+        Hypervisor::Vmware,
+        Hypervisor::Gce,
+        Hypervisor::Kubevirt,
+    ];
+
+    /// The profile a recipe calls `name`.
+    pub fn from_name(name: &str) -> Option<Hypervisor> {
+        Hypervisor::ALL.into_iter().find(|h| h.name() == name)
     }
 
     /// The firmware the platform boots its VMs with by default, and
@@ -700,6 +742,14 @@ impl Hypervisor {
             Hypervisor::Hyperv => (Firmware::Uefi, true),
             Hypervisor::HypervGen1 => (Firmware::Bios, false),
             Hypervisor::Azure => (Firmware::Hybrid, true),
+            // vSphere creates new VMs with EFI (the OVA says so) and still
+            // offers BIOS; Secure Boot is a per-VM choice, off by default.
+            Hypervisor::Vmware => (Firmware::Hybrid, false),
+            // GCE boots UEFI images (Shielded VM, Secure Boot optional and
+            // off by default) and legacy BIOS ones.
+            Hypervisor::Gce => (Firmware::Hybrid, false),
+            // KubeVirt boots SeaBIOS unless the VM asks for EFI.
+            Hypervisor::Kubevirt => (Firmware::Hybrid, false),
         }
     }
 }

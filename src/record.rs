@@ -61,6 +61,49 @@ pub fn write_sums(entries: &[(String, String)]) -> String {
 /// Name of the manifest in an output directory.
 pub const MANIFEST: &str = "manifest.json";
 
+/// What a manifest says of one output: the part `imgbuild test` and
+/// `imgbuild boot` read back.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct OutputRecord {
+    /// Target name.
+    pub target: String,
+    /// Its hypervisor profile (absent in manifests written before 0.2).
+    #[serde(default)]
+    pub hypervisor: String,
+    /// File name in the output directory.
+    pub file: String,
+    /// Format (of the disk inside, for a package).
+    pub format: String,
+    /// The package (`ova`, `tar.gz`, `oci-archive`), if any.
+    #[serde(default)]
+    pub package: Option<String>,
+    /// Where the disk lies inside the package file, if stored uncompressed.
+    #[serde(default)]
+    pub member: Option<imgbuild_formats::package::Member>,
+    /// Firmware modes it boots in.
+    #[serde(default)]
+    pub firmware: Vec<String>,
+}
+
+/// The parts of `manifest.json` read back.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ManifestRecord {
+    /// Every image written.
+    pub outputs: Vec<OutputRecord>,
+    /// `imgbuild test`'s checks, if the recipe set any.
+    #[serde(default)]
+    pub test: Option<crate::plan::TestPlan>,
+}
+
+/// Reads the manifest of the output directory `dir`.
+pub fn read_manifest(dir: &Path) -> Result<ManifestRecord> {
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an imgbuild manifest", path.display()))
+}
+
 /// The manifest's key holding its own digest (see [`seal`]).
 const SELF_KEY: &str = "\"self_sha256\": \"";
 /// The value [`seal`] replaces: 64 zeros.

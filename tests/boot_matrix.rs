@@ -8,6 +8,9 @@
 //! | `hyperv.vhdx` (Gen2: UEFI + Secure Boot) | | virtio | virtio |
 //! | `hyperv-gen1.vhdx` (Gen1: BIOS) | IDE | | |
 //! | `azure.vhd` (Gen1 + Gen2; bookworm only) | IDE | | |
+//! | `vmware.ova` (its VMDK in place; bookworm only) | PVSCSI | PVSCSI | |
+//! | `gce.tar.gz` (disk.raw unpacked; bookworm only) | | virtio-scsi | |
+//! | `kubevirt.oci.tar` (its qcow2 in place; bookworm only) | virtio | | |
 //!
 //! for `recipes/debian-bookworm.toml` and `recipes/debian-trixie.toml`, each
 //! built once (bootstrapped with mmdebstrap, cached) with one unit added: it
@@ -119,8 +122,36 @@ fn boots(release: &Release, file: &str, format: &str, firmware: Firmware, bus: B
     };
     let report = format!("IMGBUILD-REPORT firmware={fw} secureboot={sb} ");
     let login = format!("{} login:", release.hostname);
+    // A package is booted as its platform gets it: the VMDK inside the OVA
+    // and the qcow2 inside the containerDisk's layer in place (where the
+    // manifest says they lie), GCE's disk.raw unpacked from its tar.gz.
+    let record = imgbuild::record::read_manifest(&out)
+        .unwrap()
+        .outputs
+        .into_iter()
+        .find(|o| out.join(&o.file) == image)
+        .unwrap_or_else(|| panic!("{} is not in the manifest", image.display()));
+    let unpacked = tempfile::tempdir().unwrap();
+    let image = if record.package.as_deref() == Some("tar.gz") {
+        let raw = unpacked.path().join("disk.raw");
+        imgbuild::run::unpack::unpack_gce(
+            &std::fs::File::open(&image).unwrap(),
+            &std::fs::File::create(&raw).unwrap(),
+        )
+        .unwrap();
+        raw
+    } else {
+        image
+    };
+    assert_eq!(record.format, format);
+    let member = record.member.as_ref().map(|m| (m.offset, m.size));
+    assert_eq!(
+        member.is_some(),
+        record.package.is_some() && format != "raw"
+    );
     let log = Boot::new(&image, format, firmware, &[&report, &login])
         .bus(bus)
+        .member(member)
         .run()
         .unwrap_or_else(|e| panic!("{e}"));
     if firmware == Firmware::SecureBoot {
@@ -143,7 +174,11 @@ macro_rules! matrix {
 matrix! { BOOKWORM,
     bookworm_kvm_qcow2_boots_with_seabios: "kvm.qcow2", "qcow2", Bios, Virtio;
     bookworm_hyperv_gen1_vhdx_boots_with_seabios_from_ide: "hyperv-gen1.vhdx", "vhdx", Bios, Ide;
-    bookworm_azure_vhd_boots_with_seabios_from_ide: "azure.vhd", "vpc", Bios, Ide;
+    bookworm_azure_vhd_boots_with_seabios_from_ide: "azure.vhd", "vhd", Bios, Ide;
+    bookworm_vmware_ova_boots_with_seabios_from_pvscsi: "vmware.ova", "vmdk", Bios, Pvscsi;
+    bookworm_vmware_ova_boots_with_uefi_from_pvscsi: "vmware.ova", "vmdk", Uefi, Pvscsi;
+    bookworm_gce_tar_gz_boots_with_uefi_from_virtio_scsi: "gce.tar.gz", "raw", Uefi, Scsi;
+    bookworm_kubevirt_containerdisk_boots_with_seabios: "kubevirt.oci.tar", "qcow2", Bios, Virtio;
     bookworm_kvm_qcow2_boots_with_uefi: "kvm.qcow2", "qcow2", Uefi, Virtio;
     bookworm_hyperv_vhdx_boots_with_uefi: "hyperv.vhdx", "vhdx", Uefi, Virtio;
     bookworm_hyperv_vhdx_boots_with_secure_boot: "hyperv.vhdx", "vhdx", SecureBoot, Virtio;
@@ -182,6 +217,11 @@ fn manifest_records_each_output_s_firmware_and_signed_binaries() {
         assert_eq!(modes("azure"), all, "{}", release.name);
         assert_eq!(modes("hyperv"), serde_json::json!(["uefi", "secure-boot"]));
         assert_eq!(modes("hyperv-gen1"), serde_json::json!(["bios"]));
+        if release.name == "bookworm" {
+            for t in ["vmware", "gce", "kubevirt"] {
+                assert_eq!(modes(t), all, "{t}");
+            }
+        }
         for b in m["boot"].as_array().unwrap() {
             assert_eq!(b["loader"], "grub");
             assert_eq!(b["kernel_signed"], true, "{b}");

@@ -1,6 +1,7 @@
 //! Golden-image quality, at the CLI, over the real Debian rootfs:
-//! - the same recipe built twice under different directories, TZ, locale,
-//!   umask, TMPDIR, CPU count and time gives byte-identical outputs;
+//! - the same recipe, with a target for every platform (kvm, hyperv, azure,
+//!   vmware, gce, kubevirt), built twice under different directories, TZ,
+//!   locale, umask, TMPDIR, CPU count and time gives byte-identical outputs;
 //! - a build that fails late, is interrupted (SIGINT, SIGTERM) or runs out
 //!   of space leaves no temporary and the previous outputs untouched;
 //! - recipe errors exit 2 with `recipe.toml:LINE:COL`, build failures 1;
@@ -18,16 +19,41 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const OUTPUTS: [&str; 4] = [
+/// Every platform's output (issue 12), and the record.
+const OUTPUTS: [&str; 8] = [
     "SHA256SUMS",
+    "g-azure.vhd",
+    "g-gce.tar.gz",
     "g-hyperv.vhdx",
+    "g-kubevirt.oci.tar",
     "g-kvm.qcow2",
+    "g-vmware.ova",
     "manifest.json",
 ];
 
+/// The targets of [`OUTPUTS`] after kvm and hyperv.
+const MORE_TARGETS: &str = "
+[targets.azure]
+
+[targets.vmware]
+cpus = 1
+memory = \"1GiB\"
+
+[targets.gce]
+
+[targets.kubevirt]
+compress = \"zlib\"
+";
+
 /// The test recipe: the rootfs is `rootfs.tar` beside it (a symlink to the
-/// cached tar, so that two recipe directories hold the same recipe bytes).
+/// cached tar, so that two recipe directories hold the same recipe bytes),
+/// with a target for every platform.
 fn recipe(size: &str, motd: &str) -> String {
+    format!("{}{MORE_TARGETS}", two_targets(size, motd))
+}
+
+/// [`recipe`] with the kvm and hyperv targets only.
+fn two_targets(size: &str, motd: &str) -> String {
     format!(
         r#"[image]
 name = "g"
@@ -392,7 +418,7 @@ fn a_full_disk_is_reported_with_the_file_and_leaves_nothing() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert!(
-        err.contains("g-hyperv.vhdx") || err.contains("g-kvm.qcow2"),
+        OUTPUTS[1..7].iter().any(|f| err.contains(f)),
         "the error names no file: {err}"
     );
     assert_eq!(names(&out), Vec::<String>::new());
@@ -403,7 +429,7 @@ fn a_rootfs_bigger_than_the_disk_fails_before_any_output_naming_the_size() {
     let Some(tar) = debian_tar() else { return };
     let d = root().join("toobig");
     let _ = std::fs::remove_dir_all(&d);
-    let r = recipe_dir(&d.join("r"), &tar, &recipe("600MiB", "big"));
+    let r = recipe_dir(&d.join("r"), &tar, &two_targets("600MiB", "big"));
     let out = d.join("out");
     let build = run(imgbuild()
         .arg("build")

@@ -231,7 +231,7 @@ fn unknown_target_format_suggests_a_known_one() {
   |          ^^^^^^
   |
   = help: did you mean `qcow2`?
-          valid values: `qcow2`, `vhdx`, `vhd`, `raw`
+          valid values: `qcow2`, `vhdx`, `vhd`, `raw`, `vmdk`, `ova`, `tar.gz`, `oci-archive`
 "#
     );
 }
@@ -617,16 +617,21 @@ fn shipped_mmdebstrap_recipes_resolve_with_each_platform_s_firmware() {
             .map(|t| (t.output.as_str(), t.firmware.name(), t.secure_boot))
             .collect();
         let name = |ext: &str| format!("debian-{release}-{ext}");
-        assert_eq!(
-            targets,
-            [
-                (name("azure.vhd").as_str(), "hybrid", true),
-                (name("hyperv.vhdx").as_str(), "uefi", true),
-                (name("hyperv-gen1.vhdx").as_str(), "bios", false),
-                (name("kvm.qcow2").as_str(), "hybrid", false),
-            ],
-            "{release}"
-        );
+        let mut want = vec![
+            (name("azure.vhd"), "hybrid", true),
+            (name("hyperv.vhdx"), "uefi", true),
+            (name("hyperv-gen1.vhdx"), "bios", false),
+            (name("kvm.qcow2"), "hybrid", false),
+        ];
+        if release == "bookworm" {
+            // Every platform (issue 12).
+            want.insert(1, (name("gce.tar.gz"), "hybrid", false));
+            want.insert(4, (name("kubevirt.oci.tar"), "hybrid", false));
+            want.push((name("vmware.ova"), "hybrid", false));
+        }
+        let want: Vec<(&str, &str, bool)> =
+            want.iter().map(|(n, f, s)| (n.as_str(), *f, *s)).collect();
+        assert_eq!(targets, want, "{release}");
         assert_eq!(plan.boot.loader, recipe::Loader::Grub);
         assert!(plan.layout.grow_root);
         let OsPlan::Mmdebstrap {
@@ -645,6 +650,121 @@ fn shipped_mmdebstrap_recipes_resolve_with_each_platform_s_firmware() {
             assert!(packages.iter().any(|x| x == p), "{release}: {p}");
         }
     }
+}
+
+/// Every platform (issue 12): vmware, gce and kubevirt imply their
+/// hypervisor and their package, the OVA takes the recipe's CPUs and memory
+/// and the target's firmware, the disk inside takes its format's options.
+#[test]
+fn vmware_gce_and_kubevirt_targets_resolve_to_their_packages() {
+    use imgbuild_formats::package::{OvfController, OvfSettings, Package};
+    use imgbuild_formats::Format;
+    let text = minimal(
+        "
+[targets.vmware]
+cpus = 4
+memory = \"8GiB\"
+
+[targets.vmware-bios]
+hypervisor = \"vmware\"
+firmware = \"bios\"
+
+[targets.gce]
+
+[targets.kubevirt]
+compress = \"zstd\"
+",
+    );
+    let plan = check_in(Path::new("/nonexistent"), &text, &Environment::default()).unwrap();
+    let t = |name: &str| plan.targets.iter().find(|t| t.name == name).unwrap();
+    let ova = |name: &str, cpus, memory_mib, efi| {
+        Some(Package::Ova(OvfSettings {
+            name: "golden".into(),
+            cpus,
+            memory_mib,
+            efi,
+            secure_boot: false,
+            controller: OvfController::Pvscsi,
+        }))
+    };
+    assert_eq!(t("vmware").output, "golden-vmware.ova");
+    assert_eq!(t("vmware").format, Format::Vmdk);
+    assert_eq!(t("vmware").package, ova("vmware", 4, 8192, true));
+    assert_eq!(t("vmware").hypervisor, Hypervisor::Vmware);
+    assert_eq!(t("vmware-bios").package, ova("vmware-bios", 2, 2048, false));
+    assert_eq!(t("vmware-bios").output_stem(), "golden-vmware-bios");
+    assert_eq!(t("gce").output, "golden-gce.tar.gz");
+    assert_eq!(t("gce").format, Format::Raw);
+    assert_eq!(t("gce").package, Some(Package::GceTarGz));
+    assert_eq!(t("kubevirt").output, "golden-kubevirt.oci.tar");
+    assert_eq!(t("kubevirt").format, Format::Qcow2);
+    assert_eq!(t("kubevirt").package, Some(Package::OciArchive));
+    assert_eq!(
+        t("kubevirt").compression,
+        Some(imgbuild_formats::Compression::Zstd)
+    );
+    for name in ["vmware", "gce", "kubevirt"] {
+        assert_eq!(t(name).firmware.name(), "hybrid", "{name}");
+        assert!(!t(name).secure_boot, "{name}");
+    }
+}
+
+/// What the new platforms refuse, each at its place in the recipe.
+#[test]
+fn platform_package_mistakes_are_reported_where_they_are() {
+    let e = errors(&minimal(
+        "cpus = 2
+",
+    ));
+    assert!(e.contains("`cpus` applies only to ova targets"), "{e}");
+    assert!(e.contains("recipe.toml:9:8"), "{e}");
+    let e = errors(&minimal(
+        "
+[targets.vmware]
+memory = \"1000KiB\"
+cpus = 0
+",
+    ));
+    assert!(e.contains("is not a whole number of MiB"), "{e}");
+    assert!(e.contains("cpus = 0 is not from 1 to 768"), "{e}");
+    let e = errors(&minimal(
+        "
+[targets.vmware]
+block_size = \"2MiB\"
+",
+    ));
+    assert!(
+        e.contains("`block_size` applies only to vhdx targets"),
+        "{e}"
+    );
+    let text = minimal(
+        "
+[targets.gce]
+",
+    )
+    .replace("size = \"4GiB\"", "size = \"3584MiB\"");
+    let e = errors(&text);
+    assert!(e.contains("image size 3758096384 is not whole GiB"), "{e}");
+    assert!(e.contains("recipe.toml:3:8"), "{e}");
+    let e = errors(&minimal(
+        "
+[targets.gce]
+format = \"qcow2\"
+",
+    ));
+    assert!(
+        e.contains("Compute Engine imports a raw disk in a tar.gz"),
+        "{e}"
+    );
+    let e = errors(&minimal(
+        "
+[targets.esxi]
+",
+    ));
+    assert!(
+        e.contains("\"vmware\", \"gce\", \"kubevirt\""),
+        "the help lists every hypervisor: {e}"
+    );
 }
 
 /// Each platform's firmware by default (issue 10): KVM hosts boot SeaBIOS

@@ -162,9 +162,10 @@ fn example_ci_files_run_as_written_and_their_junit_has_a_case_per_output_and_fir
         "one case per output and firmware mode"
     );
     assert_eq!(cases.len(), want.len(), "no case twice");
-    assert!(
-        want.len() >= 9,
-        "kvm and azure in 3 modes, hyperv in 2, gen1 in 1"
+    assert_eq!(
+        want.len(),
+        18,
+        "kvm, azure, vmware, gce and kubevirt in 3 modes, hyperv in 2, gen1 in 1"
     );
     for c in &cases {
         assert!(

@@ -34,6 +34,7 @@ pub enum BusArg {
     Virtio,
     Ide,
     Scsi,
+    Pvscsi,
 }
 
 impl From<BusArg> for Bus {
@@ -42,6 +43,7 @@ impl From<BusArg> for Bus {
             BusArg::Virtio => Bus::Virtio,
             BusArg::Ide => Bus::Ide,
             BusArg::Scsi => Bus::Scsi,
+            BusArg::Pvscsi => Bus::Pvscsi,
         }
     }
 }
@@ -95,44 +97,64 @@ pub struct BootArgs {
 }
 
 /// The first firmware mode the manifest beside `image` records for it.
-fn recorded_mode(image: &Path) -> Option<Mode> {
+/// What the manifest beside `image` records of it, if anything.
+fn recorded(image: &Path) -> Option<imgbuild::record::OutputRecord> {
     let dir = image.parent()?;
-    let text = std::fs::read_to_string(dir.join(imgbuild::record::MANIFEST)).ok()?;
-    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let manifest = imgbuild::record::read_manifest(dir).ok()?;
     let name = image.file_name()?.to_str()?;
-    manifest["outputs"]
-        .as_array()?
-        .iter()
-        .find(|o| o["file"] == name)?["firmware"]
-        .as_array()?
-        .iter()
-        .find_map(|m| m.as_str().and_then(Mode::from_name))
+    manifest.outputs.into_iter().find(|o| o.file == name)
 }
 
 pub fn boot(a: BootArgs) -> Result<()> {
     if !a.image.is_file() {
         bail!("{} is not an image file", a.image.display());
     }
+    let record = recorded(&a.image);
     let mode = a
         .firmware
         .map(Mode::from)
-        .or_else(|| recorded_mode(&a.image))
+        .or_else(|| {
+            let r = record.as_ref()?;
+            r.firmware.iter().find_map(|m| Mode::from_name(m))
+        })
         .unwrap_or(Mode::Bios);
-    let mut machine = match a.format {
-        Some(f) => Machine::for_format(&a.image, imgbuild_formats::Format::from(f).name(), mode),
-        None => Machine::new(&a.image, mode)?,
+    let member = record.as_ref().and_then(|r| r.member.clone());
+    // The variables' copy (and an unpacked disk) in a directory a signal's
+    // cleanup removes.
+    let scratch = tempfile::Builder::new()
+        .prefix("imgbuild-boot-")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
+    imgbuild::output::register_dir(scratch.path());
+    let gce = record.as_ref().and_then(|r| r.package.as_deref()) == Some("tar.gz")
+        || a.image.to_string_lossy().ends_with(".tar.gz");
+    let mut machine = match (a.format, &member) {
+        (Some(f), _) => {
+            Machine::for_format(&a.image, imgbuild_formats::Format::from(f).name(), mode)
+        }
+        // A package (OVA, OCI archive): the disk inside it, in place.
+        (None, Some(m)) => {
+            let mut machine = Machine::for_format(&a.image, m.format.name(), mode);
+            machine.member = Some((m.offset, m.size));
+            machine
+        }
+        // Compute Engine's tar.gz: its disk.raw, unpacked (sparse).
+        (None, None) if gce => {
+            let raw = scratch.path().join("disk.raw");
+            let archive = std::fs::File::open(&a.image)
+                .with_context(|| format!("cannot open {}", a.image.display()))?;
+            let out = std::fs::File::create(&raw).context("cannot create the unpacked disk")?;
+            imgbuild::run::unpack::unpack_gce(&archive, &out)
+                .with_context(|| format!("cannot unpack {}", a.image.display()))?;
+            Machine::for_format(&raw, "raw", mode)
+        }
+        (None, None) => Machine::new(&a.image, mode)?,
     };
     machine.bus = a.bus.into();
     machine.memory_mib = a.memory;
     machine.smp = a.smp;
     machine.accel = accel(a.accel);
     machine.extra = a.qemu_args;
-    // The variables' copy in a directory a signal's cleanup removes.
-    let scratch = tempfile::Builder::new()
-        .prefix("imgbuild-boot-")
-        .tempdir()
-        .context("cannot create the firmware variables")?;
-    imgbuild::output::register_dir(scratch.path());
     let mut cmd = machine.command(&scratch.path().join("OVMF_VARS.fd"))?;
     eprintln!(
         "imgbuild: booting {} with {mode} on {} (read-only: writes go to a throw-away overlay); Ctrl-A X quits",

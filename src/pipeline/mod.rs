@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use imgbuild_formats::package::PackageOptions;
 use imgbuild_formats::VirtualDisk;
 use sha2::Digest;
 
@@ -326,6 +327,11 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &dyn Progress) -> Resul
                     format: t.format,
                     options: t.write_options(&plan.seed),
                     firmware: d.boot.firmware.clone(),
+                    package: t.package.clone().map(|package| PackageOptions {
+                        package,
+                        name: t.output_stem().to_string(),
+                        mtime: plan.epoch,
+                    }),
                 })
                 .collect();
             (&d.disk, specs)
@@ -626,6 +632,9 @@ fn hypervisor(h: RecipeHypervisor) -> drivers::Hypervisor {
         RecipeHypervisor::Kvm => drivers::Hypervisor::Kvm,
         RecipeHypervisor::Hyperv | RecipeHypervisor::HypervGen1 => drivers::Hypervisor::HyperV,
         RecipeHypervisor::Azure => drivers::Hypervisor::Azure,
+        RecipeHypervisor::Vmware => drivers::Hypervisor::Vmware,
+        RecipeHypervisor::Gce => drivers::Hypervisor::Gce,
+        RecipeHypervisor::Kubevirt => drivers::Hypervisor::Kubevirt,
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use imgbuild_formats::package::{self, Member, PackageOptions};
 use imgbuild_formats::{
     shared_data_len, write_disks_with_progress, write_images_with_progress, Format, VirtualDisk,
     WriteOptions,
@@ -36,6 +37,8 @@ pub struct OutputSpec {
     pub options: WriteOptions,
     /// Firmware modes the disk boots in (`bios`, `uefi`, `secure-boot`).
     pub firmware: Vec<String>,
+    /// The package the disk goes in (then `format` is the disk's inside it).
+    pub package: Option<PackageOptions>,
 }
 
 /// One image written.
@@ -49,8 +52,15 @@ pub struct OutputInfo {
     pub hypervisor: String,
     /// File name inside the output directory.
     pub file: String,
-    /// Format.
+    /// Format (of the disk inside the package, for a package).
     pub format: Format,
+    /// The package (`ova`, `tar.gz`, `oci-archive`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Where the disk lies inside the package file, when it is stored
+    /// there uncompressed (OVA, OCI archive): what `imgbuild test` boots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<Member>,
     /// Virtual disk size.
     pub virtual_size: u64,
     /// File size.
@@ -96,10 +106,11 @@ impl Pending {
                 hash: true,
                 ..s.options.clone()
             };
-            let sink = s
-                .format
-                .sink(f.file()?, &options)
-                .with_context(|| format!("cannot write {}", s.file_name))?;
+            let sink = match &s.package {
+                Some(p) => package::sink(p, f.file()?, &options),
+                None => s.format.sink(f.file()?, &options),
+            }
+            .with_context(|| format!("cannot write {}", s.file_name))?;
             sinks.push((disk, sink));
             files.push(f);
         }
@@ -179,6 +190,8 @@ impl Pending {
                 hypervisor: s.hypervisor.clone(),
                 file: s.file_name.clone(),
                 format: s.format,
+                package: s.package.as_ref().map(|p| p.package.name().to_string()),
+                member: sum.member,
                 virtual_size: sum.virtual_size,
                 file_size: sum.file_size,
                 sha256: sha256?,
@@ -202,6 +215,8 @@ impl Pending {
             hypervisor: String::new(),
             file: name.to_string(),
             format: Format::Raw,
+            package: None,
+            member: None,
             virtual_size: 0,
             file_size: text.len() as u64,
             sha256: String::new(),

@@ -396,10 +396,13 @@ pub struct CloudInit {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// Image format (default from the hypervisor: kvm → qcow2, hyperv and hyperv-gen1 → vhdx, azure → vhd).
+    /// Image format (default from the hypervisor: kvm → qcow2, hyperv and
+    /// hyperv-gen1 → vhdx, azure → vhd, vmware → ova, gce → tar.gz,
+    /// kubevirt → oci-archive).
     #[schemars(with = "Option<FormatName>")]
     pub format: Option<Spanned<FormatName>>,
-    /// Hypervisor whose drivers the image must carry (default: the target's name when it is kvm, hyperv, hyperv-gen1 or azure).
+    /// Hypervisor whose drivers the image must carry (default: the target's
+    /// name when it is kvm, hyperv, hyperv-gen1, azure, vmware, gce or kubevirt).
     #[schemars(with = "Option<Hypervisor>")]
     pub hypervisor: Option<Spanned<Hypervisor>>,
     /// Appended to `[boot] cmdline` for this target only.
@@ -427,6 +430,12 @@ pub struct Target {
     /// VHDX logical sector size, 512 (default) or 4096.
     #[schemars(with = "Option<u32>")]
     pub logical_sector_size: Option<Spanned<i64>>,
+    /// Virtual CPUs the OVA declares (format "ova" only; default 2).
+    #[schemars(with = "Option<u32>")]
+    pub cpus: Option<Spanned<i64>>,
+    /// Memory the OVA declares, whole MiB (format "ova" only; default "2GiB").
+    #[schemars(with = "Option<String>")]
+    pub memory: Option<Spanned<String>>,
 }
 
 /// An output format as the recipe names it.
@@ -438,6 +447,15 @@ pub enum FormatName {
     Vhdx,
     Vhd,
     Raw,
+    Vmdk,
+    /// VMware OVA: OVF descriptor, manifest and a streamOptimized VMDK.
+    Ova,
+    /// Google Compute Engine: `disk.raw` in a gzip'd GNU tar.
+    #[serde(rename = "tar.gz")]
+    TarGz,
+    /// KubeVirt containerDisk: an OCI image archive holding the qcow2.
+    #[serde(rename = "oci-archive")]
+    OciArchive,
 }
 
 /// qcow2 compression.

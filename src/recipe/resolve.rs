@@ -37,6 +37,7 @@ use crate::plan::{BootPlan, EpochSource, FirmwareModes, Input, LayoutPlan, Plan,
 use crate::size::parse_size;
 use crate::source::digest::{digest_file, DigestJob, FileDigest, Want};
 use crate::source::zeros::ZeroMap;
+use imgbuild_formats::package::{OvfController, OvfSettings, Package};
 
 /// The epoch used when neither the recipe nor `SOURCE_DATE_EPOCH` gives one:
 /// 2023-11-14T22:13:20Z.
@@ -673,13 +674,22 @@ fn target(
         (None, "kvm") => Hypervisor::Kvm,
         (None, "hyperv") => Hypervisor::Hyperv,
         (None, "hyperv-gen1") => Hypervisor::HypervGen1,
-        (None, "azure") => Hypervisor::Azure,
+        (None, n) if Hypervisor::from_name(n).is_some() => {
+            Hypervisor::from_name(n).expect("just checked")
+        }
         (None, _) => {
-            let help = "only targets named kvm, hyperv, hyperv-gen1 or azure imply their hypervisor; add hypervisor = \"kvm\", \"hyperv\", \"hyperv-gen1\" or \"azure\"";
+            let names: Vec<String> = Hypervisor::ALL
+                .iter()
+                .map(|h| format!("\"{}\"", h.name()))
+                .collect();
+            let help = format!(
+                "only a target named after a hypervisor implies it; add hypervisor = {}",
+                names.join(", ")
+            );
             cx.error(
                 span,
                 format!("target `{tname}` does not say its hypervisor"),
-                Some(help.into()),
+                Some(help),
             );
             return None;
         }
@@ -690,16 +700,23 @@ fn target(
             Hypervisor::Kvm => FormatName::Qcow2,
             Hypervisor::Hyperv | Hypervisor::HypervGen1 => FormatName::Vhdx,
             Hypervisor::Azure => FormatName::Vhd,
+            Hypervisor::Vmware => FormatName::Ova,
+            Hypervisor::Gce => FormatName::TarGz,
+            Hypervisor::Kubevirt => FormatName::OciArchive,
         },
     };
     let (firmware, secure_boot) = firmware(cx, recipe, tname, &span, t, hypervisor);
     if hypervisor == Hypervisor::Azure {
         check_azure(cx, recipe, t, format);
     }
+    if hypervisor == Hypervisor::Gce {
+        check_gce(cx, recipe, t, format);
+    }
     let mut plan = TargetPlan {
         name: tname.to_string(),
         output: String::new(),
         format: imgbuild_formats::Format::Raw,
+        package: None,
         hypervisor,
         cmdline: cmdline.to_string(),
         firmware,
@@ -710,13 +727,53 @@ fn target(
         subformat: None,
         logical_sector_size: None,
     };
+    plan.package = match format {
+        FormatName::Ova => Some(Package::Ova(ovf_settings(
+            cx,
+            t,
+            name,
+            hypervisor,
+            firmware,
+            secure_boot,
+        ))),
+        FormatName::TarGz => Some(Package::GceTarGz),
+        FormatName::OciArchive => Some(Package::OciArchive),
+        _ => None,
+    };
     plan.format = match format {
         FormatName::Qcow2 => imgbuild_formats::Format::Qcow2,
         FormatName::Vhdx => imgbuild_formats::Format::Vhdx,
         FormatName::Vhd => imgbuild_formats::Format::Vhd,
         FormatName::Raw => imgbuild_formats::Format::Raw,
+        FormatName::Vmdk => imgbuild_formats::Format::Vmdk,
+        FormatName::Ova | FormatName::TarGz | FormatName::OciArchive => plan
+            .package
+            .as_ref()
+            .expect("set above for packages")
+            .disk_format(),
     };
-    plan.output = format!("{name}-{tname}.{}", plan.format.extension());
+    let extension = plan
+        .package
+        .as_ref()
+        .map_or(plan.format.extension(), |p| p.extension());
+    plan.output = format!("{name}-{tname}.{extension}");
+    if format != FormatName::Ova {
+        for (key, span) in [
+            ("cpus", t.cpus.as_ref().map(|c| c.span())),
+            ("memory", t.memory.as_ref().map(|m| m.span())),
+        ] {
+            if let Some(span) = span {
+                cx.error(
+                    span,
+                    format!("`{key}` applies only to ova targets"),
+                    Some(
+                        "only an OVA declares virtual hardware; other formats carry the disk alone"
+                            .into(),
+                    ),
+                );
+            }
+        }
+    }
     if let Some(extra) = &t.cmdline {
         check_cmdline(cx, extra, span.clone());
         let extra = extra.trim();
@@ -846,8 +903,93 @@ fn check_azure(cx: &mut Cx, recipe: &Document, t: &Target, format: FormatName) {
     }
 }
 
+/// The OVA's virtual hardware: the recipe's CPUs and memory (defaults 2
+/// and 2 GiB), the firmware the target boots (EFI when it boots UEFI,
+/// which is what vSphere gives new VMs), the disk on PVSCSI for the vmware
+/// profile (its initramfs is checked for `vmw_pvscsi`), else on LSI Logic.
+fn ovf_settings(
+    cx: &mut Cx,
+    t: &Target,
+    name: &str,
+    hypervisor: Hypervisor,
+    firmware: FirmwareModes,
+    secure_boot: bool,
+) -> OvfSettings {
+    let cpus = match &t.cpus {
+        Some(c) => match u32::try_from(*c.get_ref()) {
+            Ok(n @ 1..=768) => n,
+            _ => {
+                cx.error(
+                    c.span(),
+                    format!("cpus = {} is not from 1 to 768", c.get_ref()),
+                    Some("vSphere 8 allows up to 768 virtual CPUs".into()),
+                );
+                1
+            }
+        },
+        None => 2,
+    };
+    let memory_mib = match &t.memory {
+        Some(m) => match cx.size(m, "memory") {
+            Some(n) if n % MIB == 0 && n >= 4 * MIB => n / MIB,
+            Some(n) => {
+                cx.error(
+                    m.span(),
+                    format!("memory {n} bytes is not a whole number of MiB of at least 4 MiB"),
+                    Some("write it as e.g. \"2GiB\" or \"512MiB\"".into()),
+                );
+                2048
+            }
+            None => 2048,
+        },
+        None => 2048,
+    };
+    OvfSettings {
+        name: name.to_string(),
+        cpus,
+        memory_mib,
+        efi: firmware.uefi,
+        secure_boot,
+        controller: if hypervisor == Hypervisor::Vmware {
+            OvfController::Pvscsi
+        } else {
+            OvfController::LsiLogic
+        },
+    }
+}
+
+/// Compute Engine imports a `disk.raw` whose size is a whole number of GiB.
+fn check_gce(cx: &mut Cx, recipe: &Document, t: &Target, format: FormatName) {
+    if !matches!(format, FormatName::TarGz | FormatName::Raw) {
+        if let Some(f) = &t.format {
+            cx.error(
+                f.span(),
+                "Compute Engine imports a raw disk in a tar.gz".into(),
+                Some("use format = \"tar.gz\" or leave it out".into()),
+            );
+        }
+    }
+    if let Ok(n) = parse_size(recipe.image.size.get_ref()) {
+        if n % (1 << 30) != 0 {
+            let help = "Compute Engine requires the disk size to be a whole number of GiB";
+            cx.error(
+                recipe.image.size.span(),
+                format!("image size {n} is not whole GiB"),
+                Some(help.into()),
+            );
+        }
+    }
+}
+
 /// Format-specific options, each allowed only with its format.
 fn target_options(cx: &mut Cx, t: &Target, format: FormatName, plan: &mut TargetPlan) {
+    // The disk inside a package takes its format's options.
+    let format = match format {
+        FormatName::Ova => FormatName::Vmdk,
+        FormatName::TarGz => FormatName::Raw,
+        FormatName::OciArchive => FormatName::Qcow2,
+        f => f,
+    };
     let only = |cx: &mut Cx, span: Range<usize>, key: &str, fmt: &str| {
         cx.error(
             span,

@@ -5,3 +5,4 @@
 
 pub mod qemu;
 pub mod test;
+pub mod unpack;

@@ -79,8 +79,11 @@ pub enum Bus {
     /// The machine's IDE controller (PIIX on `pc`, AHCI on `q35`): how
     /// Hyper-V Generation 1 and Azure Generation 1 attach the boot disk.
     Ide,
-    /// A disk on a virtio-scsi controller.
+    /// A disk on a virtio-scsi controller (Compute Engine's boot disk).
     Scsi,
+    /// A disk on VMware's paravirtual SCSI controller (`pvscsi`), where
+    /// the OVA puts it.
+    Pvscsi,
 }
 
 impl Bus {
@@ -90,6 +93,7 @@ impl Bus {
             Bus::Virtio => "virtio",
             Bus::Ide => "ide",
             Bus::Scsi => "scsi",
+            Bus::Pvscsi => "pvscsi",
         }
     }
 }
@@ -184,6 +188,9 @@ pub struct Machine {
     pub extra: Vec<String>,
     /// Where OVMF's files are.
     pub ovmf_dir: PathBuf,
+    /// The disk lies at this (offset, length) inside `image` (a package:
+    /// OVA, OCI archive), read in place through QEMU's `raw` driver.
+    pub member: Option<(u64, u64)>,
     /// Open the image read-only, writes going to a throw-away overlay
     /// (`snapshot=on`, the default): a boot never changes the image, and
     /// several may share it.
@@ -216,6 +223,7 @@ impl Machine {
             accel: Accel::Tcg,
             extra: Vec::new(),
             ovmf_dir: PathBuf::from(OVMF_DIR),
+            member: None,
             snapshot: true,
         }
     }
@@ -270,20 +278,29 @@ impl Machine {
             "vhd" => "vpc",
             f => f,
         };
-        let file = format!(
-            "file={},format={format}{}",
-            self.image.display().to_string().replace(',', ",,"),
-            if self.snapshot { ",snapshot=on" } else { "" }
-        );
+        let path = self.image.display().to_string().replace(',', ",,");
+        let snapshot = if self.snapshot { ",snapshot=on" } else { "" };
+        let file = match self.member {
+            None => format!("file={path},format={format}{snapshot}"),
+            Some((offset, size)) => format!(
+                "driver={format},file.driver=raw,file.offset={offset},file.size={size},\
+                 file.file.driver=file,file.file.filename={path}{snapshot}"
+            ),
+        };
         match self.bus {
             Bus::Virtio | Bus::Ide => {
                 cmd.arg("-drive")
                     .arg(format!("{file},if={}", self.bus.name()));
             }
-            Bus::Scsi => {
-                cmd.args(["-device", "virtio-scsi-pci,id=scsi0"]);
+            Bus::Scsi | Bus::Pvscsi => {
+                let controller = if self.bus == Bus::Scsi {
+                    "virtio-scsi-pci"
+                } else {
+                    "pvscsi"
+                };
+                cmd.args(["-device", &format!("{controller},id=scsi0")]);
                 cmd.arg("-drive").arg(format!("{file},if=none,id=disk0"));
-                cmd.args(["-device", "scsi-hd,drive=disk0,bus=scsi0.0"]);
+                cmd.args(["-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0"]);
             }
         }
         cmd.args(&self.extra);

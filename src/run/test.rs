@@ -22,9 +22,10 @@ use regex::Regex;
 use serde::Serialize;
 
 use super::qemu::{Accel, Bus, Machine, Mode, Slot};
-use crate::plan::TestPlan;
+use crate::plan::{Hypervisor, TestPlan};
 use crate::progress::Progress;
 use crate::record::MANIFEST;
+use crate::record::{ManifestRecord, OutputRecord};
 
 /// Why a test run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -151,39 +152,45 @@ impl TestReport {
     }
 }
 
-/// What the manifest says of one output.
-#[derive(serde::Deserialize)]
-struct OutputRecord {
-    target: String,
-    #[serde(default)]
-    hypervisor: String,
-    file: String,
-    format: String,
-    #[serde(default)]
-    firmware: Vec<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct ManifestRecord {
-    outputs: Vec<OutputRecord>,
-    test: Option<TestPlan>,
-}
-
 /// One boot to do.
 struct Job {
     index: usize,
     output: OutputRecord,
+    /// The disk QEMU opens: the output itself, or what was unpacked from it.
+    image: PathBuf,
     mode: Mode,
     bus: Bus,
+}
+
+/// Removes a scratch directory from the signal handler's list when dropped.
+struct Unregister(PathBuf);
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        crate::output::unregister_dir(&self.0);
+    }
+}
+
+/// Unpacks a Compute Engine image's `disk.raw` from `archive` into `to`.
+fn unpack_output(archive: &Path, to: &Path) -> Result<(), String> {
+    let what = |e: &dyn std::fmt::Display| format!("cannot unpack {}: {e}", archive.display());
+    let from = std::fs::File::open(archive).map_err(|e| what(&e))?;
+    let out = std::fs::File::create(to).map_err(|e| what(&e))?;
+    super::unpack::unpack_gce(&from, &out).map_err(|e| what(&e))?;
+    Ok(())
 }
 
 /// The disk bus a platform's guest is tested on: virtio for KVM, and for
 /// the UEFI guests of the others (QEMU has no Hyper-V storage; their kernel
 /// carries virtio too); IDE for a BIOS boot of a Hyper-V or Azure image,
 /// how Generation 1 attaches its boot disk.
-fn bus_for(hypervisor: &str, mode: Mode) -> Bus {
+fn bus_for(hypervisor: Option<Hypervisor>, mode: Mode) -> Bus {
     match (hypervisor, mode) {
-        ("hyperv" | "hyperv-gen1" | "azure", Mode::Bios) => Bus::Ide,
+        (Some(Hypervisor::Hyperv | Hypervisor::HypervGen1 | Hypervisor::Azure), Mode::Bios) => {
+            Bus::Ide
+        }
+        (Some(Hypervisor::Vmware), _) => Bus::Pvscsi,
+        (Some(Hypervisor::Gce), _) => Bus::Scsi,
         _ => Bus::Virtio,
     }
 }
@@ -211,9 +218,8 @@ pub fn test_dir(
         path: path.clone(),
         message,
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
     let manifest: ManifestRecord =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not an imgbuild manifest: {e}")))?;
+        crate::record::read_manifest(dir).map_err(|e| bad(format!("{e:#}")))?;
     let mut plan = manifest.test.unwrap_or_else(|| TestPlan::defaults(None));
     if !opts.expect.is_empty() {
         plan.expect = opts.expect.clone();
@@ -225,23 +231,33 @@ pub fn test_dir(
     let expect = compile(&plan.expect)?;
     let fail = compile(&plan.fail)?;
     let mut jobs = VecDeque::new();
+    // Compute Engine's tar.gz: QEMU cannot read inside gzip, so its
+    // disk.raw is unpacked (sparse) into a scratch directory first.
+    let scratch = tempfile::Builder::new()
+        .prefix("imgbuild-test-")
+        .tempdir()
+        .map_err(|e| bad(format!("cannot create a scratch directory: {e}")))?;
+    crate::output::register_dir(scratch.path());
+    let _unregister = Unregister(scratch.path().to_path_buf());
     for output in manifest.outputs {
+        let image = if output.package.as_deref() == Some("tar.gz") {
+            let unpacked = scratch.path().join(format!("{}.raw", output.file));
+            unpack_output(&dir.join(&output.file), &unpacked).map_err(bad)?;
+            unpacked
+        } else {
+            dir.join(&output.file)
+        };
         let modes: Vec<Mode> = output
             .firmware
             .iter()
             .filter_map(|m| Mode::from_name(m))
             .collect();
         for mode in modes {
-            let bus = bus_for(&output.hypervisor, mode);
+            let bus = bus_for(Hypervisor::from_name(&output.hypervisor), mode);
             jobs.push_back(Job {
                 index: jobs.len(),
-                output: OutputRecord {
-                    target: output.target.clone(),
-                    hypervisor: output.hypervisor.clone(),
-                    file: output.file.clone(),
-                    format: output.format.clone(),
-                    firmware: Vec::new(),
-                },
+                output: output.clone(),
+                image: image.clone(),
                 mode,
                 bus,
             });
@@ -268,7 +284,7 @@ pub fn test_dir(
                 let Some(job) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
                     break;
                 };
-                let case = run_job(dir, &job, opts, &check, progress);
+                let case = run_job(&job, opts, &check, progress);
                 results
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -295,13 +311,7 @@ struct Check<'a> {
     timeout: Duration,
 }
 
-fn run_job(
-    dir: &Path,
-    job: &Job,
-    opts: &TestOptions,
-    check: &Check,
-    progress: &dyn Progress,
-) -> Case {
+fn run_job(job: &Job, opts: &TestOptions, check: &Check, progress: &dyn Progress) -> Case {
     let log = opts
         .logs
         .join(format!("{}.{}.log", job.output.file, job.mode.name()));
@@ -313,7 +323,7 @@ fn run_job(
         job.bus.name()
     ));
     let start = Instant::now();
-    let outcome = boot(dir, job, opts, check, &log);
+    let outcome = boot(job, opts, check, &log);
     drop(step);
     let seconds = start.elapsed().as_secs_f64();
     let (passed, failure, text) = match outcome {
@@ -382,10 +392,10 @@ type Outcome = Result<String, (String, String)>;
 
 /// Boots one job: Ok(console) when every `expect` appeared, Err((why,
 /// console)) otherwise. QEMU is killed either way.
-fn boot(dir: &Path, job: &Job, opts: &TestOptions, check: &Check, log: &Path) -> Outcome {
+fn boot(job: &Job, opts: &TestOptions, check: &Check, log: &Path) -> Outcome {
     let fail = |why: String| Err((why, String::new()));
-    let mut machine =
-        Machine::for_format(&dir.join(&job.output.file), &job.output.format, job.mode);
+    let mut machine = Machine::for_format(&job.image, &job.output.format, job.mode);
+    machine.member = job.output.member.as_ref().map(|m| (m.offset, m.size));
     machine.bus = job.bus;
     machine.accel = opts.accel;
     machine.memory_mib = opts.memory_mib;
@@ -639,9 +649,13 @@ mod tests {
 
     #[test]
     fn bios_boots_of_hyper_v_and_azure_images_use_ide() {
-        assert_eq!(bus_for("hyperv-gen1", Mode::Bios), Bus::Ide);
-        assert_eq!(bus_for("azure", Mode::Bios), Bus::Ide);
-        assert_eq!(bus_for("azure", Mode::Uefi), Bus::Virtio);
-        assert_eq!(bus_for("kvm", Mode::Bios), Bus::Virtio);
+        let bus = |h: &str, m| bus_for(Hypervisor::from_name(h), m);
+        assert_eq!(bus("hyperv-gen1", Mode::Bios), Bus::Ide);
+        assert_eq!(bus("azure", Mode::Bios), Bus::Ide);
+        assert_eq!(bus("azure", Mode::Uefi), Bus::Virtio);
+        assert_eq!(bus("kvm", Mode::Bios), Bus::Virtio);
+        assert_eq!(bus("vmware", Mode::Uefi), Bus::Pvscsi);
+        assert_eq!(bus("gce", Mode::Bios), Bus::Scsi);
+        assert_eq!(bus("kubevirt", Mode::Bios), Bus::Virtio);
     }
 }

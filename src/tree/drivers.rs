@@ -29,6 +29,12 @@ pub enum Hypervisor {
     HyperV,
     /// Microsoft Azure: Hyper-V plus Azure's provisioning and console needs.
     Azure,
+    /// VMware (vSphere, ESXi, Workstation) with paravirtual devices.
+    Vmware,
+    /// Google Compute Engine.
+    Gce,
+    /// KubeVirt (QEMU/KVM inside Kubernetes, virtio devices).
+    Kubevirt,
 }
 
 /// Where a module must be for the target to work.
@@ -145,6 +151,41 @@ const AZURE_MODULES: &[ModuleNeed] = &[
     need(&["udf"], Stage::Installed, "UDF provisioning media"),
 ];
 
+/// VMware's paravirtual devices: the PVSCSI controller the OVA puts the
+/// disk on, the vmxnet3 NIC it declares, and the memory balloon.
+const VMWARE_MODULES: &[ModuleNeed] = &[
+    need(
+        &["vmw_pvscsi"],
+        Stage::Initramfs,
+        "VMware paravirtual SCSI disk controller",
+    ),
+    need(
+        &["sd_mod"],
+        Stage::Initramfs,
+        "SCSI disk (/dev/sdX behind PVSCSI)",
+    ),
+    need(&["vmxnet3"], Stage::Installed, "VMware vmxnet3 network"),
+    need(&["vmw_balloon"], Stage::Installed, "VMware memory balloon"),
+];
+
+/// Compute Engine's virtual devices: the boot disk on virtio-scsi, the
+/// virtio-net NIC and gVNIC (`gve`) for the machine types that use it.
+const GCE_MODULES: &[ModuleNeed] = &[
+    need(&["virtio_pci"], Stage::Initramfs, "virtio PCI transport"),
+    need(
+        &["virtio_scsi"],
+        Stage::Initramfs,
+        "virtio-scsi disk controller",
+    ),
+    need(
+        &["sd_mod"],
+        Stage::Initramfs,
+        "SCSI disk (/dev/sdX behind virtio-scsi)",
+    ),
+    need(&["virtio_net"], Stage::Installed, "virtio network"),
+    need(&["gve"], Stage::Installed, "Google Virtual NIC (gVNIC)"),
+];
+
 /// `qemu-guest-agent.service` has no [Install] section: udev starts it when
 /// the `org.qemu.guest_agent.0` port appears, so enabling it changes nothing.
 const QEMU_GA: Agent = Agent {
@@ -160,6 +201,16 @@ const HYPERV_DAEMONS: Agent = Agent {
         "hv-fcopy-daemon.service",
     ],
 };
+/// Debian's open-vm-tools: the tools daemon and the guest authentication service.
+const OPEN_VM_TOOLS: Agent = Agent {
+    package: "open-vm-tools",
+    units: &["open-vm-tools.service", "vgauth.service"],
+};
+/// Google's guest agent (`google-guest-agent`): accounts, metadata, network.
+const GOOGLE_GUEST_AGENT: Agent = Agent {
+    package: "google-guest-agent",
+    units: &["google-guest-agent.service"],
+};
 /// Debian's `waagent` package (the Azure Linux Agent).
 const WAAGENT: Agent = Agent {
     package: "waagent",
@@ -168,7 +219,14 @@ const WAAGENT: Agent = Agent {
 
 impl Hypervisor {
     /// Every hypervisor, in a fixed order.
-    pub const ALL: [Hypervisor; 3] = [Hypervisor::Kvm, Hypervisor::HyperV, Hypervisor::Azure];
+    pub const ALL: [Hypervisor; 6] = [
+        Hypervisor::Kvm,
+        Hypervisor::HyperV,
+        Hypervisor::Azure,
+        Hypervisor::Vmware,
+        Hypervisor::Gce,
+        Hypervisor::Kubevirt,
+    ];
 
     /// The name used in recipes and file names: `kvm`, `hyperv`, `azure`.
     pub fn name(self) -> &'static str {
@@ -176,6 +234,9 @@ impl Hypervisor {
             Hypervisor::Kvm => "kvm",
             Hypervisor::HyperV => "hyperv",
             Hypervisor::Azure => "azure",
+            Hypervisor::Vmware => "vmware",
+            Hypervisor::Gce => "gce",
+            Hypervisor::Kubevirt => "kubevirt",
         }
     }
 
@@ -207,6 +268,23 @@ impl Hypervisor {
                 modules: AZURE_MODULES,
                 agents: &[WAAGENT, HYPERV_DAEMONS],
                 cmdline: &["console=ttyS0,115200n8", "earlyprintk=ttyS0,115200"],
+            },
+            Hypervisor::Vmware => Profile {
+                modules: VMWARE_MODULES,
+                agents: &[OPEN_VM_TOOLS],
+                cmdline: &[],
+            },
+            // Compute Engine's serial console (port 1) is what
+            // `gcloud compute instances get-serial-port-output` shows.
+            Hypervisor::Gce => Profile {
+                modules: GCE_MODULES,
+                agents: &[GOOGLE_GUEST_AGENT],
+                cmdline: &["console=ttyS0,115200n8"],
+            },
+            Hypervisor::Kubevirt => Profile {
+                modules: KVM_MODULES,
+                agents: &[QEMU_GA],
+                cmdline: &[],
             },
         }
     }

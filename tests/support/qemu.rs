@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub use imgbuild::run::qemu::QEMU;
 use imgbuild::run::qemu::{Accel, Machine, Slot};
 
-/// How the disk is attached: `Virtio`, `Ide`, `Scsi`.
+/// How the disk is attached: `Virtio`, `Ide`, `Scsi`, `Pvscsi`.
 pub use imgbuild::run::qemu::Bus;
 /// How the machine starts: `Bios`, `Uefi`, `SecureBoot`.
 pub use imgbuild::run::qemu::Mode as Firmware;
@@ -34,8 +34,11 @@ pub use imgbuild::run::qemu::Mode as Firmware;
 pub struct Boot<'a> {
     /// The image.
     pub image: &'a Path,
-    /// Its format as QEMU names it: raw, qcow2, vhdx, vpc.
+    /// Its format as imgbuild names it: raw, qcow2, vhdx, vhd, vmdk.
     pub format: &'a str,
+    /// The disk lies at (offset, length) inside `image` (a package: OVA,
+    /// OCI archive), read in place.
+    pub member: Option<(u64, u64)>,
     /// Firmware mode.
     pub firmware: Firmware,
     /// Disk bus.
@@ -67,6 +70,7 @@ impl<'a> Boot<'a> {
             format,
             firmware,
             bus: Bus::Virtio,
+            member: None,
             snapshot: true,
             patterns,
             timeout: Duration::from_secs(600),
@@ -77,6 +81,12 @@ impl<'a> Boot<'a> {
     /// The same boot, asking the guest to power off when done.
     pub fn poweroff(mut self) -> Self {
         self.poweroff = true;
+        self
+    }
+
+    /// The same boot of the disk at (offset, length) inside the image.
+    pub fn member(mut self, member: Option<(u64, u64)>) -> Self {
+        self.member = member;
         self
     }
 
@@ -101,13 +111,9 @@ impl<'a> Boot<'a> {
 
     fn run_in_slot(&self) -> Result<String, String> {
         let vars = tempfile::NamedTempFile::new().map_err(|e| format!("temp OVMF vars: {e}"))?;
-        let format = if self.format == "vpc" {
-            "vhd"
-        } else {
-            self.format
-        };
-        let mut machine = Machine::for_format(self.image, format, self.firmware);
+        let mut machine = Machine::for_format(self.image, self.format, self.firmware);
         machine.bus = self.bus;
+        machine.member = self.member;
         machine.snapshot = self.snapshot;
         if std::env::var("IMGBUILD_QEMU_ACCEL").is_ok_and(|a| a.starts_with("kvm")) {
             machine.accel = Accel::Kvm;

@@ -278,8 +278,39 @@ fn check_reads_the_initramfs_for_this_kernel_only() {
 #[test]
 fn profiles_cmdline_and_names() {
     assert_eq!(Hypervisor::from_name("hyperv"), Some(Hypervisor::HyperV));
-    assert_eq!(Hypervisor::from_name("vmware"), None);
+    assert_eq!(Hypervisor::from_name("vmware"), Some(Hypervisor::Vmware));
+    assert_eq!(Hypervisor::from_name("esxi"), None);
     assert!(Hypervisor::Kvm.profile().cmdline.is_empty());
+    // Compute Engine's serial console; VMware's and KubeVirt's none.
+    assert!(Hypervisor::Gce
+        .profile()
+        .cmdline
+        .contains(&"console=ttyS0,115200n8"));
+    assert!(Hypervisor::Vmware.profile().cmdline.is_empty());
+    let names = |h: Hypervisor| -> Vec<&str> {
+        h.profile()
+            .modules
+            .iter()
+            .flat_map(|m| m.any_of.iter().copied())
+            .collect()
+    };
+    for (h, needs) in [
+        (
+            Hypervisor::Vmware,
+            &["vmw_pvscsi", "vmxnet3", "vmw_balloon"][..],
+        ),
+        (Hypervisor::Gce, &["virtio_scsi", "virtio_net", "gve"][..]),
+        (Hypervisor::Kubevirt, &["virtio_blk", "virtio_net"][..]),
+    ] {
+        for m in needs {
+            assert!(names(h).contains(m), "{h} lacks {m}");
+        }
+    }
+    let agents =
+        |h: Hypervisor| -> Vec<&str> { h.profile().agents.iter().map(|a| a.package).collect() };
+    assert_eq!(agents(Hypervisor::Vmware), ["open-vm-tools"]);
+    assert_eq!(agents(Hypervisor::Gce), ["google-guest-agent"]);
+    assert_eq!(agents(Hypervisor::Kubevirt), ["qemu-guest-agent"]);
     assert!(Hypervisor::Azure
         .profile()
         .cmdline
