@@ -11,9 +11,13 @@
 //! tar headers carry that time, uid/gid 0 (the containerDisk's own files 107),
 //! fixed modes; gzip has no name and no time; JSON is written with sorted keys.
 
+pub mod gce;
+pub mod gzip;
+pub mod tar;
+
 use std::fs::File;
 
-use crate::{Format, ImageSink, Result, WriteOptions};
+use crate::{Error, Format, ImageSink, Result, WriteOptions};
 
 /// A package around a disk image.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -124,6 +128,25 @@ pub fn sink(
     file: File,
     write: &WriteOptions,
 ) -> Result<Box<dyn ImageSink>> {
-    let _ = (options, file, write);
-    todo!("implemented by the package work")
+    match &options.package {
+        Package::GceTarGz => Ok(Box::new(gce::GceWriter::new(
+            file,
+            options.mtime,
+            threads(write)?,
+            write.hash,
+        )?)),
+        Package::Ova(_) | Package::OciArchive => todo!("implemented by the package work"),
+    }
+}
+
+/// The compression threads `write` asks for (default: available parallelism).
+fn threads(write: &WriteOptions) -> Result<usize> {
+    match write.threads {
+        Some(0) => Err(Error::InvalidOption {
+            option: "threads",
+            detail: "0 threads cannot compress".into(),
+        }),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
 }
