@@ -110,11 +110,11 @@ impl Package {
         }
     }
 
-    /// `ova`, `gce-tar-gz`, `oci-archive`.
+    /// `ova`, `tar.gz`, `oci-archive`: the recipe's `format` for it.
     pub fn name(&self) -> &'static str {
         match self {
             Package::Ova(_) => "ova",
-            Package::GceTarGz => "gce-tar-gz",
+            Package::GceTarGz => "tar.gz",
             Package::OciArchive => "oci-archive",
         }
     }
