@@ -103,16 +103,15 @@ fn walk(file: &File, start: u64, end: u64) -> Result<Vec<Found>> {
                 "a GNU sparse member where none belongs",
             ));
         }
-        let next = block_end
-            .checked_add(tar::padded(p.size))
-            .filter(|&n| p.size <= end - block_end && n <= end.next_multiple_of(tar::BLOCK))
-            .ok_or_else(|| {
-                corrupt(
-                    "member header",
-                    at,
-                    format!("member of {} bytes runs past the end at {end}", p.size),
-                )
-            })?;
+        if p.size > end - block_end {
+            return Err(corrupt(
+                "member header",
+                at,
+                format!("member of {} bytes runs past the end at {end}", p.size),
+            ));
+        }
+        // No overflow: the size is within the file.
+        let next = block_end + tar::padded(p.size);
         if out.len() == MAX_MEMBERS {
             return Err(corrupt(
                 "archive",
@@ -230,4 +229,143 @@ fn sniff(file: &File, m: &Found) -> Result<Format> {
     } else {
         Format::Raw
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::package::{sink, Package, PackageOptions};
+    use crate::{write_images, VirtualDiskBuilder, WriteOptions};
+
+    /// A tar of `(name, data)` members, without end blocks.
+    fn archive(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, data) in members {
+            let h = tar::ustar(&tar::Entry::file(name, data.len() as u64, 0)).unwrap();
+            out.extend_from_slice(&h);
+            out.extend_from_slice(data);
+            out.resize(tar::padded(out.len() as u64) as usize, 0);
+        }
+        out
+    }
+
+    fn file_of(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn assert_corrupt(bytes: &[u8], case: &str) {
+        match find_disk(&file_of(bytes)) {
+            Err(Error::Corrupt { .. }) => {}
+            other => panic!("{case}: expected Corrupt, got {other:?}"),
+        }
+    }
+
+    const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    #[test]
+    fn an_empty_or_cut_archive_is_corrupt() {
+        assert_corrupt(&[], "empty file");
+        let a = archive(&[("x.vmdk", b"KDMV")]);
+        assert_corrupt(&a[..300], "header cut short");
+        assert_corrupt(&a[..512], "data missing");
+    }
+
+    #[test]
+    fn a_bad_header_checksum_is_corrupt() {
+        let mut a = archive(&[("x.vmdk", b"KDMV")]);
+        a[0] = b'y';
+        assert_corrupt(&a, "checksum");
+    }
+
+    #[test]
+    fn a_huge_member_size_is_corrupt_not_an_overflow() {
+        // Found by this test: rounding the size up to a block overflowed.
+        let mut h = tar::ustar(&tar::Entry::file("x.vmdk", 0, 0)).unwrap();
+        tar::set_size(&mut h, u64::MAX); // base-256
+        assert_eq!(h[124], 0x80);
+        assert_corrupt(&h, "size u64::MAX");
+    }
+
+    #[test]
+    fn an_oversized_json_member_is_refused_before_reading() {
+        let mut h = tar::ustar(&tar::Entry::file("index.json", MAX_JSON + 1, 0)).unwrap();
+        tar::set_size(&mut h, MAX_JSON + 1);
+        let f = file_of(&h);
+        f.set_len(512 + tar::padded(MAX_JSON + 1)).unwrap();
+        assert!(matches!(find_disk(&f), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn malformed_json_and_hostile_digests_are_corrupt() {
+        assert_corrupt(&archive(&[("index.json", b"{not json")]), "bad JSON");
+        let traversal = br#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:../../../etc/passwd","size":1}]}"#;
+        assert_corrupt(&archive(&[("index.json", traversal)]), "digest traversal");
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{MANIFEST}","digest":"{DIGEST}","size":5}}]}}"#
+        );
+        let blob = format!("blobs/sha256/{}", &DIGEST[7..]);
+        let a = archive(&[("index.json", index.as_bytes()), (&blob, b"{}")]);
+        assert_corrupt(&a, "blob size differs from its descriptor");
+        assert_corrupt(
+            &archive(&[("index.json", index.as_bytes())]),
+            "missing blob",
+        );
+    }
+
+    #[test]
+    fn too_many_members_are_corrupt() {
+        let names: Vec<String> = (0..=MAX_MEMBERS).map(|i| format!("f{i}")).collect();
+        let members: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        assert_corrupt(&archive(&members), "member count");
+    }
+
+    #[test]
+    fn an_archive_without_a_disk_is_corrupt() {
+        assert_corrupt(&archive(&[("readme", b"hello")]), "no disk");
+    }
+
+    /// Flips bytes of a real OCI archive's headers and JSON: any result but
+    /// a panic (or a hang) is fine.
+    #[test]
+    fn mutated_oci_archives_never_panic() {
+        let mut b = VirtualDiskBuilder::new(1 << 20);
+        b.bytes(0, vec![1u8; 4096]);
+        let disk = b.build().unwrap();
+        let out = tempfile::tempfile().unwrap();
+        let options = PackageOptions {
+            package: Package::OciArchive,
+            name: "t".into(),
+            mtime: 0,
+        };
+        let s = sink(&options, out.try_clone().unwrap(), &WriteOptions::default()).unwrap();
+        let member = write_images(&disk, vec![s])
+            .unwrap()
+            .remove(0)
+            .member
+            .unwrap();
+        assert_eq!(find_disk(&out).unwrap(), member);
+        let len = usize::try_from(out.metadata().unwrap().len()).unwrap();
+        let mut good = vec![0u8; len];
+        ReadAt::read_exact_at(&out, &mut good, 0).unwrap();
+        // Everything but the qcow2's data: headers, JSON, padding.
+        let interesting: Vec<usize> = (0..len)
+            .filter(|&i| (i as u64) < member.offset || i as u64 >= member.offset + member.size)
+            .collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..400 {
+            let mut bad = good.clone();
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = interesting[(x % interesting.len() as u64) as usize];
+                bad[at] = (x >> 32) as u8;
+            }
+            let _ = find_disk(&file_of(&bad));
+        }
+    }
 }
