@@ -633,3 +633,46 @@ fn oci_archive_goes_through_skopeo_and_a_registry_unchanged() {
     assert_eq!(found.format, imgbuild_formats::Format::Qcow2);
     assert!(member_bytes(&archive, &found) == std::fs::read(&qcow2).unwrap());
 }
+
+#[test]
+fn gce_disk_above_8_gib_uses_base_256_fields_gnu_tar_reads() {
+    // Octal fields stop at 8 GiB - 1: the real size and the last offsets
+    // are base-256. GNU tar must list and extract it (sparse, so cheap).
+    need("tar");
+    let size = 16 << 30;
+    let d = disk(size, &[(4096, 4096), (10 << 30, 8192), (size - 4096, 4096)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let targz = tmp.path().join("big.tar.gz");
+    write_package(&d, Package::GceTarGz, &threads(2), &targz);
+    let list = tar_list_gz(&targz);
+    assert_eq!(list, [(size, "disk.raw".to_string())]);
+    let x = tmp.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&targz)
+            .arg("-C")
+            .arg(&x),
+    );
+    let out = File::open(x.join("disk.raw")).unwrap();
+    assert_eq!(out.metadata().unwrap().len(), size);
+    let mut a = vec![0u8; 12288];
+    let mut b = vec![0u8; 12288];
+    for at in [0, (10 << 30) - 2048, size - 12288] {
+        imgbuild_formats::ReadAt::read_exact_at(&out, &mut a, at).unwrap();
+        d.read_at(at, &mut b).unwrap();
+        assert!(a == b, "bytes at {at}");
+    }
+}
+
+/// `tar -tvzf`: (size, name) per member.
+fn tar_list_gz(archive: &Path) -> Vec<(u64, String)> {
+    let list = stdout_of(Command::new("tar").arg("-tvzf").arg(archive));
+    list.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[2].parse().unwrap(), f[5..].join(" "))
+        })
+        .collect()
+}

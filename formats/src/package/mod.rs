@@ -10,6 +10,8 @@
 //! Every byte follows from the disk, the options and [`PackageOptions::mtime`]:
 //! tar headers carry that time, uid/gid 0 (the containerDisk's own files 107),
 //! fixed modes; gzip has no name and no time; JSON is written with sorted keys.
+//!
+//! [`find_disk`] reads a package back: where its disk lies (OVA, OCI archive).
 
 mod find;
 pub mod gce;
