@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The sparse map is the allocation map `begin` gets (widened to whole
-//! 512-byte blocks, see [`block_aligned`]), so the header is
+//! 512-byte blocks, see `block_aligned`), so the header is
 //! known before the data; the file is written once, in order, and hashed as
 //! it goes.
 

@@ -10,10 +10,17 @@
 //! Every byte follows from the disk, the options and [`PackageOptions::mtime`]:
 //! tar headers carry that time, uid/gid 0 (the containerDisk's own files 107),
 //! fixed modes; gzip has no name and no time; JSON is written with sorted keys.
+//!
+//! [`find_disk`] reads a package back: where its disk lies (OVA, OCI archive).
 
+mod find;
 pub mod gce;
 pub mod gzip;
+pub mod oci;
+pub mod ova;
 pub mod tar;
+
+pub use find::{find_disk, MAX_JSON, MAX_MEMBERS};
 
 use std::fs::File;
 
@@ -123,6 +130,9 @@ impl Package {
 /// A writer of `options.package` into `file`; `write` are the options of the
 /// disk inside (qcow2 cluster size and compression, seed, hash, threads).
 /// The summary's `member` says where the disk lies when stored uncompressed.
+///
+/// `file` should be empty and, for an OVA, open for reading too: the OVA
+/// hashes its VMDK member by reading it back.
 pub fn sink(
     options: &PackageOptions,
     file: File,
@@ -135,7 +145,19 @@ pub fn sink(
             threads(write)?,
             write.hash,
         )?)),
-        Package::Ova(_) | Package::OciArchive => todo!("implemented by the package work"),
+        Package::Ova(settings) => Ok(Box::new(ova::OvaWriter::new(
+            file,
+            &options.name,
+            options.mtime,
+            settings,
+            write.seed,
+        )?)),
+        Package::OciArchive => Ok(Box::new(oci::OciWriter::new(
+            file,
+            &options.name,
+            options.mtime,
+            write,
+        )?)),
     }
 }
 
