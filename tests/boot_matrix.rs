@@ -8,7 +8,7 @@
 //! | `hyperv.vhdx` (Gen2: UEFI + Secure Boot) | | virtio | virtio |
 //! | `hyperv-gen1.vhdx` (Gen1: BIOS) | IDE | | |
 //! | `azure.vhd` (Gen1 + Gen2; bookworm only) | IDE | | |
-//! | `vmware.ova` (its VMDK in place; bookworm only) | PVSCSI | PVSCSI | |
+//! | `vmware.ova` (its VMDK in place; bookworm only) | PVSCSI | virtio (Debian's OVMF has no PVSCSI driver) | |
 //! | `gce.tar.gz` (disk.raw unpacked; bookworm only) | | virtio-scsi | |
 //! | `kubevirt.oci.tar` (its qcow2 in place; bookworm only) | virtio | | |
 //!
@@ -176,7 +176,7 @@ matrix! { BOOKWORM,
     bookworm_hyperv_gen1_vhdx_boots_with_seabios_from_ide: "hyperv-gen1.vhdx", "vhdx", Bios, Ide;
     bookworm_azure_vhd_boots_with_seabios_from_ide: "azure.vhd", "vhd", Bios, Ide;
     bookworm_vmware_ova_boots_with_seabios_from_pvscsi: "vmware.ova", "vmdk", Bios, Pvscsi;
-    bookworm_vmware_ova_boots_with_uefi_from_pvscsi: "vmware.ova", "vmdk", Uefi, Pvscsi;
+    bookworm_vmware_ova_boots_with_uefi: "vmware.ova", "vmdk", Uefi, Virtio;
     bookworm_gce_tar_gz_boots_with_uefi_from_virtio_scsi: "gce.tar.gz", "raw", Uefi, Scsi;
     bookworm_kubevirt_containerdisk_boots_with_seabios: "kubevirt.oci.tar", "qcow2", Bios, Virtio;
     bookworm_kvm_qcow2_boots_with_uefi: "kvm.qcow2", "qcow2", Uefi, Virtio;

@@ -180,16 +180,21 @@ fn unpack_output(archive: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The disk bus a platform's guest is tested on: virtio for KVM, and for
-/// the UEFI guests of the others (QEMU has no Hyper-V storage; their kernel
-/// carries virtio too); IDE for a BIOS boot of a Hyper-V or Azure image,
-/// how Generation 1 attaches its boot disk.
+/// The disk bus a platform's guest is tested on: virtio for KVM and
+/// KubeVirt, and for the UEFI guests of Hyper-V, Azure and VMware (QEMU has
+/// no Hyper-V storage, Debian's OVMF no PVSCSI driver; their kernel carries
+/// virtio too); IDE for a BIOS boot of a Hyper-V or Azure image, how
+/// Generation 1 attaches its boot disk; PVSCSI for a BIOS boot of a VMware
+/// image, where its OVA puts the disk; virtio-scsi for Compute Engine.
 fn bus_for(hypervisor: Option<Hypervisor>, mode: Mode) -> Bus {
     match (hypervisor, mode) {
         (Some(Hypervisor::Hyperv | Hypervisor::HypervGen1 | Hypervisor::Azure), Mode::Bios) => {
             Bus::Ide
         }
-        (Some(Hypervisor::Vmware), _) => Bus::Pvscsi,
+        // Debian's OVMF has no PVSCSI driver (its shell finds no disk), so
+        // only SeaBIOS boots from PVSCSI, which proves the guest's
+        // vmw_pvscsi; UEFI boots prove the EFI chain on virtio.
+        (Some(Hypervisor::Vmware), Mode::Bios) => Bus::Pvscsi,
         (Some(Hypervisor::Gce), _) => Bus::Scsi,
         _ => Bus::Virtio,
     }
@@ -654,7 +659,8 @@ mod tests {
         assert_eq!(bus("azure", Mode::Bios), Bus::Ide);
         assert_eq!(bus("azure", Mode::Uefi), Bus::Virtio);
         assert_eq!(bus("kvm", Mode::Bios), Bus::Virtio);
-        assert_eq!(bus("vmware", Mode::Uefi), Bus::Pvscsi);
+        assert_eq!(bus("vmware", Mode::Bios), Bus::Pvscsi);
+        assert_eq!(bus("vmware", Mode::Uefi), Bus::Virtio);
         assert_eq!(bus("gce", Mode::Bios), Bus::Scsi);
         assert_eq!(bus("kubevirt", Mode::Bios), Bus::Virtio);
     }
