@@ -16,6 +16,7 @@ pub mod error;
 pub mod hash;
 pub mod io;
 pub mod package;
+pub mod pool;
 pub mod qcow2;
 pub mod raw;
 pub mod sink;
@@ -50,8 +51,9 @@ pub enum Format {
     Vhdx,
     /// Virtual PC / Azure fixed VHD: raw data plus a 512-byte footer.
     Vhd,
-    /// VMware stream-optimized VMDK (compressed grains, what vSphere
-    /// imports); monolithicSparse is read too.
+    /// VMware VMDK, a hosted sparse extent: streamOptimized (compressed
+    /// grains, what vSphere imports) or monolithicSparse (Workstation,
+    /// Fusion); see [`VmdkSubformat`].
     Vmdk,
 }
 
@@ -107,9 +109,14 @@ impl Format {
             Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Writer::new(file, opts)?)),
             Format::Vhdx => Ok(Box::new(vhdx::VhdxWriter::new(file, opts)?)),
             Format::Vhd => Ok(Box::new(vhd::VhdWriter::new(file, opts))),
-            Format::Vmdk => Ok(Box::new(vmdk::VmdkStreamWriter::new(
-                file, opts.seed, "lsilogic",
-            ))),
+            Format::Vmdk => match opts.vmdk_subformat {
+                VmdkSubformat::StreamOptimized => Ok(Box::new(
+                    vmdk::VmdkStreamWriter::with_options(file, opts, "lsilogic")?,
+                )),
+                VmdkSubformat::MonolithicSparse => Ok(Box::new(vmdk::VmdkSparseWriter::new(
+                    file, opts.seed, "lsilogic",
+                ))),
+            },
         }
     }
 }
@@ -141,6 +148,29 @@ pub enum Subformat {
     Fixed,
 }
 
+/// VMDK subformat (the descriptor's `createType`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VmdkSubformat {
+    /// Compressed grains with markers, written front to back: what vSphere
+    /// imports and an OVA carries.
+    #[default]
+    StreamOptimized,
+    /// Plain grains with redundant grain tables: what VMware Workstation
+    /// and Fusion create and run.
+    MonolithicSparse,
+}
+
+impl VmdkSubformat {
+    /// The `createType` name: `streamOptimized`, `monolithicSparse`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VmdkSubformat::StreamOptimized => "streamOptimized",
+            VmdkSubformat::MonolithicSparse => "monolithicSparse",
+        }
+    }
+}
+
 /// Options shared by the writers; each reads the ones that apply to it.
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
@@ -148,7 +178,8 @@ pub struct WriteOptions {
     pub cluster_size: Option<u32>,
     /// qcow2 compression (default none).
     pub compression: Option<Compression>,
-    /// Threads for compression (default: available parallelism). Never changes the bytes.
+    /// Threads for compression (qcow2 and streamOptimized VMDK; default:
+    /// available parallelism). Never changes the bytes.
     pub threads: Option<usize>,
     /// VHDX block size in bytes (default 1 MiB; 1..256 MiB, a power of two).
     pub block_size: Option<u32>,
@@ -156,6 +187,8 @@ pub struct WriteOptions {
     pub logical_sector_size: Option<u32>,
     /// VHDX dynamic (default) or fixed.
     pub subformat: Subformat,
+    /// VMDK streamOptimized (default) or monolithicSparse.
+    pub vmdk_subformat: VmdkSubformat,
     /// Compute the SHA-256 of the file while writing it, where the format is
     /// written front to back (`ImageSummary::sha256`). Off by default: hashing
     /// costs CPU that `convert` does not need.
