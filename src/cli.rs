@@ -366,6 +366,9 @@ fn convert(a: ConvertArgs) -> Result<()> {
         }),
         threads: a.threads,
         hash: false,
+        // The input's allocation map is not scanned for zeros (the input is
+        // read once): the writers drop zero clusters as they stream.
+        detect_zeros: true,
         block_size: a.block_size,
         logical_sector_size: a.logical_sector_size,
         subformat,

@@ -553,6 +553,7 @@ impl TargetPlan {
             logical_sector_size: self.logical_sector_size,
             subformat: self.subformat.unwrap_or_default(),
             vmdk_subformat: imgbuild_formats::VmdkSubformat::default(),
+            detect_zeros: false,
             seed: Some(seed.derive(&format!("target.{}", self.name))),
             // SHA256SUMS needs every output's hash: take it while writing.
             hash: true,
