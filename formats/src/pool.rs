@@ -125,15 +125,10 @@ impl<J: Send + 'static, R: Send + 'static> OrderedPool<J, R> {
 
     /// Hands over, in order, every result whose predecessors are all done.
     fn drain_ready(&mut self, each: &mut dyn FnMut(R) -> Result<()>) -> Result<()> {
-        loop {
-            match self.results.try_recv() {
-                Ok((seq, r)) => {
-                    self.pending.insert(seq, r);
-                }
-                // Workers gone with results missing: `receive` reports it
-                // when the caller waits for one.
-                Err(mpsc::TryRecvError::Empty | mpsc::TryRecvError::Disconnected) => break,
-            }
+        // Workers gone with results missing: `receive` reports it when the
+        // caller waits for one.
+        while let Ok((seq, r)) = self.results.try_recv() {
+            self.pending.insert(seq, r);
         }
         while let Some(r) = self.pending.remove(&self.next_out) {
             self.next_out += 1;
