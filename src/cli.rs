@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use imgbuild::pipeline::BuildError;
 use imgbuild::progress::{Console, Mode};
-use imgbuild_formats::{Compression, Format, Subformat, WriteOptions};
+use imgbuild_formats::{Compression, Format, Subformat, VmdkSubformat, WriteOptions};
 
 /// Declarative guest-image builder: one recipe, qcow2 for KVM and VHDX for Hyper-V.
 ///
@@ -172,9 +172,10 @@ struct ConvertArgs {
     /// VHDX logical sector size: 512 or 4096.
     #[arg(long)]
     logical_sector_size: Option<u32>,
-    /// VHDX provisioning.
-    #[arg(long, value_enum, default_value = "dynamic")]
-    subformat: SubformatArg,
+    /// VHDX provisioning (dynamic, the default, or fixed), or the VMDK
+    /// subformat (streamOptimized, the default, or monolithicSparse).
+    #[arg(long, value_enum)]
+    subformat: Option<SubformatArg>,
     /// Seed for the GUIDs stored in the image (any text; default: from the content).
     #[arg(long)]
     seed: Option<String>,
@@ -230,10 +231,39 @@ enum CompressArg {
     Zstd,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum SubformatArg {
     Dynamic,
     Fixed,
+    #[value(name = "streamOptimized")]
+    StreamOptimized,
+    #[value(name = "monolithicSparse")]
+    MonolithicSparse,
+}
+
+/// The VHDX and VMDK subformats `--subformat` picks for `format`; a
+/// subformat of the other format is refused.
+fn subformats(arg: Option<SubformatArg>, format: Format) -> Result<(Subformat, VmdkSubformat)> {
+    use SubformatArg::*;
+    match (arg, format) {
+        (None, _) => Ok((Subformat::default(), VmdkSubformat::default())),
+        (Some(Fixed), Format::Vhdx) => Ok((Subformat::Fixed, VmdkSubformat::default())),
+        (Some(MonolithicSparse), Format::Vmdk) => {
+            Ok((Subformat::default(), VmdkSubformat::MonolithicSparse))
+        }
+        (Some(Dynamic), Format::Vhdx) | (Some(StreamOptimized), Format::Vmdk) => {
+            Ok((Subformat::default(), VmdkSubformat::default()))
+        }
+        (Some(a @ (StreamOptimized | MonolithicSparse)), Format::Vhdx)
+        | (Some(a @ (Dynamic | Fixed)), Format::Vmdk) => {
+            let name = a.to_possible_value().map(|v| v.get_name().to_string());
+            bail!(
+                "--subformat {} does not apply to {format}: VHDX takes dynamic or fixed, VMDK streamOptimized or monolithicSparse",
+                name.unwrap_or_default()
+            )
+        }
+        (Some(_), _) => Ok((Subformat::default(), VmdkSubformat::default())),
+    }
 }
 
 fn parse_size_u64(s: &str) -> Result<u64, String> {
@@ -327,6 +357,7 @@ fn convert(a: ConvertArgs) -> Result<()> {
         Some(f) => f.into(),
         None => format_from_extension(&a.dst)?,
     };
+    let (subformat, vmdk_subformat) = subformats(a.subformat, format)?;
     let opts = WriteOptions {
         cluster_size: a.cluster_size,
         compression: a.compress.map(|c| match c {
@@ -335,12 +366,13 @@ fn convert(a: ConvertArgs) -> Result<()> {
         }),
         threads: a.threads,
         hash: false,
+        // The input's allocation map is not scanned for zeros (the input is
+        // read once): the writers drop zero clusters as they stream.
+        detect_zeros: true,
         block_size: a.block_size,
         logical_sector_size: a.logical_sector_size,
-        subformat: match a.subformat {
-            SubformatArg::Dynamic => Subformat::Dynamic,
-            SubformatArg::Fixed => Subformat::Fixed,
-        },
+        subformat,
+        vmdk_subformat,
         seed: a
             .seed
             .as_deref()

@@ -567,6 +567,8 @@ impl TargetPlan {
             block_size: self.block_size,
             logical_sector_size: self.logical_sector_size,
             subformat: self.subformat.unwrap_or_default(),
+            vmdk_subformat: imgbuild_formats::VmdkSubformat::default(),
+            detect_zeros: false,
             seed: Some(seed.derive(&format!("target.{}", self.name))),
             // SHA256SUMS needs every output's hash: take it while writing.
             hash: true,

@@ -110,6 +110,7 @@ fn converting_twice_gives_identical_files_for_every_format() {
         ("f.vhdx", &["--subformat", "fixed"][..]),
         ("a.vhd", &[][..]),
         ("a.vmdk", &[][..]),
+        ("m.vmdk", &["--subformat", "monolithicSparse"][..]),
         ("a.img", &[][..]),
     ] {
         let (one, two) = (
@@ -290,4 +291,55 @@ fn convert_to_vmdk_reads_back_in_qemu_and_inspect_names_it() {
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(info.contains("format:        vmdk"), "{info}");
     assert!(info.contains("streamOptimized"), "{info}");
+}
+
+#[test]
+fn convert_to_monolithic_sparse_vmdk_reads_back_in_qemu_and_inspect_names_it() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let d = tempdir();
+    let src = sample_raw(d.path());
+    let vmdk = p(d.path(), "disk.vmdk");
+
+    run_ok(
+        imgbuild()
+            .arg("convert")
+            .arg(&src)
+            .arg(&vmdk)
+            .args(["--subformat", "monolithicSparse"]),
+    );
+
+    run_ok(
+        std::process::Command::new("qemu-img")
+            .args(["check", "-f", "vmdk"])
+            .arg(&vmdk),
+    );
+    let same = run_ok(
+        std::process::Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "vmdk"])
+            .arg(&src)
+            .arg(&vmdk),
+    );
+    assert!(String::from_utf8_lossy(&same.stdout).contains("Images are identical"));
+    let info = run_ok(imgbuild().arg("inspect").arg(&vmdk));
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("monolithicSparse"), "{info}");
+}
+
+#[test]
+fn convert_refuses_a_subformat_of_another_format() {
+    let d = tempdir();
+    let src = sample_raw(d.path());
+    let out = run(imgbuild()
+        .arg("convert")
+        .arg(&src)
+        .arg(p(d.path(), "a.vmdk"))
+        .args(["--subformat", "fixed"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: --subformat fixed does not apply to vmdk: VHDX takes dynamic or fixed, VMDK streamOptimized or monolithicSparse\n"
+    );
+    assert!(!p(d.path(), "a.vmdk").exists());
 }

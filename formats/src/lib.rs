@@ -16,6 +16,7 @@ pub mod error;
 pub mod hash;
 pub mod io;
 pub mod package;
+pub mod pool;
 pub mod qcow2;
 pub mod raw;
 pub mod sink;
@@ -50,8 +51,9 @@ pub enum Format {
     Vhdx,
     /// Virtual PC / Azure fixed VHD: raw data plus a 512-byte footer.
     Vhd,
-    /// VMware stream-optimized VMDK (compressed grains, what vSphere
-    /// imports); monolithicSparse is read too.
+    /// VMware VMDK, a hosted sparse extent: streamOptimized (compressed
+    /// grains, what vSphere imports) or monolithicSparse (Workstation,
+    /// Fusion); see [`VmdkSubformat`].
     Vmdk,
 }
 
@@ -107,9 +109,14 @@ impl Format {
             Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Writer::new(file, opts)?)),
             Format::Vhdx => Ok(Box::new(vhdx::VhdxWriter::new(file, opts)?)),
             Format::Vhd => Ok(Box::new(vhd::VhdWriter::new(file, opts))),
-            Format::Vmdk => Ok(Box::new(vmdk::VmdkStreamWriter::new(
-                file, opts.seed, "lsilogic",
-            ))),
+            Format::Vmdk => match opts.vmdk_subformat {
+                VmdkSubformat::StreamOptimized => Ok(Box::new(
+                    vmdk::VmdkStreamWriter::with_options(file, opts, "lsilogic")?,
+                )),
+                VmdkSubformat::MonolithicSparse => Ok(Box::new(vmdk::VmdkSparseWriter::new(
+                    file, opts.seed, "lsilogic",
+                ))),
+            },
         }
     }
 }
@@ -141,6 +148,29 @@ pub enum Subformat {
     Fixed,
 }
 
+/// VMDK subformat (the descriptor's `createType`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VmdkSubformat {
+    /// Compressed grains with markers, written front to back: what vSphere
+    /// imports and an OVA carries.
+    #[default]
+    StreamOptimized,
+    /// Plain grains with redundant grain tables: what VMware Workstation
+    /// and Fusion create and run.
+    MonolithicSparse,
+}
+
+impl VmdkSubformat {
+    /// The `createType` name: `streamOptimized`, `monolithicSparse`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VmdkSubformat::StreamOptimized => "streamOptimized",
+            VmdkSubformat::MonolithicSparse => "monolithicSparse",
+        }
+    }
+}
+
 /// Options shared by the writers; each reads the ones that apply to it.
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
@@ -148,7 +178,8 @@ pub struct WriteOptions {
     pub cluster_size: Option<u32>,
     /// qcow2 compression (default none).
     pub compression: Option<Compression>,
-    /// Threads for compression (default: available parallelism). Never changes the bytes.
+    /// Threads for compression (qcow2 and streamOptimized VMDK; default:
+    /// available parallelism). Never changes the bytes.
     pub threads: Option<usize>,
     /// VHDX block size in bytes (default 1 MiB; 1..256 MiB, a power of two).
     pub block_size: Option<u32>,
@@ -156,6 +187,16 @@ pub struct WriteOptions {
     pub logical_sector_size: Option<u32>,
     /// VHDX dynamic (default) or fixed.
     pub subformat: Subformat,
+    /// VMDK streamOptimized (default) or monolithicSparse.
+    pub vmdk_subformat: VmdkSubformat,
+    /// The ranges given to `ImageSink::begin` may hold zeros (a converted
+    /// image's allocation map, not scanned beforehand): writers that leave
+    /// zero data unallocated check the data as it streams instead of
+    /// laying out storage for every allocated range (qcow2 without
+    /// compression then places tables after the data, and a dynamic VHDX
+    /// writes its BAT last). Off by default: the builder's maps are exact,
+    /// and the layout made from an exact map is written front to back.
+    pub detect_zeros: bool,
     /// Compute the SHA-256 of the file while writing it, where the format is
     /// written front to back (`ImageSummary::sha256`). Off by default: hashing
     /// costs CPU that `convert` does not need.
@@ -229,42 +270,24 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Arc<dyn DiskImage>> {
     }
 }
 
-/// Granule at which data is checked for zeros when an image is read into a
-/// [`VirtualDisk`] (as qemu-img does, so all-zero clusters are not copied).
+/// Granule at which writers check data for zeros (as qemu-img does, so
+/// all-zero blocks are not stored): raw output leaves such blocks as holes.
 pub const ZERO_SCAN: usize = 4096;
 
 /// Describes an opened image as a [`VirtualDisk`] whose extents point at the
-/// image itself: only allocated ranges, minus all-zero 4 KiB blocks.
+/// image itself: its allocated ranges, as the image's metadata gives them
+/// (a raw file's: SEEK_DATA/SEEK_HOLE). Nothing is read here, so converting
+/// reads each byte once; the ranges may hold zeros, which writers given
+/// [`WriteOptions::detect_zeros`] leave unallocated as the data streams by.
 pub fn disk_from_image(image: Arc<dyn DiskImage>) -> Result<VirtualDisk> {
     let size = image.virtual_size();
-    let mut runs: Vec<Range<u64>> = Vec::new();
-    let mut buf = vec![0u8; sink::CHUNK];
-    for range in image.allocated()? {
-        let mut at = range.start;
-        while at < range.end {
-            let n =
-                usize::try_from((range.end - at).min(sink::CHUNK as u64)).expect("at most CHUNK");
-            image
-                .read_exact_at(&mut buf[..n], at)
-                .map_err(|e| Error::io(format!("reading image data at virtual offset {at}"), e))?;
-            for (i, block) in buf[..n].chunks(ZERO_SCAN).enumerate() {
-                if block.iter().all(|&b| b == 0) {
-                    continue;
-                }
-                let start = at + (i * ZERO_SCAN) as u64;
-                let end = start + block.len() as u64;
-                match runs.last_mut() {
-                    Some(last) if last.end == start => last.end = end,
-                    _ => runs.push(start..end),
-                }
-            }
-            at += n as u64;
-        }
-    }
-    let source: Arc<dyn ReadAt> = Arc::new(ImageSource(image));
+    let source: Arc<dyn ReadAt> = Arc::new(ImageSource(image.clone()));
     let mut builder = VirtualDiskBuilder::new(size);
-    for r in runs {
-        builder.source(r.start, r.end - r.start, source.clone(), r.start);
+    for r in image.allocated()? {
+        let end = r.end.min(size);
+        if r.start < end {
+            builder.source(r.start, end - r.start, source.clone(), r.start);
+        }
     }
     builder.build()
 }

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use crate::hash::StreamHash;
 use crate::io::{ReadAt, SizedFile};
-use crate::{DiskImage, Error, Format, ImageSink, ImageSummary, Result};
+use crate::{DiskImage, Error, Format, ImageSink, ImageSummary, Result, ZERO_SCAN};
 
 /// Writes a sparse raw file: the length is set first, data is written where it
 /// lies, gaps stay holes.
@@ -42,8 +42,32 @@ impl ImageSink for RawWriter {
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.hash.write_at(offset, data);
-        std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)
-            .map_err(|e| Error::io(format!("writing raw data at offset {offset}"), e))
+        // The file was sized in begin: all-zero blocks stay holes. Blocks
+        // follow disk offsets, so a hole is whole filesystem blocks.
+        let mut at = 0usize;
+        while at < data.len() {
+            let disk_at = offset + at as u64;
+            let to_boundary =
+                ZERO_SCAN - usize::try_from(disk_at % ZERO_SCAN as u64).expect("small");
+            let n = to_boundary.min(data.len() - at);
+            // Runs of non-zero blocks go out in one write.
+            let mut end = at;
+            let mut step = n;
+            while end < data.len() && data[end..end + step].iter().any(|&b| b != 0) {
+                end += step;
+                step = ZERO_SCAN.min(data.len() - end);
+            }
+            if end > at {
+                let chunk = &data[at..end];
+                let pos = offset + at as u64;
+                std::os::unix::fs::FileExt::write_all_at(&self.file, chunk, pos)
+                    .map_err(|e| Error::io(format!("writing raw data at offset {pos}"), e))?;
+                at = end;
+            } else {
+                at += n;
+            }
+        }
+        Ok(())
     }
 
     fn finish(self: Box<Self>) -> Result<ImageSummary> {

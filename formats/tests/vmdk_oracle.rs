@@ -1,14 +1,15 @@
-//! VMDK against qemu-img: our streamOptimized files pass `qemu-img check`
-//! and read as the raw disk (`qemu-img compare`); our reader reads
-//! qemu-img's streamOptimized and monolithicSparse files as the same disk;
-//! the same disk and seed give the same bytes.
+//! VMDK against qemu-img: our streamOptimized and monolithicSparse files
+//! pass `qemu-img check` and read as the raw disk (`qemu-img compare`); our
+//! reader reads qemu-img's streamOptimized and monolithicSparse files as the
+//! same disk; the same disk and seed give the same bytes, whatever the
+//! number of threads.
 
 mod common_vhdx;
 
 use std::process::Command;
 
 use common_vhdx::*;
-use imgbuild_formats::{Format, VirtualDisk, WriteOptions};
+use imgbuild_formats::{Format, VirtualDisk, VmdkSubformat, WriteOptions};
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
@@ -21,16 +22,26 @@ fn qemu_check(img: &std::path::Path) {
     );
 }
 
-/// Writes `disk` as our VMDK and checks it with qemu-img and our reader.
+const SUBFORMATS: [VmdkSubformat; 2] = [
+    VmdkSubformat::StreamOptimized,
+    VmdkSubformat::MonolithicSparse,
+];
+
+/// Writes `disk` as our VMDK in both subformats and checks each with
+/// qemu-img and our reader.
 fn check_ours(disk: &VirtualDisk) {
+    for subformat in SUBFORMATS {
+        check_subformat(disk, subformat);
+    }
+}
+
+fn check_subformat(disk: &VirtualDisk, subformat: VmdkSubformat) {
     let dir = tempfile::tempdir().unwrap();
-    let (raw, img) = write_pair(
-        disk,
-        Format::Vmdk,
-        &WriteOptions::default(),
-        dir.path(),
-        "d",
-    );
+    let opts = WriteOptions {
+        vmdk_subformat: subformat,
+        ..WriteOptions::default()
+    };
+    let (raw, img) = write_pair(disk, Format::Vmdk, &opts, dir.path(), "d");
     assert_same_bytes(disk, open(&img, Format::Vmdk).as_ref());
     if require_tool("qemu-img") {
         qemu_check(&img);
@@ -40,8 +51,15 @@ fn check_ours(disk: &VirtualDisk) {
                 .args(["info", "-f", "vmdk"])
                 .arg(&img),
         );
-        assert!(info.contains("create type: streamOptimized"), "{info}");
-        assert!(info.contains("compressed: true"), "{info}");
+        let create_type = format!("create type: {}", subformat.name());
+        assert!(info.contains(&create_type), "{subformat:?}: {info}");
+        // qemu-img names compression only when the extent has it.
+        let compressed = subformat == VmdkSubformat::StreamOptimized;
+        assert_eq!(
+            info.contains("compressed: true"),
+            compressed,
+            "{subformat:?}: {info}"
+        );
         assert_eq!(qemu_virtual_size(&img, "vmdk"), disk.size());
     }
 }
@@ -68,18 +86,44 @@ fn an_empty_disk_passes_qemu() {
 }
 
 #[test]
-fn the_same_disk_and_seed_give_the_same_bytes() {
+fn the_same_disk_and_seed_give_the_same_bytes_with_1_or_3_threads() {
     let dir = tempfile::tempdir().unwrap();
-    let d = disk(10 * MIB, &[(MIB, 200_000)]);
+    let d = disk(80 * MIB, &[(MIB, 200_000), (3 * MIB, 9 * MIB as usize)]);
+    for subformat in SUBFORMATS {
+        let opts = |threads| WriteOptions {
+            seed: Some([7; 32]),
+            threads: Some(threads),
+            vmdk_subformat: subformat,
+            ..WriteOptions::default()
+        };
+        write(&d, Format::Vmdk, &opts(1), &dir.path().join("a.vmdk"));
+        write(&d, Format::Vmdk, &opts(3), &dir.path().join("b.vmdk"));
+        assert!(
+            std::fs::read(dir.path().join("a.vmdk")).unwrap()
+                == std::fs::read(dir.path().join("b.vmdk")).unwrap(),
+            "{subformat:?}"
+        );
+    }
+}
+
+#[test]
+fn monolithic_sparse_stores_only_grains_with_data() {
+    // Two grains with data (one of them only partly) in 64 MiB: the file is
+    // the metadata (overHead, 128-sector aligned) plus exactly two grains.
+    let dir = tempfile::tempdir().unwrap();
+    let d = disk(64 * MIB, &[(10 * MIB, 65_536), (40 * MIB + 100, 10)]);
     let opts = WriteOptions {
-        seed: Some([7; 32]),
+        vmdk_subformat: VmdkSubformat::MonolithicSparse,
         ..WriteOptions::default()
     };
-    write(&d, Format::Vmdk, &opts, &dir.path().join("a.vmdk"));
-    write(&d, Format::Vmdk, &opts, &dir.path().join("b.vmdk"));
+    let summary = write(&d, Format::Vmdk, &opts, &dir.path().join("s.vmdk"));
+    assert_eq!(summary.file_size, 128 * 512 + 2 * 65_536);
+    let facts = open(&dir.path().join("s.vmdk"), Format::Vmdk).facts();
     assert!(
-        std::fs::read(dir.path().join("a.vmdk")).unwrap()
-            == std::fs::read(dir.path().join("b.vmdk")).unwrap()
+        facts
+            .iter()
+            .any(|(k, v)| k == "create type" && v == "monolithicSparse"),
+        "{facts:?}"
     );
 }
 

@@ -10,6 +10,10 @@
 //! depend on the number of threads or on timing. All-zero clusters are left
 //! unallocated (they read as zeros), as `qemu-img convert` does.
 //!
+//! Without a compression kind the same writer stores every non-zero
+//! cluster whole: what `WriteOptions::detect_zeros` asks for, where the
+//! allocation map given to `begin` may hold zeros (a converted image's).
+//!
 //! Refcounts (qcow2.rst + formats-facts §1.3): each host cluster a
 //! compressed stream touches gets +1 per stream; a stream never starts in a
 //! cluster whose count would overflow 16 bits.
@@ -61,7 +65,7 @@ struct Done {
 pub struct CompressedWriter {
     out: SeqWriter,
     geo: Geometry,
-    kind: Compression,
+    kind: Option<Compression>,
     /// Clusters being gathered, and their bytes.
     clusters: Vec<u64>,
     data: Vec<u8>,
@@ -85,7 +89,12 @@ pub struct CompressedWriter {
 
 impl CompressedWriter {
     /// Starts the worker pool; data starts at cluster 1.
-    pub fn begin(file: File, geo: Geometry, kind: Compression, threads: usize) -> Result<Self> {
+    pub fn begin(
+        file: File,
+        geo: Geometry,
+        kind: Option<Compression>,
+        threads: usize,
+    ) -> Result<Self> {
         let cs = usize::try_from(geo.cs).expect("cluster is at most 2 MiB");
         let per_job = usize::try_from((JOB_BYTES / geo.cs).max(1)).expect("small");
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
@@ -314,8 +323,8 @@ impl CompressedWriter {
                 .write_at(rb_offset + i * cs, &refcount::encode_block(i, cs, count))?;
         }
         let ctype = match self.kind {
-            Compression::Zlib => CompressionType::Deflate,
-            Compression::Zstd => CompressionType::Zstd,
+            None | Some(Compression::Zlib) => CompressionType::Deflate,
+            Some(Compression::Zstd) => CompressionType::Zstd,
         };
         let mut file = self.out.finish(total * cs)?;
         let header = geo.header(l1_offset, rt_offset, rc, ctype).encode();
@@ -336,10 +345,10 @@ fn pool_died() -> Error {
 fn worker(
     jobs: &Mutex<Receiver<Job>>,
     results: &mpsc::Sender<Result<Done>>,
-    kind: Compression,
+    kind: Option<Compression>,
     cs: usize,
 ) {
-    let mut compressor = match Compressor::new(kind, cs) {
+    let mut compressor = match kind.map(|k| Compressor::new(k, cs)).transpose() {
         Ok(c) => c,
         Err(e) => {
             let _ = results.send(Err(e));
@@ -359,7 +368,7 @@ fn worker(
         for cluster in job.data.chunks_exact(cs) {
             items.push(if cluster.iter().all(|&b| b == 0) {
                 Item::Zero
-            } else if let Some(c) = compressor.compress(cluster) {
+            } else if let Some(c) = compressor.as_mut().and_then(|c| c.compress(cluster)) {
                 let start = packed.len();
                 packed.extend_from_slice(c);
                 Item::Compressed(start..packed.len())

@@ -8,7 +8,9 @@
 //! header      every used cluster has refcount 1, so every entry carries COPIED
 //! ```
 //!
-//! Compressed images cannot be laid out up front (see [`super::compressed`]).
+//! Compressed images cannot be laid out up front (see [`super::compressed`]),
+//! nor can images whose allocation map may hold zeros
+//! (`WriteOptions::detect_zeros`): both go data first, tables after.
 
 use std::fs::File;
 use std::ops::Range;
@@ -32,6 +34,7 @@ pub struct Qcow2Writer {
     compression: Option<Compression>,
     threads: usize,
     hash: bool,
+    detect_zeros: bool,
 }
 
 enum State {
@@ -68,6 +71,7 @@ impl Qcow2Writer {
             compression: opts.compression,
             threads,
             hash: opts.hash,
+            detect_zeros: opts.detect_zeros,
         })
     }
 }
@@ -82,13 +86,21 @@ impl ImageSink for Qcow2Writer {
         };
         let geo = Geometry::new(size, self.cluster_bits)?;
         self.state = match self.compression {
+            // Zeros inside `allocated`: clusters are placed as they prove
+            // non-zero, by the writer that places compressed ones.
+            None if self.detect_zeros => State::Compressed(Box::new(CompressedWriter::begin(
+                file,
+                geo,
+                None,
+                self.threads,
+            )?)),
             None => State::Plain(Box::new(PlainWriter::begin(
                 file, geo, allocated, self.hash,
             )?)),
             Some(kind) => State::Compressed(Box::new(CompressedWriter::begin(
                 file,
                 geo,
-                kind,
+                Some(kind),
                 self.threads,
             )?)),
         };

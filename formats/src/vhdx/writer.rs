@@ -12,6 +12,10 @@
 //! return arbitrary data", MS-VHDX 2.5.1.1; qemu writes ZERO too).
 //! Fixed: LeaveBlockAllocated = 1 and every block FULLY_PRESENT, contiguous.
 //!
+//! With `WriteOptions::detect_zeros` (a dynamic disk whose allocation map
+//! may hold zeros) a block is stored when its first non-zero byte arrives,
+//! in guest order, and the BAT is written in `finish`.
+//!
 //! GUIDs come from `WriteOptions::seed`, or, without one, from a SHA-256 of
 //! the layout and of the data as it streams: the same disk always gives the
 //! same bytes. With a seed everything is known in `begin`, so the file is
@@ -68,6 +72,8 @@ pub struct VhdxWriter {
     block_size: u32,
     logical_sector: u32,
     fixed: bool,
+    /// Store blocks as they prove non-zero (see the module doc).
+    lazy: bool,
     seed: Option<[u8; 32]>,
     hasher: ContentId,
     /// SHA-256 of the file as written (front to back when seeded).
@@ -100,6 +106,7 @@ impl VhdxWriter {
             block_size,
             logical_sector,
             fixed: opts.subformat == Subformat::Fixed,
+            lazy: opts.detect_zeros && opts.subformat != Subformat::Fixed,
             seed: opts.seed,
             hasher: ContentId::new(b"imgbuild-vhdx-content\0"),
             hash: StreamHash::enabled(opts.hash),
@@ -136,7 +143,9 @@ impl VhdxWriter {
             offset: BAT_OFFSET + bat_len,
             length: METADATA_LENGTH,
         };
-        let runs = if self.fixed {
+        let runs = if self.lazy {
+            Vec::new()
+        } else if self.fixed {
             vec![Run {
                 first: 0,
                 count: geo.payload_blocks,
@@ -166,6 +175,31 @@ impl VhdxWriter {
             layout.data_start + stored * bs + offset % bs,
             bs - offset % bs,
         ))
+    }
+
+    /// Lazy mode: stores the block holding `at` (the next after every block
+    /// stored) if `data`, up to the block's end, has a non-zero byte.
+    fn store_if_non_zero(&self, layout: &mut Layout, at: u64, data: &[u8]) {
+        let bs = u64::from(self.block_size);
+        let block = at / bs;
+        if self.map(layout, at).is_some() {
+            return;
+        }
+        let n = usize::try_from(bs - at % bs)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        if data[..n].iter().all(|&b| b == 0) {
+            return;
+        }
+        match layout.runs.last_mut() {
+            Some(r) if r.first + r.count == block => r.count += 1,
+            _ => layout.runs.push(Run {
+                first: block,
+                count: 1,
+                stored: layout.stored_blocks,
+            }),
+        }
+        layout.stored_blocks += 1;
     }
 
     /// Streams the BAT: payload entries FULLY_PRESENT or ZERO, bitmap entries 0.
@@ -299,7 +333,9 @@ impl ImageSink for VhdxWriter {
         if let Some(seed) = self.seed {
             self.write_headers(&mut layout, &seed)?;
         }
-        self.write_bat(&layout)?;
+        if !self.lazy {
+            self.write_bat(&layout)?;
+        }
         if self.seed.is_some() {
             self.write_metadata(&layout)?;
         }
@@ -308,7 +344,7 @@ impl ImageSink for VhdxWriter {
     }
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        let layout = self.layout.take().ok_or_else(|| not_begun("write_data"))?;
+        let mut layout = self.layout.take().ok_or_else(|| not_begun("write_data"))?;
         // The content hash only names the disk when no seed does.
         if self.seed.is_none() {
             self.hasher.data(offset, data);
@@ -319,7 +355,18 @@ impl ImageSink for VhdxWriter {
                 break Ok(());
             }
             let at = offset + done as u64;
+            if self.lazy {
+                self.store_if_non_zero(&mut layout, at, &data[done..]);
+            }
             let Some((file_at, room)) = self.map(&layout, at) else {
+                if self.lazy {
+                    // An all-zero stretch of a block not stored: skip it.
+                    let bs = u64::from(self.block_size);
+                    done += usize::try_from(bs - at % bs)
+                        .unwrap_or(usize::MAX)
+                        .min(data.len() - done);
+                    continue;
+                }
                 break Err(Error::io(
                     format!("vhdx: data at disk offset {at} lies outside the allocated ranges given to begin"),
                     std::io::ErrorKind::InvalidInput.into(),
@@ -349,6 +396,12 @@ impl ImageSink for VhdxWriter {
             self.write_metadata(&layout)?;
         }
         let file_size = layout.data_start + layout.stored_blocks * u64::from(self.block_size);
+        if self.lazy {
+            self.write_bat(&layout)?;
+            self.file
+                .set_len(file_size)
+                .map_err(|e| Error::io("vhdx: sizing the file", e))?;
+        }
         Ok(ImageSummary {
             member: None,
             format: Format::Vhdx,
