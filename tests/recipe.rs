@@ -677,7 +677,7 @@ compress = \"zstd\"
     );
     let plan = check_in(Path::new("/nonexistent"), &text, &Environment::default()).unwrap();
     let t = |name: &str| plan.targets.iter().find(|t| t.name == name).unwrap();
-    let ova = |name: &str, cpus, memory_mib, efi| {
+    let ova = |cpus, memory_mib, efi| {
         Some(Package::Ova(OvfSettings {
             name: "golden".into(),
             cpus,
@@ -689,9 +689,9 @@ compress = \"zstd\"
     };
     assert_eq!(t("vmware").output, "golden-vmware.ova");
     assert_eq!(t("vmware").format, Format::Vmdk);
-    assert_eq!(t("vmware").package, ova("vmware", 4, 8192, true));
+    assert_eq!(t("vmware").package, ova(4, 8192, true));
     assert_eq!(t("vmware").hypervisor, Hypervisor::Vmware);
-    assert_eq!(t("vmware-bios").package, ova("vmware-bios", 2, 2048, false));
+    assert_eq!(t("vmware-bios").package, ova(2, 2048, false));
     assert_eq!(t("vmware-bios").output_stem(), "golden-vmware-bios");
     assert_eq!(t("gce").output, "golden-gce.tar.gz");
     assert_eq!(t("gce").format, Format::Raw);

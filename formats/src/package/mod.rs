@@ -24,7 +24,7 @@ pub use find::{find_disk, MAX_JSON, MAX_MEMBERS};
 
 use std::fs::File;
 
-use crate::{Error, Format, ImageSink, Result, WriteOptions};
+use crate::{Format, ImageSink, Result, WriteOptions};
 
 /// A package around a disk image.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -142,7 +142,7 @@ pub fn sink(
         Package::GceTarGz => Ok(Box::new(gce::GceWriter::new(
             file,
             options.mtime,
-            threads(write)?,
+            crate::pool::threads(write.threads)?,
             write.hash,
         )?)),
         Package::Ova(settings) => Ok(Box::new(ova::OvaWriter::new(
@@ -150,7 +150,7 @@ pub fn sink(
             &options.name,
             options.mtime,
             settings,
-            write.seed,
+            write,
         )?)),
         Package::OciArchive => Ok(Box::new(oci::OciWriter::new(
             file,
@@ -158,17 +158,5 @@ pub fn sink(
             options.mtime,
             write,
         )?)),
-    }
-}
-
-/// The compression threads `write` asks for (default: available parallelism).
-fn threads(write: &WriteOptions) -> Result<usize> {
-    match write.threads {
-        Some(0) => Err(Error::InvalidOption {
-            option: "threads",
-            detail: "0 threads cannot compress".into(),
-        }),
-        Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }

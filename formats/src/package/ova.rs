@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::{tar, Member, OvfController, OvfSettings};
 use crate::io::ReadAt;
 use crate::vmdk::VmdkStreamWriter;
-use crate::{Error, Format, ImageSink, ImageSummary, Result};
+use crate::{Error, Format, ImageSink, ImageSummary, Result, WriteOptions};
 
 /// CIM_OperatingSystem.OsType 96: "Debian 64-Bit" (DSP1027 value map).
 const CIM_OS_DEBIAN_64: u32 = 96;
@@ -64,7 +64,7 @@ impl OvaWriter {
         name: &str,
         mtime: u64,
         settings: &OvfSettings,
-        seed: Option<[u8; 32]>,
+        write: &WriteOptions,
     ) -> Result<Self> {
         if name.is_empty() || name.contains(['/', '\0']) {
             return Err(Error::InvalidOption {
@@ -77,7 +77,7 @@ impl OvaWriter {
             .map_err(|e| Error::io("duplicating the OVA file handle", e))?;
         Ok(Self {
             file,
-            vmdk: Box::new(VmdkStreamWriter::new(clone, seed, "lsilogic")),
+            vmdk: Box::new(VmdkStreamWriter::with_options(clone, write, "lsilogic")?),
             settings: settings.clone(),
             name: name.to_string(),
             mtime,
