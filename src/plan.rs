@@ -540,6 +540,8 @@ pub struct TargetPlan {
     pub block_size: Option<u32>,
     /// VHDX subformat.
     pub subformat: Option<Subformat>,
+    /// VMDK subformat (a plain `vmdk` target; an OVA's is streamOptimized).
+    pub vmdk_subformat: Option<imgbuild_formats::VmdkSubformat>,
     /// VHDX logical sector size.
     pub logical_sector_size: Option<u32>,
 }
@@ -567,7 +569,7 @@ impl TargetPlan {
             block_size: self.block_size,
             logical_sector_size: self.logical_sector_size,
             subformat: self.subformat.unwrap_or_default(),
-            vmdk_subformat: imgbuild_formats::VmdkSubformat::default(),
+            vmdk_subformat: self.vmdk_subformat.unwrap_or_default(),
             detect_zeros: false,
             seed: Some(seed.derive(&format!("target.{}", self.name))),
             // SHA256SUMS needs every output's hash: take it while writing.

@@ -673,6 +673,11 @@ firmware = \"bios\"
 
 [targets.kubevirt]
 compress = \"zstd\"
+
+[targets.workstation]
+hypervisor = \"vmware\"
+format = \"vmdk\"
+subformat = \"monolithicSparse\"
 ",
     );
     let plan = check_in(Path::new("/nonexistent"), &text, &Environment::default()).unwrap();
@@ -703,6 +708,16 @@ compress = \"zstd\"
         t("kubevirt").compression,
         Some(imgbuild_formats::Compression::Zstd)
     );
+    assert_eq!(t("workstation").output, "golden-workstation.vmdk");
+    assert_eq!(t("workstation").package, None);
+    assert_eq!(
+        t("workstation").write_options(&plan.seed).vmdk_subformat,
+        imgbuild_formats::VmdkSubformat::MonolithicSparse
+    );
+    assert_eq!(
+        t("vmware").write_options(&plan.seed).vmdk_subformat,
+        imgbuild_formats::VmdkSubformat::StreamOptimized
+    );
     for name in ["vmware", "gce", "kubevirt"] {
         assert_eq!(t(name).firmware.name(), "hybrid", "{name}");
         assert!(!t(name).secure_boot, "{name}");
@@ -727,6 +742,22 @@ cpus = 0
     ));
     assert!(e.contains("is not a whole number of MiB"), "{e}");
     assert!(e.contains("cpus = 0 is not from 1 to 768"), "{e}");
+    let e = errors(&minimal(
+        "\n[targets.vmware]\nsubformat = \"monolithicSparse\"\n",
+    ));
+    assert!(e.contains("an OVA carries a streamOptimized VMDK"), "{e}");
+    let e = errors(&minimal("subformat = \"fixed\"\n"));
+    assert!(
+        e.contains("`subformat` applies only to vhdx and vmdk targets"),
+        "{e}"
+    );
+    let e = errors(&minimal(
+        "\n[targets.hyperv]\nsubformat = \"streamOptimized\"\n",
+    ));
+    assert!(
+        e.contains("subformat does not apply to this target's format (vhdx)"),
+        "{e}"
+    );
     let e = errors(&minimal(
         "
 [targets.vmware]

@@ -424,7 +424,8 @@ pub struct Target {
     /// VHDX block size, a power of two from "1MiB" to "256MiB" (default "1MiB").
     #[schemars(with = "Option<String>")]
     pub block_size: Option<Spanned<String>>,
-    /// VHDX provisioning (default "dynamic").
+    /// VHDX provisioning, "dynamic" (default) or "fixed"; VMDK subformat,
+    /// "streamOptimized" (default) or "monolithicSparse".
     #[schemars(with = "Option<Subformat>")]
     pub subformat: Option<Spanned<Subformat>>,
     /// VHDX logical sector size, 512 (default) or 4096.
@@ -474,4 +475,10 @@ pub enum Compression {
 pub enum Subformat {
     Dynamic,
     Fixed,
+    /// VMDK: compressed grains (vSphere import, OVA).
+    #[serde(rename = "streamOptimized")]
+    StreamOptimized,
+    /// VMDK: plain grains (VMware Workstation, Fusion).
+    #[serde(rename = "monolithicSparse")]
+    MonolithicSparse,
 }

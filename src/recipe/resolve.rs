@@ -725,6 +725,7 @@ fn target(
         compression: None,
         block_size: None,
         subformat: None,
+        vmdk_subformat: None,
         logical_sector_size: None,
     };
     plan.package = match format {
@@ -1021,13 +1022,37 @@ fn target_options(cx: &mut Cx, t: &Target, format: FormatName, plan: &mut Target
         }
     }
     if let Some(s) = &t.subformat {
-        if format != FormatName::Vhdx {
-            only(cx, s.span(), "subformat", "vhdx");
+        use super::Subformat as S;
+        match (format, s.get_ref()) {
+            (FormatName::Vhdx, S::Dynamic) => {
+                plan.subformat = Some(imgbuild_formats::Subformat::Dynamic)
+            }
+            (FormatName::Vhdx, S::Fixed) => {
+                plan.subformat = Some(imgbuild_formats::Subformat::Fixed)
+            }
+            (FormatName::Vmdk, S::StreamOptimized) => {
+                plan.vmdk_subformat = Some(imgbuild_formats::VmdkSubformat::StreamOptimized)
+            }
+            (FormatName::Vmdk, S::MonolithicSparse) if plan.package.is_none() => {
+                plan.vmdk_subformat = Some(imgbuild_formats::VmdkSubformat::MonolithicSparse)
+            }
+            (FormatName::Vhdx | FormatName::Vmdk, _) => {
+                let help = if plan.package.is_some() {
+                    "an OVA carries a streamOptimized VMDK; for monolithicSparse use format = \"vmdk\""
+                } else {
+                    "vhdx takes \"dynamic\" or \"fixed\", vmdk \"streamOptimized\" or \"monolithicSparse\""
+                };
+                cx.error(
+                    s.span(),
+                    format!(
+                        "subformat does not apply to this target's format ({})",
+                        plan.format
+                    ),
+                    Some(help.into()),
+                );
+            }
+            _ => only(cx, s.span(), "subformat", "vhdx and vmdk"),
         }
-        plan.subformat = Some(match s.get_ref() {
-            super::Subformat::Dynamic => imgbuild_formats::Subformat::Dynamic,
-            super::Subformat::Fixed => imgbuild_formats::Subformat::Fixed,
-        });
     }
     if let Some(l) = &t.logical_sector_size {
         if format != FormatName::Vhdx {

@@ -15,7 +15,7 @@ const MAX_CAPACITY_SECTORS: u64 = (64 << 40) / SECTOR;
 
 /// A hosted sparse VMDK extent, read as the disk it holds.
 pub struct VmdkReader {
-    file: SizedFile,
+    file: Arc<dyn ReadAt>,
     size: u64,
     version: u32,
     flags: u32,
@@ -61,6 +61,12 @@ impl VmdkReader {
     /// footer), then its grain directory.
     pub fn open(file: File) -> Result<VmdkReader> {
         let file = SizedFile::new(file).map_err(|e| Error::io("reading the VMDK's size", e))?;
+        Self::from_reader(Arc::new(file))
+    }
+
+    /// [`VmdkReader::open`] over any positional reader (bytes in memory, a
+    /// range of a package file).
+    pub fn from_reader(file: Arc<dyn ReadAt>) -> Result<VmdkReader> {
         let len = file.len();
         let read = |at: u64, n: usize| -> Result<Vec<u8>> {
             let mut b = vec![0u8; n];
