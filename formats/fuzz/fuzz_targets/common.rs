@@ -1,7 +1,7 @@
 //! What every reader target does with an image that opened: its facts, its
 //! map, a bounded read of everything allocated, and a read at the very end.
 
-use imgbuild_formats::{DiskImage, ReadAt};
+use imgbuild_formats::DiskImage;
 
 /// Bytes of guest data read per input at most (the map may describe far
 /// more than a small file holds, e.g. many entries naming one cluster).
