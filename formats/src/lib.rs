@@ -254,9 +254,37 @@ pub fn detect(file: &File) -> Result<Format> {
     Ok(Format::Raw)
 }
 
-/// Opens an image, detecting its format unless `format` is given.
+/// Opens an image, detecting its format unless `format` is given. A
+/// package holding its disk uncompressed (an OVA, a KubeVirt OCI archive:
+/// a tar) opens as the disk inside it, read in place; GCE's gzip'd tar is
+/// refused with what to do instead.
 pub fn open(path: &Path, format: Option<Format>) -> Result<Arc<dyn DiskImage>> {
     let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    if format.is_none() {
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("reading image metadata", e))?
+            .len();
+        let mut head = [0u8; 263];
+        if len >= head.len() as u64 {
+            ReadAt::read_exact_at(&file, &mut head, 0)
+                .map_err(|e| Error::io("reading image header", e))?;
+            if head[..2] == [0x1f, 0x8b] {
+                return Err(Error::Unsupported {
+                    format: "gzip",
+                    feature: "reading a disk inside gzip (a GCE image.tar.gz): unpack it with \
+                              `tar -xzf`, then open its disk.raw"
+                        .into(),
+                });
+            }
+            if head[257..262] == *b"ustar" {
+                return package::open_disk(Arc::new(
+                    io::SizedFile::new(file)
+                        .map_err(|e| Error::io("reading the package's size", e))?,
+                ));
+            }
+        }
+    }
     let format = match format {
         Some(f) => f,
         None => detect(&file)?,

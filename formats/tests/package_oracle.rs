@@ -676,3 +676,43 @@ fn tar_list_gz(archive: &Path) -> Vec<(u64, String)> {
         })
         .collect()
 }
+
+/// `open` reads an OVA and a containerDisk as the disk inside them, in
+/// place (what `imgbuild inspect` and `convert` use), and refuses GCE's
+/// gzip'd tar saying what to do.
+#[test]
+fn packages_open_as_the_disk_inside_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = ends_in_data();
+    for (package, file, format) in [
+        (
+            Package::Ova(ovf_settings()),
+            "test-vm.ova",
+            imgbuild_formats::Format::Vmdk,
+        ),
+        (
+            Package::OciArchive,
+            "test-vm.oci.tar",
+            imgbuild_formats::Format::Qcow2,
+        ),
+    ] {
+        let path = tmp.path().join(file);
+        write_package(&d, package, &WriteOptions::default(), &path);
+        let image = imgbuild_formats::open(&path, None).unwrap();
+        assert_eq!(image.format(), format, "{file}");
+        assert_same_bytes(&d, image.as_ref());
+        let facts = image.facts();
+        assert!(
+            facts
+                .iter()
+                .any(|(k, v)| k == "package member" && v.contains("test-vm")),
+            "{file}: {facts:?}"
+        );
+    }
+    let gz = tmp.path().join("image.tar.gz");
+    write_package(&d, Package::GceTarGz, &WriteOptions::default(), &gz);
+    let err = imgbuild_formats::open(&gz, None)
+        .err()
+        .expect("gzip is refused");
+    assert!(err.to_string().contains("tar -xzf"), "{err}");
+}

@@ -23,8 +23,95 @@ pub mod tar;
 pub use find::{find_disk, MAX_JSON, MAX_MEMBERS};
 
 use std::fs::File;
+use std::sync::Arc;
 
-use crate::{Format, ImageSink, Result, WriteOptions};
+use crate::{Error, Format, ImageSink, ReadAt, Result, WriteOptions};
+
+/// Opens the disk inside a package (OVA, OCI archive) in place: found with
+/// [`find_disk`], read through a window of the package file.
+pub fn open_disk(file: Arc<crate::io::SizedFile>) -> Result<Arc<dyn crate::DiskImage>> {
+    let member = find_disk(file.file())?;
+    let window: Arc<dyn ReadAt> = Arc::new(Window {
+        file,
+        offset: member.offset,
+        len: member.size,
+    });
+    let inner: Arc<dyn crate::DiskImage> = match member.format {
+        Format::Vmdk => Arc::new(crate::vmdk::VmdkReader::from_reader(window)?),
+        Format::Qcow2 => Arc::new(crate::qcow2::Qcow2Reader::from_reader(window)?),
+        other => {
+            return Err(Error::Unsupported {
+                format: "package",
+                feature: format!("a {other} disk inside a package"),
+            })
+        }
+    };
+    Ok(Arc::new(InPackage { inner, member }))
+}
+
+/// `len` bytes of a file from `offset`.
+struct Window {
+    file: Arc<crate::io::SizedFile>,
+    offset: u64,
+    len: u64,
+}
+
+impl ReadAt for Window {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        crate::io::check_range(offset, buf.len(), self.len)?;
+        self.file.read_exact_at(buf, self.offset + offset)
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// The disk of a package: the inner image, with where it lies in its facts.
+struct InPackage {
+    inner: Arc<dyn crate::DiskImage>,
+    member: Member,
+}
+
+impl ReadAt for InPackage {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn known_zero(&self, offset: u64, len: u64) -> Option<bool> {
+        self.inner.known_zero(offset, len)
+    }
+}
+
+impl crate::DiskImage for InPackage {
+    fn format(&self) -> Format {
+        self.inner.format()
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.inner.virtual_size()
+    }
+
+    fn allocated(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        self.inner.allocated()
+    }
+
+    fn facts(&self) -> Vec<(String, String)> {
+        let mut facts = vec![(
+            "package member".to_string(),
+            format!(
+                "{} ({} bytes at offset {})",
+                self.member.name, self.member.size, self.member.offset
+            ),
+        )];
+        facts.extend(self.inner.facts());
+        facts
+    }
+}
 
 /// A package around a disk image.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
