@@ -777,6 +777,13 @@ block_size = \"2MiB\"
     let e = errors(&text);
     assert!(e.contains("image size 3758096384 is not whole GiB"), "{e}");
     assert!(e.contains("recipe.toml:3:8"), "{e}");
+    let long = format!("name = \"{}\"", "n".repeat(81));
+    let e = errors(&minimal("\n[targets.kubevirt]\n").replace("name = \"golden\"", &long));
+    assert!(
+        e.contains("is too long to name the members of a oci-archive package"),
+        "{e}"
+    );
+    assert!(e.contains("at most 89 bytes"), "{e}");
     let e = errors(&minimal(
         "
 [targets.gce]

@@ -758,6 +758,21 @@ fn target(
         .as_ref()
         .map_or(plan.format.extension(), |p| p.extension());
     plan.output = format!("{name}-{tname}.{extension}");
+    // A package names its tar members after `<name>-<target>`
+    // (`….ovf`, `…-disk1.vmdk`, `disk/….qcow2`): a ustar name holds 100 bytes.
+    let stem = name.len() + 1 + tname.len();
+    if plan.package.is_some() && stem > MAX_PACKAGE_STEM {
+        cx.error(
+            span.clone(),
+            format!(
+                "`{name}-{tname}` ({stem} bytes) is too long to name the members of a {} package",
+                plan.package.as_ref().map_or("", |p| p.name())
+            ),
+            Some(format!(
+                "`<image.name>-<target>` may have at most {MAX_PACKAGE_STEM} bytes here (tar member names hold 100)"
+            )),
+        );
+    }
     if format != FormatName::Ova {
         for (key, span) in [
             ("cpus", t.cpus.as_ref().map(|c| c.span())),
@@ -903,6 +918,10 @@ fn check_azure(cx: &mut Cx, recipe: &Document, t: &Target, format: FormatName) {
         }
     }
 }
+
+/// Longest `<name>-<target>` a package's members can be named after:
+/// `<stem>-disk1.vmdk` and `disk/<stem>.qcow2` must fit tar's 100 bytes.
+const MAX_PACKAGE_STEM: usize = 89;
 
 /// The OVA's virtual hardware: the recipe's CPUs and memory (defaults 2
 /// and 2 GiB), the firmware the target boots (EFI when it boots UEFI,
