@@ -109,6 +109,18 @@ impl serde::Serialize for Guid {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Guid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse_uuid(&text).map(Guid).ok_or_else(|| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&text),
+                &"a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+            )
+        })
+    }
+}
+
 /// Converts a big-endian UUID to the mixed-endian GUID layout of GPT and
 /// VHDX (data1 u32 LE, data2 u16 LE, data3 u16 LE, data4 as is).
 pub fn guid_le(uuid: [u8; 16]) -> [u8; 16] {

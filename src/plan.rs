@@ -301,7 +301,7 @@ pub enum EpochSource {
 }
 
 /// A file the build reads, with its digest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Input {
     /// What the file is for (`os.source.tar`, `config.files[/etc/motd]`, ...).
     pub role: String,

@@ -9,10 +9,14 @@ use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
 
+use crate::record::{FileError, SumsError};
+
+pub use crate::record::manifest::not_regular;
 pub use crate::record::{
-    check_seal, hex, read_sums, seal, sha256_file, write_sums, MANIFEST, SUMS, ZEROS,
+    check_seal, hex, read_sums, seal, sha256_file, write_sums, Manifest, ManifestError, MANIFEST,
+    SUMS, ZEROS,
 };
 
 /// One thing wrong in an output directory.
@@ -33,23 +37,50 @@ pub struct Verified {
     pub problems: Vec<Problem>,
 }
 
-/// What a file in an output directory is, when it is not a regular file.
-fn not_regular(path: &Path) -> Option<&'static str> {
-    let m = std::fs::symlink_metadata(path).ok()?;
-    let t = m.file_type();
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_file() {
-        None
-    } else if t.is_symlink() {
-        Some("a symbolic link")
-    } else if t.is_dir() {
-        Some("a directory")
-    } else if t.is_fifo() {
-        Some("a FIFO")
-    } else if t.is_block_device() || t.is_char_device() {
-        Some("a device")
-    } else {
-        Some("not a regular file")
+/// Why a directory could not be verified at all (what is wrong inside an
+/// intact read is a [`Problem`]).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// `SHA256SUMS` or `manifest.json` is a link, a FIFO, a device.
+    #[error("{} is {kind}, not a regular file; not read", path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// A file or the directory could not be read.
+    #[error(transparent)]
+    Read(#[from] FileError),
+    /// `SHA256SUMS` is malformed.
+    #[error(transparent)]
+    Sums(#[from] SumsError),
+    /// The manifest names an output outside the directory.
+    #[error("{}", path.display())]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// Why it is refused.
+        #[source]
+        source: ManifestError,
+    },
+}
+
+/// An error and its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+    move |source| FileError {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -59,7 +90,7 @@ fn not_regular(path: &Path) -> Option<&'static str> {
 /// Also a problem (issue 14): a missing manifest, an output that is not a
 /// regular file (never opened: a FIFO would hang the read), a file that
 /// neither lists, and what an interrupted build left.
-pub fn verify_dir(dir: &Path) -> Result<Verified> {
+pub fn verify_dir(dir: &Path) -> Result<Verified, VerifyError> {
     let mut v = Verified::default();
     for left in crate::outdir::leftovers(dir) {
         v.problems.push(Problem {
@@ -70,39 +101,46 @@ pub fn verify_dir(dir: &Path) -> Result<Verified> {
     }
     let sums_path = dir.join(SUMS);
     if let Some(kind) = not_regular(&sums_path) {
-        bail!(
-            "{} is {kind}, not a regular file; not read",
-            sums_path.display()
-        );
+        return Err(VerifyError::NotRegular {
+            path: sums_path,
+            kind,
+        });
     }
-    let text = std::fs::read_to_string(&sums_path)
-        .with_context(|| format!("cannot read {}", sums_path.display()))?;
+    let text = std::fs::read_to_string(&sums_path).map_err(read_error(&sums_path))?;
     let entries = read_sums(&text)?;
     let mut manifest_problems = Vec::new();
     // The manifest first: when it is intact, a file that matches it but not
     // SHA256SUMS means SHA256SUMS changed.
     let manifest_path = dir.join(MANIFEST);
     if let Some(kind) = not_regular(&manifest_path) {
-        bail!(
-            "{} is {kind}, not a regular file; not read",
-            manifest_path.display()
-        );
+        return Err(VerifyError::NotRegular {
+            path: manifest_path,
+            kind,
+        });
     }
     let manifest = if manifest_path.exists() {
-        let bytes = std::fs::read(&manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-        match String::from_utf8(bytes) {
+        match crate::record::manifest::read_text(dir) {
             Err(e) => {
-                manifest_problems.push(format!("not UTF-8: {e}"));
+                manifest_problems.push(chain(&e));
                 None
             }
             Ok(text) => {
                 if let Err(e) = check_seal(&text) {
                     manifest_problems.push(e);
                 }
-                match serde_json::from_str::<serde_json::Value>(&text) {
+                // An output that is a link or a FIFO is reported below as
+                // itself, and never opened.
+                match Manifest::parse(&text) {
+                    // An output that names a path outside the directory:
+                    // refused before any file is opened on its word.
+                    Err(source @ ManifestError::Unsafe { .. }) => {
+                        return Err(VerifyError::Manifest {
+                            path: manifest_path,
+                            source,
+                        })
+                    }
                     Err(e) => {
-                        manifest_problems.push(format!("not valid JSON: {e}"));
+                        manifest_problems.push(chain(&e));
                         None
                     }
                     Ok(m) => Some(m),
@@ -116,15 +154,7 @@ pub fn verify_dir(dir: &Path) -> Result<Verified> {
         if !manifest_problems.is_empty() {
             return None;
         }
-        manifest
-            .as_ref()?
-            .get("outputs")?
-            .as_array()?
-            .iter()
-            .find(|o| o.get("file").and_then(|f| f.as_str()) == Some(name))?
-            .get("sha256")?
-            .as_str()
-            .map(str::to_string)
+        Some(manifest.as_ref()?.output(name)?.sha256.clone())
     };
     let mut found = std::collections::BTreeMap::new();
     for (expected, name) in &entries {
@@ -145,7 +175,7 @@ pub fn verify_dir(dir: &Path) -> Result<Verified> {
             continue;
         }
         let sum = sha256_file(&path)?;
-        let len = std::fs::metadata(&path)?.len();
+        let len = std::fs::metadata(&path).map_err(read_error(&path))?.len();
         if &sum != expected {
             v.problems
                 .push(if recorded(name).as_deref() == Some(sum.as_str()) {
@@ -171,7 +201,7 @@ pub fn verify_dir(dir: &Path) -> Result<Verified> {
         });
     }
     let mut unlisted: Vec<String> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
+        .map_err(read_error(dir))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n != SUMS && n != MANIFEST && n != ".imgbuild.lock")
@@ -206,25 +236,13 @@ pub fn verify_dir(dir: &Path) -> Result<Verified> {
 
 /// Compares the manifest's `outputs` with `SHA256SUMS` and the files.
 fn cross_check(
-    m: &serde_json::Value,
+    m: &Manifest,
     sums: &[(String, String)],
     found: &std::collections::BTreeMap<String, (String, u64)>,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(list) = m.get("outputs").and_then(|o| o.as_array()) else {
-        return vec!["has no \"outputs\" list".to_string()];
-    };
-    let mut listed = Vec::new();
-    for (i, o) in list.iter().enumerate() {
-        let (Some(file), Some(sha), Some(size)) = (
-            o.get("file").and_then(|x| x.as_str()),
-            o.get("sha256").and_then(|x| x.as_str()),
-            o.get("file_size").and_then(|x| x.as_u64()),
-        ) else {
-            out.push(format!("outputs[{i}] lacks file, sha256 or file_size"));
-            continue;
-        };
-        listed.push(file);
+    for o in &m.outputs {
+        let (file, sha, size) = (o.file.as_str(), o.sha256.as_str(), o.file_size);
         match sums.iter().find(|(_, n)| n == file) {
             None => out.push(format!("lists {file}, which {SUMS} does not")),
             Some((s, _)) if s != sha => {
@@ -246,7 +264,7 @@ fn cross_check(
         }
     }
     for (_, n) in sums {
-        if !listed.contains(&n.as_str()) {
+        if m.output(n).is_none() {
             out.push(format!("does not list {n}, which {SUMS} does"));
         }
     }
@@ -256,18 +274,24 @@ fn cross_check(
 /// The byte ranges where two files differ (adjacent differences within
 /// `merge` bytes joined), at most `limit` ranges; a length difference shows
 /// as a range past the shorter file's end.
-pub fn diff_regions(a: &Path, b: &Path, merge: u64, limit: usize) -> Result<Vec<Range<u64>>> {
-    let mut fa = File::open(a).with_context(|| format!("cannot open {}", a.display()))?;
-    let mut fb = File::open(b).with_context(|| format!("cannot open {}", b.display()))?;
-    let (la, lb) = (fa.metadata()?.len(), fb.metadata()?.len());
+pub fn diff_regions(
+    a: &Path,
+    b: &Path,
+    merge: u64,
+    limit: usize,
+) -> Result<Vec<Range<u64>>, FileError> {
+    let mut fa = File::open(a).map_err(read_error(a))?;
+    let mut fb = File::open(b).map_err(read_error(b))?;
+    let la = fa.metadata().map_err(read_error(a))?.len();
+    let lb = fb.metadata().map_err(read_error(b))?.len();
     let mut out: Vec<Range<u64>> = Vec::new();
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut at = 0u64;
     let common = la.min(lb);
     while at < common && out.len() <= limit {
         let n = usize::try_from((common - at).min(1 << 20)).expect("at most 1 MiB");
-        fa.read_exact(&mut ba[..n])?;
-        fb.read_exact(&mut bb[..n])?;
+        fa.read_exact(&mut ba[..n]).map_err(read_error(a))?;
+        fb.read_exact(&mut bb[..n]).map_err(read_error(b))?;
         if ba[..n] != bb[..n] {
             for i in 0..n {
                 if ba[i] != bb[i] {

@@ -134,16 +134,12 @@ fn boots(release: &Release, file: &str, format: &str, firmware: Firmware, bus: B
     let unpacked = tempfile::tempdir().unwrap();
     let image = if record.package.as_deref() == Some("tar.gz") {
         let raw = unpacked.path().join("disk.raw");
-        imgbuild::run::unpack::unpack_gce(
-            &std::fs::File::open(&image).unwrap(),
-            &std::fs::File::create(&raw).unwrap(),
-        )
-        .unwrap();
+        imgbuild::run::test::unpack_gce(&image, &raw).unwrap();
         raw
     } else {
         image
     };
-    assert_eq!(record.format, format);
+    assert_eq!(record.format.name(), format);
     let member = record.member.as_ref().map(|m| (m.offset, m.size));
     assert_eq!(
         member.is_some(),

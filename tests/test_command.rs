@@ -384,3 +384,49 @@ fn imgbuild_boot_runs_an_image_read_only_with_its_console_on_stdout() {
         "the image changed: a boot must not write to it"
     );
 }
+
+/// A Compute Engine image of a disk over 8 GiB (issue 24): its tar's sizes
+/// and sparse offsets are base-256, which `imgbuild test` once read as
+/// octal only (`real size is not octal`). It unpacks and boots to `login:`.
+#[test]
+fn a_gce_image_of_a_disk_over_8_gib_boots_in_imgbuild_test() {
+    if debian_tar().is_none() || !require_tool(support::qemu::QEMU) {
+        return;
+    }
+    let d = tempdir();
+    let tar = debian_tar().expect("checked above");
+    let name = beside(d.path(), &tar);
+    let recipe = d.path().join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[image]\nname = \"probe\"\nsize = \"9GiB\"\n\n[os]\nsource = {{ tar = \"{name}\" }}\n\n\
+             [config]\nhostname = \"probe\"\n\n[targets.gce]\nfirmware = \"bios\"\n"
+        ),
+    )
+    .expect("write recipe");
+    let out = d.path().join("out");
+    support::build_quiet(&recipe, &out);
+    let m = imgbuild::record::read_manifest(&out).expect("manifest");
+    assert_eq!(m.outputs.len(), 1);
+    assert_eq!(m.outputs[0].virtual_size, 9 << 30);
+    let o = run(imgbuild()
+        .arg("test")
+        .arg(&out)
+        .args(["--accel", "tcg", "--json"]));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let cases = report["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 1, "{report}");
+    assert_eq!(cases[0]["output"], "probe-gce.tar.gz");
+    assert_eq!(cases[0]["bus"], "scsi", "{report}");
+    assert_eq!(cases[0]["passed"], true, "{report}");
+    let log = std::fs::read_to_string(d.path().join("out.console/probe-gce.tar.gz.bios.log"))
+        .expect("console log");
+    assert!(log.contains("probe login:"), "{log}");
+}

@@ -10,7 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use imgbuild::progress::{Console, Mode as ProgressMode};
 use imgbuild::run::qemu::{Accel, Bus, Machine, Mode, Slot};
-use imgbuild::run::test::{render_junit, render_table, test_dir, TestOptions, TestReport};
+use imgbuild::run::test::{
+    render_junit, render_table, test_dir, unpack_gce, BootDisk, TestOptions, TestReport,
+};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FirmwareArg {
@@ -79,9 +81,10 @@ pub struct BootArgs {
     /// Image format (default: from the extension).
     #[arg(long, value_enum)]
     format: Option<super::FormatArg>,
-    /// Disk bus.
-    #[arg(long, value_enum, default_value = "virtio")]
-    bus: BusArg,
+    /// Disk bus (default: the one `imgbuild test` uses for the platform
+    /// the build's manifest records for this image, else virtio).
+    #[arg(long, value_enum)]
+    bus: Option<BusArg>,
     /// Memory in MiB.
     #[arg(long, default_value_t = 1024)]
     memory: u32,
@@ -96,20 +99,28 @@ pub struct BootArgs {
     qemu_args: Vec<String>,
 }
 
-/// The first firmware mode the manifest beside `image` records for it.
-/// What the manifest beside `image` records of it, if anything.
-fn recorded(image: &Path) -> Option<imgbuild::record::OutputRecord> {
-    let dir = image.parent()?;
-    let manifest = imgbuild::record::read_manifest(dir).ok()?;
-    let name = image.file_name()?.to_str()?;
-    manifest.outputs.into_iter().find(|o| o.file == name)
+/// What the manifest beside `image` records of it: `None` when there is no
+/// manifest or it does not list the image; an error when the manifest is
+/// there but refused (see [`imgbuild::record::read_manifest`]).
+fn recorded(image: &Path) -> Result<Option<imgbuild::record::OutputRecord>> {
+    let dir = match image.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return Ok(None),
+    };
+    if !dir.join(imgbuild::record::MANIFEST).exists() {
+        return Ok(None);
+    }
+    let manifest = imgbuild::record::read_manifest(dir)?;
+    let name = image.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    Ok(manifest.output(name).cloned())
 }
 
 pub fn boot(a: BootArgs) -> Result<()> {
     if !a.image.is_file() {
         bail!("{} is not an image file", a.image.display());
     }
-    let record = recorded(&a.image);
+    let record = recorded(&a.image)?;
     let mode = a
         .firmware
         .map(Mode::from)
@@ -118,7 +129,6 @@ pub fn boot(a: BootArgs) -> Result<()> {
             r.firmware.iter().find_map(|m| Mode::from_name(m))
         })
         .unwrap_or(Mode::Bios);
-    let member = record.as_ref().and_then(|r| r.member.clone());
     // The variables' copy (and an unpacked disk) in a directory a signal's
     // cleanup removes.
     let scratch = tempfile::Builder::new()
@@ -126,31 +136,27 @@ pub fn boot(a: BootArgs) -> Result<()> {
         .tempdir()
         .context("cannot create a scratch directory")?;
     imgbuild::output::register_dir(scratch.path());
-    let gce = record.as_ref().and_then(|r| r.package.as_deref()) == Some("tar.gz")
-        || a.image.to_string_lossy().ends_with(".tar.gz");
-    let mut machine = match (a.format, &member) {
+    let mut machine = match (a.format, &record) {
         (Some(f), _) => {
             Machine::for_format(&a.image, imgbuild_formats::Format::from(f).name(), mode)
         }
-        // A package (OVA, OCI archive): the disk inside it, in place.
-        (None, Some(m)) => {
-            let mut machine = Machine::for_format(&a.image, m.format.name(), mode);
-            machine.member = Some((m.offset, m.size));
-            machine
+        // What the manifest records: the disk `imgbuild test` boots (a
+        // package's disk in place, Compute Engine's disk.raw unpacked), on
+        // the bus it uses for the platform.
+        (None, Some(r)) => {
+            let dir = a.image.parent().unwrap_or(Path::new("."));
+            BootDisk::of(dir, r, scratch.path())?.machine(r.hypervisor(), mode)
         }
-        // Compute Engine's tar.gz: its disk.raw, unpacked (sparse).
-        (None, None) if gce => {
+        (None, None) if a.image.to_string_lossy().ends_with(".tar.gz") => {
             let raw = scratch.path().join("disk.raw");
-            let archive = std::fs::File::open(&a.image)
-                .with_context(|| format!("cannot open {}", a.image.display()))?;
-            let out = std::fs::File::create(&raw).context("cannot create the unpacked disk")?;
-            imgbuild::run::unpack::unpack_gce(&archive, &out)
-                .with_context(|| format!("cannot unpack {}", a.image.display()))?;
+            unpack_gce(&a.image, &raw)?;
             Machine::for_format(&raw, "raw", mode)
         }
         (None, None) => Machine::new(&a.image, mode)?,
     };
-    machine.bus = a.bus.into();
+    if let Some(bus) = a.bus {
+        machine.bus = bus.into();
+    }
     machine.memory_mib = a.memory;
     machine.smp = a.smp;
     machine.accel = accel(a.accel);

@@ -38,7 +38,7 @@ pub const ESP_ENTRY: u32 = 2;
 pub const ROOT_ENTRY: u32 = 3;
 
 /// One partition of the plan.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlannedPartition {
     /// Name in the GPT (`bios`, `esp`, `root`).
     pub name: String,
@@ -55,7 +55,7 @@ pub struct PlannedPartition {
 }
 
 /// The partition plan of a disk: where each filesystem goes.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayoutPlan {
     /// Virtual disk size (a multiple of 1 MiB).
     pub size: u64,

@@ -29,9 +29,10 @@ use crate::layout::{self, LayoutPlan};
 use crate::plan::{FirmwareModes, NetworkPlan, OsPlan, Plan, TargetPlan};
 use crate::plan::{Hypervisor as RecipeHypervisor, Loader};
 use crate::progress::Progress;
+use crate::record::{BiosRecord, BootRecord, OutputRecord};
 use crate::source;
 use crate::tree::{boot, config, drivers, systemd, Meta, Timestamp, Tree};
-use outputs::{OutputInfo, OutputSpec, Pending};
+use outputs::{OutputSpec, Pending};
 
 /// Where and how to build.
 #[derive(Clone, Debug)]
@@ -69,48 +70,6 @@ pub struct Disk {
     pub targets: Vec<TargetPlan>,
     /// How it boots (for the manifest).
     pub boot: BootRecord,
-}
-
-/// How one disk boots, as the manifest records it.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct BootRecord {
-    /// The targets written from this disk.
-    pub targets: Vec<String>,
-    /// The firmware modes it boots in: `bios`, `uefi`, `secure-boot` (UEFI
-    /// with Secure Boot and Microsoft's keys).
-    pub firmware: Vec<String>,
-    /// `grub` or `systemd-boot`.
-    pub loader: String,
-    /// The kernel's path in the OS tree.
-    pub kernel: String,
-    /// The kernel carries a signature (Secure Boot needs one).
-    pub kernel_signed: bool,
-    /// The initrd's path in the OS tree.
-    pub initrd: Option<String>,
-    /// The kernel command line the loader passes.
-    pub cmdline: String,
-    /// The loader's configuration on the ESP (GRUB's menu, systemd-boot's entry).
-    pub config: String,
-    /// Every EFI binary on the ESP: where it came from (`tree:…`, or
-    /// `host:…` for systemd-boot when the tree lacks it), SHA-256, signature.
-    pub efi: Vec<boot::EfiBinary>,
-    /// GRUB for BIOS, when the disk boots with BIOS.
-    pub bios: Option<BiosRecord>,
-}
-
-/// GRUB's BIOS boot code, as the manifest records it.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct BiosRecord {
-    /// The MBR's boot code: GRUB's boot.img from the tree, patched.
-    pub boot_code: String,
-    /// SHA-256 of the core image in the BIOS boot partition.
-    pub core_sha256: String,
-    /// Its size in bytes.
-    pub core_size: u64,
-    /// The GRUB modules built into it.
-    pub core_modules: Vec<String>,
-    /// Where it reads the menu.
-    pub prefix: String,
 }
 
 /// Everything checked and assembled, nothing written yet.
@@ -172,7 +131,7 @@ pub struct BuildReport {
     /// Output directory.
     pub out_dir: PathBuf,
     /// The images.
-    pub outputs: Vec<OutputInfo>,
+    pub outputs: Vec<OutputRecord>,
     /// Seconds per stage.
     pub timings: BTreeMap<String, f64>,
 }
@@ -362,8 +321,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &dyn Progress) -> Resul
         .iter()
         .map(|o| (o.sha256.clone(), o.file.clone()))
         .collect();
-    let manifest = manifest::Manifest::new(plan, &inputs, &prepared, &images);
-    let json = manifest
+    let json = manifest::of(plan, &inputs, &prepared, &images)
         .to_json()
         .map_err(|e| BuildError::Plan(format!("cannot encode the manifest: {e}")))?;
     let write = |pending: &mut Pending| -> anyhow::Result<Vec<String>> {
@@ -372,7 +330,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &dyn Progress) -> Resul
             crate::record::SUMS,
             &crate::record::write_sums(&sums),
         )?;
-        pending.text(&staging, manifest::FILE, &json)?;
+        pending.text(&staging, crate::record::MANIFEST, &json)?;
         Ok(std::mem::take(pending)
             .commit()?
             .iter()

@@ -11,16 +11,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use imgbuild_formats::package::{self, Member, PackageOptions};
+use imgbuild_formats::package::{self, PackageOptions};
 use imgbuild_formats::{
     shared_data_len, write_disks_with_progress, write_images_with_progress, Format, VirtualDisk,
     WriteOptions,
 };
-use serde::Serialize;
 
 use crate::output::AtomicFile;
 use crate::progress::Progress;
-use crate::record::{hex, sha256_file};
+use crate::record::{hex, sha256_file, OutputRecord};
 
 /// One image to write.
 #[derive(Clone, Debug)]
@@ -41,41 +40,10 @@ pub struct OutputSpec {
     pub package: Option<PackageOptions>,
 }
 
-/// One image written.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct OutputInfo {
-    /// Target name.
-    pub target: String,
-    /// Its hypervisor profile (`kvm`, `hyperv`, `hyperv-gen1`, `azure`):
-    /// how `imgbuild test` attaches the disk.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub hypervisor: String,
-    /// File name inside the output directory.
-    pub file: String,
-    /// Format (of the disk inside the package, for a package).
-    pub format: Format,
-    /// The package (`ova`, `tar.gz`, `oci-archive`), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub package: Option<String>,
-    /// Where the disk lies inside the package file, when it is stored
-    /// there uncompressed (OVA, OCI archive): what `imgbuild test` boots.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub member: Option<Member>,
-    /// Virtual disk size.
-    pub virtual_size: u64,
-    /// File size.
-    pub file_size: u64,
-    /// SHA-256 of the file.
-    pub sha256: String,
-    /// Firmware modes the image boots in (`bios`, `uefi`, `secure-boot`):
-    /// what `imgbuild test` boots it with.
-    pub firmware: Vec<String>,
-}
-
 /// Images written to temporary names, not yet renamed.
 #[derive(Debug, Default)]
 pub struct Pending {
-    files: Vec<(AtomicFile, OutputInfo)>,
+    files: Vec<(AtomicFile, OutputRecord)>,
     /// Seconds spent per phase (`write_images`, `hash_readback`, `fsync`),
     /// summed over calls to [`Pending::write`].
     pub timings: BTreeMap<String, f64>,
@@ -158,6 +126,7 @@ impl Pending {
                 .collect();
             jobs.into_iter()
                 .map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .map(|r| r.map_err(anyhow::Error::from))
                 .collect()
         });
         self.lap("hash_readback", t);
@@ -185,7 +154,7 @@ impl Pending {
         self.lap("fsync", t);
         for (((f, (_, s)), sum), sha256) in files.into_iter().zip(specs).zip(summaries).zip(hashes)
         {
-            let info = OutputInfo {
+            let info = OutputRecord {
                 target: s.target.clone(),
                 hypervisor: s.hypervisor.clone(),
                 file: s.file_name.clone(),
@@ -210,7 +179,7 @@ impl Pending {
     pub fn text(&mut self, dir: &Path, name: &str, text: &str) -> Result<()> {
         let f = AtomicFile::create(&dir.join(name))?;
         std::fs::write(f.temp_path(), text).with_context(|| format!("cannot write {name}"))?;
-        let info = OutputInfo {
+        let info = OutputRecord {
             target: String::new(),
             hypervisor: String::new(),
             file: name.to_string(),
@@ -227,7 +196,7 @@ impl Pending {
     }
 
     /// The images written so far.
-    pub fn images(&self) -> Vec<OutputInfo> {
+    pub fn images(&self) -> Vec<OutputRecord> {
         self.files
             .iter()
             .filter(|(_, i)| !i.sha256.is_empty())

@@ -5,4 +5,3 @@
 
 pub mod qemu;
 pub mod test;
-pub mod unpack;

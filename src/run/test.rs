@@ -24,19 +24,27 @@ use serde::Serialize;
 use super::qemu::{Accel, Bus, Machine, Mode, Slot};
 use crate::plan::{Hypervisor, TestPlan};
 use crate::progress::Progress;
-use crate::record::MANIFEST;
-use crate::record::{ManifestRecord, OutputRecord};
+use crate::record::manifest::ReadError;
+use crate::record::{OutputRecord, MANIFEST};
 
 /// Why a test run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TestError {
-    /// The directory has no readable manifest.
-    #[error("cannot read {path}: {message}")]
-    Manifest {
-        /// The manifest's path.
+    /// The directory's manifest is missing, unreadable, not ours, or names
+    /// an output outside the directory.
+    #[error(transparent)]
+    Manifest(#[from] ReadError),
+    /// No scratch directory for the firmware variables and unpacked disks.
+    #[error("cannot create a scratch directory: {0}")]
+    Scratch(#[source] std::io::Error),
+    /// A Compute Engine image's disk could not be unpacked.
+    #[error("cannot unpack {}: {source}", path.display())]
+    Unpack {
+        /// The archive.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// Why.
+        #[source]
+        source: imgbuild_formats::Error,
     },
     /// A pattern given on the command line is not a regular expression.
     #[error("`{pattern}` is not a regular expression: {message}")]
@@ -156,10 +164,54 @@ impl TestReport {
 struct Job {
     index: usize,
     output: OutputRecord,
-    /// The disk QEMU opens: the output itself, or what was unpacked from it.
-    image: PathBuf,
+    disk: BootDisk,
     mode: Mode,
     bus: Bus,
+}
+
+/// The disk QEMU opens for one output.
+#[derive(Clone, Debug)]
+pub struct BootDisk {
+    /// The file: the output itself, or the disk unpacked from it.
+    pub image: PathBuf,
+    /// Its format as imgbuild names it.
+    pub format: String,
+    /// Where the disk lies inside the file (offset, size), for a package
+    /// that stores it uncompressed (OVA, OCI archive).
+    pub member: Option<(u64, u64)>,
+}
+
+impl BootDisk {
+    /// The disk of `output` in the build directory `dir`: the file itself,
+    /// a package's disk in place, or a Compute Engine image's `disk.raw`
+    /// unpacked (sparse) into `scratch`. `output.file` must be a plain name
+    /// ([`crate::record::read_manifest`] checks it).
+    pub fn of(dir: &Path, output: &OutputRecord, scratch: &Path) -> Result<BootDisk, TestError> {
+        let path = dir.join(&output.file);
+        if !output.is_gce_archive() {
+            return Ok(BootDisk {
+                image: path,
+                format: output.format.name().to_string(),
+                member: output.member.as_ref().map(|m| (m.offset, m.size)),
+            });
+        }
+        let image = scratch.join(format!("{}.raw", output.file));
+        unpack_gce(&path, &image)?;
+        Ok(BootDisk {
+            image,
+            format: "raw".into(),
+            member: None,
+        })
+    }
+
+    /// A machine booting this disk in `mode` on the bus `imgbuild test`
+    /// uses for the platform ([`bus_for`]).
+    pub fn machine(&self, hypervisor: Option<Hypervisor>, mode: Mode) -> Machine {
+        let mut machine = Machine::for_format(&self.image, &self.format, mode);
+        machine.member = self.member;
+        machine.bus = bus_for(hypervisor, mode);
+        machine
+    }
 }
 
 /// Removes a scratch directory from the signal handler's list when dropped.
@@ -172,12 +224,17 @@ impl Drop for Unregister {
 }
 
 /// Unpacks a Compute Engine image's `disk.raw` from `archive` into `to`.
-fn unpack_output(archive: &Path, to: &Path) -> Result<(), String> {
-    let what = |e: &dyn std::fmt::Display| format!("cannot unpack {}: {e}", archive.display());
-    let from = std::fs::File::open(archive).map_err(|e| what(&e))?;
-    let out = std::fs::File::create(to).map_err(|e| what(&e))?;
-    super::unpack::unpack_gce(&from, &out).map_err(|e| what(&e))?;
-    Ok(())
+pub fn unpack_gce(archive: &Path, to: &Path) -> Result<u64, TestError> {
+    let io = |what: &str, e| TestError::Unpack {
+        path: archive.to_path_buf(),
+        source: imgbuild_formats::Error::io(what, e),
+    };
+    let from = std::fs::File::open(archive).map_err(|e| io("cannot open it", e))?;
+    let out = std::fs::File::create(to).map_err(|e| io("cannot create the unpacked disk", e))?;
+    imgbuild_formats::package::gce::unpack(from, &out).map_err(|source| TestError::Unpack {
+        path: archive.to_path_buf(),
+        source,
+    })
 }
 
 /// The disk bus a platform's guest is tested on: virtio for KVM and
@@ -186,7 +243,7 @@ fn unpack_output(archive: &Path, to: &Path) -> Result<(), String> {
 /// virtio too); IDE for a BIOS boot of a Hyper-V or Azure image, how
 /// Generation 1 attaches its boot disk; PVSCSI for a BIOS boot of a VMware
 /// image, where its OVA puts the disk; virtio-scsi for Compute Engine.
-fn bus_for(hypervisor: Option<Hypervisor>, mode: Mode) -> Bus {
+pub fn bus_for(hypervisor: Option<Hypervisor>, mode: Mode) -> Bus {
     match (hypervisor, mode) {
         (Some(Hypervisor::Hyperv | Hypervisor::HypervGen1 | Hypervisor::Azure), Mode::Bios) => {
             Bus::Ide
@@ -219,12 +276,9 @@ pub fn test_dir(
     progress: &dyn Progress,
 ) -> Result<TestReport, TestError> {
     let path = dir.join(MANIFEST);
-    let bad = |message: String| TestError::Manifest {
-        path: path.clone(),
-        message,
-    };
-    let manifest: ManifestRecord =
-        crate::record::read_manifest(dir).map_err(|e| bad(format!("{e:#}")))?;
+    // Refused here (before anything is read or written on its word) when an
+    // output names anything but a regular file in `dir`.
+    let manifest = crate::record::read_manifest(dir)?;
     let mut plan = manifest.test.unwrap_or_else(|| TestPlan::defaults(None));
     if !opts.expect.is_empty() {
         plan.expect = opts.expect.clone();
@@ -241,28 +295,22 @@ pub fn test_dir(
     let scratch = tempfile::Builder::new()
         .prefix("imgbuild-test-")
         .tempdir()
-        .map_err(|e| bad(format!("cannot create a scratch directory: {e}")))?;
+        .map_err(TestError::Scratch)?;
     crate::output::register_dir(scratch.path());
     let _unregister = Unregister(scratch.path().to_path_buf());
     for output in manifest.outputs {
-        let image = if output.package.as_deref() == Some("tar.gz") {
-            let unpacked = scratch.path().join(format!("{}.raw", output.file));
-            unpack_output(&dir.join(&output.file), &unpacked).map_err(bad)?;
-            unpacked
-        } else {
-            dir.join(&output.file)
-        };
+        let disk = BootDisk::of(dir, &output, scratch.path())?;
         let modes: Vec<Mode> = output
             .firmware
             .iter()
             .filter_map(|m| Mode::from_name(m))
             .collect();
         for mode in modes {
-            let bus = bus_for(Hypervisor::from_name(&output.hypervisor), mode);
+            let bus = bus_for(output.hypervisor(), mode);
             jobs.push_back(Job {
                 index: jobs.len(),
                 output: output.clone(),
-                image: image.clone(),
+                disk: disk.clone(),
                 mode,
                 bus,
             });
@@ -399,9 +447,7 @@ type Outcome = Result<String, (String, String)>;
 /// console)) otherwise. QEMU is killed either way.
 fn boot(job: &Job, opts: &TestOptions, check: &Check, log: &Path) -> Outcome {
     let fail = |why: String| Err((why, String::new()));
-    let mut machine = Machine::for_format(&job.image, &job.output.format, job.mode);
-    machine.member = job.output.member.as_ref().map(|m| (m.offset, m.size));
-    machine.bus = job.bus;
+    let mut machine = job.disk.machine(job.output.hypervisor(), job.mode);
     machine.accel = opts.accel;
     machine.memory_mib = opts.memory_mib;
     let vars = match tempfile::NamedTempFile::new() {

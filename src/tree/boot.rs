@@ -194,7 +194,7 @@ pub struct BiosBoot {
 }
 
 /// One EFI binary on the ESP, as the manifest records it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EfiBinary {
     /// Path on the ESP.
     pub path: String,

@@ -301,6 +301,58 @@ pub fn parse(h: &[u8; 512], at: u64) -> Result<Option<Parsed>> {
     }))
 }
 
+/// Sparse map entries (offset, numbytes) in `area` (24 bytes each), up to
+/// the first empty slot; `None` when a number is malformed.
+fn sparse_entries(area: &[u8]) -> Option<Vec<(u64, u64)>> {
+    area.chunks_exact(24)
+        .take_while(|e| e[0] != 0)
+        .map(|e| Some((read_number(&e[..12])?, read_number(&e[12..])?)))
+        .collect()
+}
+
+/// The sparse part of an oldgnu `S` header read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SparseHeader {
+    /// Its map entries (offset, numbytes).
+    pub entries: Vec<(u64, u64)>,
+    /// Extension blocks follow.
+    pub extended: bool,
+    /// The file's real size.
+    pub realsize: u64,
+}
+
+/// The sparse part of an oldgnu `S` header (the inverse of
+/// [`oldgnu_sparse`]; numbers octal or base-256).
+pub fn parse_oldgnu_sparse(h: &[u8; 512], at: u64) -> Result<SparseHeader> {
+    let corrupt = |detail: &str| Error::Corrupt {
+        format: FORMAT,
+        structure: "sparse header",
+        offset: at,
+        detail: detail.into(),
+    };
+    let entries = sparse_entries(&h[OLDGNU_SPARSE..OLDGNU_ISEXTENDED])
+        .ok_or_else(|| corrupt("a sparse map entry is not a number"))?;
+    let realsize =
+        read_number(&h[OLDGNU_REALSIZE]).ok_or_else(|| corrupt("real size is not a number"))?;
+    Ok(SparseHeader {
+        entries,
+        extended: h[OLDGNU_ISEXTENDED] != 0,
+        realsize,
+    })
+}
+
+/// An oldgnu sparse extension block: its map entries and whether another
+/// block follows.
+pub fn parse_sparse_extension(b: &[u8; 512], at: u64) -> Result<(Vec<(u64, u64)>, bool)> {
+    let entries = sparse_entries(&b[..EXTENSION_ISEXTENDED]).ok_or_else(|| Error::Corrupt {
+        format: FORMAT,
+        structure: "sparse extension block",
+        offset: at,
+        detail: "a sparse map entry is not a number".into(),
+    })?;
+    Ok((entries, b[EXTENSION_ISEXTENDED] != 0))
+}
+
 /// A NUL-terminated field as text (invalid UTF-8 replaced).
 fn text(field: &[u8]) -> String {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
@@ -388,6 +440,29 @@ mod tests {
         assert_eq!(read_number(&out[last..last + 12]), Some(1 << 20));
         assert_eq!(read_number(&out[last + 12..last + 24]), Some(0));
         assert_eq!(read_number(&out[SIZE]), Some(3000));
+        // And read back.
+        let first = parse_oldgnu_sparse(out[..512].try_into().unwrap(), 0).unwrap();
+        assert_eq!(
+            (first.entries.len(), first.extended, first.realsize),
+            (4, true, 1 << 20)
+        );
+        let (second, more) =
+            parse_sparse_extension(out[512..1024].try_into().unwrap(), 512).unwrap();
+        assert_eq!((second.len(), more), (21, true));
+        let (third, more) = parse_sparse_extension(out[1024..].try_into().unwrap(), 1024).unwrap();
+        assert_eq!((third.len(), more), (6, false));
+        assert_eq!(third[5], (1 << 20, 0));
+        assert_eq!(first.entries[1], (1024, 100));
+    }
+
+    #[test]
+    fn a_sparse_map_past_8_gib_reads_back_in_base_256() {
+        let size = 10u64 << 30;
+        let map = [0..4096, (9 << 30)..(9 << 30) + 512];
+        let out = oldgnu_sparse("disk.raw", size, &map, 0).unwrap();
+        let h = parse_oldgnu_sparse(out[..512].try_into().unwrap(), 0).unwrap();
+        assert_eq!(h.realsize, size);
+        assert_eq!(h.entries, vec![(0, 4096), (9 << 30, 512), (size, 0)]);
     }
 
     #[test]

@@ -1,12 +1,18 @@
 //! The record a build leaves beside its images and `verify` reads back:
 //! `SHA256SUMS` (one `<sha256>  <file>` line per image, as sha256sum writes)
 //! and the sealing of `manifest.json` (its own digest inside it). Both the
-//! pipeline (writing) and `verify` (reading) use this module, neither the
-//! other.
+//! pipeline (writing) and `verify`, `test` and `boot` (reading) use this
+//! module, none of them the other. The manifest itself is [`manifest`].
+
+pub mod manifest;
+
+pub use manifest::{
+    plain_name, read_manifest, BiosRecord, BootRecord, Manifest, ManifestError, OutputRecord,
+    Package, ReadError, MANIFEST,
+};
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 pub use crate::ids::hex;
@@ -15,36 +21,63 @@ pub use crate::ids::hex;
 pub const SUMS: &str = "SHA256SUMS";
 
 /// The SHA-256 of a file, as lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
+pub fn sha256_file(path: &Path) -> Result<String, FileError> {
     let want = crate::source::digest::Want {
         sha256: true,
         content_id: false,
     };
     crate::source::digest::digest_file(path, want, None)
         .map(|d| d.sha256)
-        .with_context(|| format!("cannot read {}", path.display()))
+        .map_err(|source| FileError {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}", path.display())]
+pub struct FileError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A line of `SHA256SUMS` that is not `<sha256>  <file>`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{SUMS}:{line}: {problem}")]
+pub struct SumsError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub problem: String,
 }
 
 /// Parses `SHA256SUMS` (`<64 hex>  <name>` per line, as sha256sum writes).
-pub fn read_sums(text: &str) -> Result<Vec<(String, String)>> {
+pub fn read_sums(text: &str) -> Result<Vec<(String, String)>, SumsError> {
     let mut out = Vec::new();
     for (i, line) in text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
+        let bad = |problem: String| SumsError {
+            line: i + 1,
+            problem,
+        };
         let (sum, name) = line
             .split_once("  ")
             .or_else(|| line.split_once(" *"))
-            .with_context(|| format!("{SUMS}:{}: expected `<sha256>  <file>`", i + 1))?;
+            .ok_or_else(|| bad("expected `<sha256>  <file>`".into()))?;
         if sum.len() != 64 || !sum.bytes().all(|c| c.is_ascii_hexdigit()) {
-            bail!("{SUMS}:{}: {sum:?} is not a SHA-256", i + 1);
+            return Err(bad(format!("{sum:?} is not a SHA-256")));
         }
-        if name.contains('/') || name == ".." {
-            bail!(
-                "{SUMS}:{}: {name:?} is not a file name in this directory",
-                i + 1
-            );
+        if let Err(why) = plain_name(name) {
+            return Err(bad(format!(
+                "{name:?} is not a file name in this directory ({why})"
+            )));
         }
         out.push((sum.to_ascii_lowercase(), name.to_string()));
     }
@@ -56,52 +89,6 @@ pub fn write_sums(entries: &[(String, String)]) -> String {
     let mut e = entries.to_vec();
     e.sort_by(|a, b| a.1.cmp(&b.1));
     e.iter().map(|(s, n)| format!("{s}  {n}\n")).collect()
-}
-
-/// Name of the manifest in an output directory.
-pub const MANIFEST: &str = "manifest.json";
-
-/// What a manifest says of one output: the part `imgbuild test` and
-/// `imgbuild boot` read back.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct OutputRecord {
-    /// Target name.
-    pub target: String,
-    /// Its hypervisor profile (absent in manifests written before 0.2).
-    #[serde(default)]
-    pub hypervisor: String,
-    /// File name in the output directory.
-    pub file: String,
-    /// Format (of the disk inside, for a package).
-    pub format: String,
-    /// The package (`ova`, `tar.gz`, `oci-archive`), if any.
-    #[serde(default)]
-    pub package: Option<String>,
-    /// Where the disk lies inside the package file, if stored uncompressed.
-    #[serde(default)]
-    pub member: Option<imgbuild_formats::package::Member>,
-    /// Firmware modes it boots in.
-    #[serde(default)]
-    pub firmware: Vec<String>,
-}
-
-/// The parts of `manifest.json` read back.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct ManifestRecord {
-    /// Every image written.
-    pub outputs: Vec<OutputRecord>,
-    /// `imgbuild test`'s checks, if the recipe set any.
-    #[serde(default)]
-    pub test: Option<crate::plan::TestPlan>,
-}
-
-/// Reads the manifest of the output directory `dir`.
-pub fn read_manifest(dir: &Path) -> Result<ManifestRecord> {
-    let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not an imgbuild manifest", path.display()))
 }
 
 /// The manifest's key holding its own digest (see [`seal`]).
