@@ -229,7 +229,10 @@ impl Machine {
     }
 
     /// The command: the serial console on stdout (and stdin), no display,
-    /// no reboot (a guest that reboots ends the run). `vars` receives a
+    /// no reboot (a guest that reboots ends the run), and the machine's
+    /// default NIC on QEMU's user network with `restrict=on`: the guest
+    /// reaches nothing outside the host (QEMU without network options gives
+    /// it a route off the machine). `vars` receives a
     /// copy of the firmware's variable store (UEFI modes); it is the
     /// caller's to delete afterwards.
     pub fn command(&self, vars: &Path) -> Result<Command, QemuError> {
@@ -237,6 +240,7 @@ impl Machine {
         cmd.args(["-m", &self.memory_mib.to_string()]);
         cmd.args(["-smp", &self.smp.to_string()]);
         cmd.args(["-nographic", "-no-reboot"]);
+        cmd.args(["-nic", "user,restrict=on"]);
         let accel = self.accel.name();
         match self.mode.ovmf() {
             None => {
