@@ -3,7 +3,6 @@
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::Result;
 use imgbuild_formats::Format;
 use serde::Serialize;
 
@@ -32,9 +31,34 @@ pub struct Report {
     pub map: String,
 }
 
+/// Why an image could not be described.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The file cannot be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not an image we read, or a damaged one.
+    #[error(transparent)]
+    Image(#[from] imgbuild_formats::Error),
+    /// Its GPT is damaged.
+    #[error(transparent)]
+    Gpt(#[from] crate::layout::gpt::GptReadError),
+}
+
 /// Opens and describes an image.
-pub fn inspect(path: &Path, format: Option<Format>) -> Result<Report> {
-    let file_size = std::fs::metadata(path)?.len();
+pub fn inspect(path: &Path, format: Option<Format>) -> Result<Report, InspectError> {
+    let file_size = std::fs::metadata(path)
+        .map_err(|source| InspectError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
     let image = imgbuild_formats::open(path, format)?;
     let allocated = image.allocated()?;
     let size = image.virtual_size();

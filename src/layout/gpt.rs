@@ -258,9 +258,29 @@ impl Header {
     }
 }
 
+/// Why a GPT could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum GptReadError {
+    /// Reading the disk failed.
+    #[error("cannot read the GPT")]
+    Io(#[from] std::io::Error),
+    /// The GPT is there but damaged.
+    #[error("{0}")]
+    Damaged(String),
+}
+
+/// `Err(Damaged(what))` unless `ok`.
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), GptReadError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(GptReadError::Damaged(what()))
+    }
+}
+
 /// Reads the primary GPT of a disk. `Ok(None)` when there is none (no
 /// signature); an error when one is there but damaged.
-pub fn read_partitions(disk: &dyn ReadAt) -> anyhow::Result<Option<Vec<PartitionInfo>>> {
+pub fn read_partitions(disk: &dyn ReadAt) -> Result<Option<Vec<PartitionInfo>>, GptReadError> {
     use imgbuild_formats::io::{le32, le64};
     if disk.len() < 3 * LBA {
         return Ok(None);
@@ -271,36 +291,36 @@ pub fn read_partitions(disk: &dyn ReadAt) -> anyhow::Result<Option<Vec<Partition
         return Ok(None);
     }
     let hsize = le32(&h, 12) as usize;
-    anyhow::ensure!(
-        (92..=512).contains(&hsize),
-        "GPT header size {hsize} is invalid"
-    );
+    ensure((92..=512).contains(&hsize), || {
+        format!("GPT header size {hsize} is invalid")
+    })?;
     let mut c = h;
     c[16..20].fill(0);
     let crc = crc32fast::hash(&c[..hsize]);
-    anyhow::ensure!(crc == le32(&h, 16), "GPT header checksum mismatch");
+    ensure(crc == le32(&h, 16), || {
+        "GPT header checksum mismatch".into()
+    })?;
     let (lba, n, esize) = (
         le64(&h, 72),
         u64::from(le32(&h, 80)),
         u64::from(le32(&h, 84)),
     );
-    anyhow::ensure!(
+    ensure(
         esize >= 128 && esize % 8 == 0 && esize <= 4096 && n <= 4096,
-        "GPT entry array shape {n} x {esize} is invalid"
-    );
+        || format!("GPT entry array shape {n} x {esize} is invalid"),
+    )?;
     let array_len = n * esize;
-    anyhow::ensure!(
+    ensure(
         lba.checked_mul(LBA)
             .and_then(|o| o.checked_add(array_len))
             .is_some_and(|e| e <= disk.len()),
-        "GPT entry array lies outside the disk"
-    );
+        || "GPT entry array lies outside the disk".into(),
+    )?;
     let mut array = vec![0u8; array_len as usize];
     disk.read_exact_at(&mut array, lba * LBA)?;
-    anyhow::ensure!(
-        crc32fast::hash(&array) == le32(&h, 88),
-        "GPT entry array checksum mismatch"
-    );
+    ensure(crc32fast::hash(&array) == le32(&h, 88), || {
+        "GPT entry array checksum mismatch".into()
+    })?;
     let mut out = Vec::new();
     for e in array.chunks(esize as usize) {
         if e[0..16].iter().all(|&b| b == 0) {
