@@ -12,22 +12,17 @@
 //! one is compressed the same way, so the output never depends on the
 //! threads. The CRC-32 of each block is combined in order (crc32fast).
 
-use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
+use crate::pool::OrderedPool;
 use crate::{Error, Result};
 
 /// Input bytes per independently compressed block.
 pub const BLOCK: usize = 1 << 20;
 /// zlib level: fixed, so the bytes never depend on a default.
 pub const LEVEL: u32 = 6;
-/// Blocks in flight per thread: bounds memory to about
-/// `threads × IN_FLIGHT × 2 × BLOCK`.
-const IN_FLIGHT: usize = 2;
 
 /// RFC 1952 2.3: ID1 ID2, CM = 8 (deflate), FLG = 0 (no name, no extra),
 /// MTIME = 0 (none), XFL = 0, OS = 3 (Unix).
@@ -36,44 +31,47 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
 /// A compressed block: deflate bytes, the CRC-32 of its input.
 type Done = Result<(Vec<u8>, crc32fast::Hasher)>;
 
-struct Job {
-    input: Vec<u8>,
-    last: bool,
-    done: SyncSender<Done>,
+/// A gzip stream into `out`, compressed on `threads` threads of a
+/// [`crate::pool`] (memory: about `(2 × threads + 1) × 2 × BLOCK`).
+pub struct ParallelGzip<W: Write> {
+    out: Out<W>,
+    /// The block being filled.
+    pending: Vec<u8>,
+    /// Uncompressed bytes so far (ISIZE is this modulo 2^32).
+    total_in: u64,
+    pool: OrderedPool<(Vec<u8>, bool), Done>,
 }
 
-/// A gzip stream into `out`, compressed on `threads` threads.
-pub struct ParallelGzip<W: Write> {
+/// The output and what has gone into it.
+struct Out<W: Write> {
     out: W,
     /// Compressed bytes written to `out` so far.
     written: u64,
-    /// The block being filled.
-    pending: Vec<u8>,
     crc: crc32fast::Hasher,
-    /// Uncompressed bytes so far (ISIZE is this modulo 2^32).
-    total_in: u64,
-    jobs: Option<SyncSender<Job>>,
-    /// Results of the blocks in flight, oldest first.
-    in_flight: VecDeque<Receiver<Done>>,
-    max_in_flight: usize,
 }
 
 impl<W: Write> ParallelGzip<W> {
-    /// Starts a stream (writes the header). With one thread everything is
-    /// compressed on the caller's thread.
+    /// Starts a stream (writes the header); the blocks are compressed on
+    /// `threads` workers.
     pub fn new(mut out: W, threads: usize) -> Result<Self> {
         out.write_all(&HEADER)
             .map_err(|e| Error::io("writing the gzip header", e))?;
-        let jobs = (threads > 1).then(|| spawn_workers(threads));
+        let pool = OrderedPool::start(
+            "gzip",
+            "compressing gzip blocks",
+            threads,
+            || Ok(()),
+            |(), (input, last): (Vec<u8>, bool)| compress_block(&input, last),
+        )?;
         Ok(Self {
-            out,
-            written: HEADER.len() as u64,
+            out: Out {
+                out,
+                written: HEADER.len() as u64,
+                crc: crc32fast::Hasher::new(),
+            },
             pending: Vec::with_capacity(BLOCK),
-            crc: crc32fast::Hasher::new(),
             total_in: 0,
-            jobs,
-            in_flight: VecDeque::new(),
-            max_in_flight: threads.max(1) * IN_FLIGHT,
+            pool,
         })
     }
 
@@ -83,7 +81,9 @@ impl<W: Write> ParallelGzip<W> {
             // A full block goes out only once more input shows it is not the last.
             if self.pending.len() == BLOCK {
                 let input = std::mem::replace(&mut self.pending, Vec::with_capacity(BLOCK));
-                self.submit(input, false)?;
+                let out = &mut self.out;
+                self.pool
+                    .submit((input, false), &mut |done| out.emit(done))?;
             }
             let n = data.len().min(BLOCK - self.pending.len());
             self.pending.extend_from_slice(&data[..n]);
@@ -97,47 +97,20 @@ impl<W: Write> ParallelGzip<W> {
     /// and the compressed length.
     pub fn finish(mut self) -> Result<(W, u64)> {
         let input = std::mem::take(&mut self.pending);
-        self.submit(input, true)?;
-        while !self.in_flight.is_empty() {
-            self.write_oldest()?;
-        }
+        let out = &mut self.out;
+        self.pool
+            .submit((input, true), &mut |done| out.emit(done))?;
+        self.pool.finish(&mut |done| out.emit(done))?;
         let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        trailer[..4].copy_from_slice(&self.out.crc.clone().finalize().to_le_bytes());
         // RFC 1952: ISIZE is the input size modulo 2^32.
         trailer[4..].copy_from_slice(&(self.total_in as u32).to_le_bytes());
-        self.put(&trailer)?;
-        Ok((self.out, self.written))
+        self.out.put(&trailer)?;
+        Ok((self.out.out, self.out.written))
     }
+}
 
-    fn submit(&mut self, input: Vec<u8>, last: bool) -> Result<()> {
-        if self.jobs.is_none() {
-            let done = compress_block(&input, last);
-            return self.emit(done);
-        }
-        if self.in_flight.len() >= self.max_in_flight {
-            self.write_oldest()?;
-        }
-        let (tx, rx) = mpsc::sync_channel(1);
-        let jobs = self.jobs.as_ref().expect("checked above");
-        jobs.send(Job {
-            input,
-            last,
-            done: tx,
-        })
-        .map_err(|_| worker_gone())?;
-        self.in_flight.push_back(rx);
-        Ok(())
-    }
-
-    fn write_oldest(&mut self) -> Result<()> {
-        let rx = self
-            .in_flight
-            .pop_front()
-            .expect("called with blocks in flight");
-        let done = rx.recv().map_err(|_| worker_gone())?;
-        self.emit(done)
-    }
-
+impl<W: Write> Out<W> {
     fn emit(&mut self, done: Done) -> Result<()> {
         let (bytes, crc) = done?;
         self.crc.combine(&crc);
@@ -151,33 +124,6 @@ impl<W: Write> ParallelGzip<W> {
         self.written += bytes.len() as u64;
         Ok(())
     }
-}
-
-fn worker_gone() -> Error {
-    Error::io(
-        "compressing gzip blocks",
-        std::io::Error::other("a compression thread stopped"),
-    )
-}
-
-/// Workers that take jobs from one shared queue; they end when the sender
-/// (the stream) is dropped.
-fn spawn_workers(threads: usize) -> SyncSender<Job> {
-    let (tx, rx) = mpsc::sync_channel::<Job>(threads);
-    let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..threads {
-        let rx = rx.clone();
-        std::thread::spawn(move || loop {
-            let job = match rx.lock() {
-                Ok(queue) => queue.recv(),
-                Err(_) => return,
-            };
-            let Ok(job) = job else { return };
-            // The stream may have been dropped; then nobody wants the result.
-            let _ = job.done.send(compress_block(&job.input, job.last));
-        });
-    }
-    tx
 }
 
 /// Raw deflate of one block: sync-flushed, or finished when `last`.

@@ -200,7 +200,7 @@ impl ImageSink for VmdkStreamWriter {
             "vmdk-compress",
             "compressing VMDK grains",
             self.threads,
-            || Compress::new(flate2::Compression::new(LEVEL), true),
+            || Ok(Compress::new(flate2::Compression::new(LEVEL), true)),
             compress_job,
         )?);
         Ok(())
