@@ -13,6 +13,7 @@
 
 pub mod disk;
 pub mod error;
+pub mod grain;
 pub mod hash;
 pub mod io;
 pub mod package;

@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::sync::{mpsc, Arc};
 
 use crate::disk::{Extent, ExtentData};
+use crate::grain::{GrainBatch, GrainSink, GrainStage};
 use crate::{Error, Format, Result, VirtualDisk};
 
 /// Largest slice handed to `write_data` at once.
@@ -54,6 +55,17 @@ pub trait ImageSink: Send {
 
     /// Writes the remaining tables and headers and flushes the file.
     fn finish(self: Box<Self>) -> Result<ImageSummary>;
+
+    /// The sink's [`GrainSink`] side, for a sink that stores its data as
+    /// deflated 64 KiB grains (the streamOptimized VMDK, GCE's tar.gz): the
+    /// tee of [`write_disks`] then deflates each grain once for all such
+    /// sinks and hands them the grains instead of the data. An opt-in
+    /// capability rather than a behaviour: a sink that does not offer it
+    /// (the default, `None`) gets its data through `write_data`, which every
+    /// sink must take anyway.
+    fn grain_sink(&mut self) -> Option<&mut dyn GrainSink> {
+        None
+    }
 }
 
 /// Batches read ahead of the slowest sink, per sink: bounds the memory in
@@ -119,15 +131,46 @@ pub fn write_disks_with_progress(
         });
     }
     let allocated: Vec<Vec<Range<u64>>> = disks.iter().map(|d| d.allocated()).collect();
+    // Sinks that store deflated grains get them from one stage that
+    // deflates each grain once for all of them (see `grain_stage`).
+    let mut sinks = sinks;
+    let mut grain_threads = 0;
+    let fed: Vec<bool> = sinks
+        .iter_mut()
+        .map(|(_, s)| {
+            s.grain_sink()
+                .map(|g| grain_threads = grain_threads.max(g.threads()))
+                .is_some()
+        })
+        .collect();
     std::thread::scope(|scope| {
-        let mut senders = Vec::with_capacity(sinks.len());
+        let mut senders = Vec::with_capacity(sinks.len() + 1);
+        let mut grain_senders = Vec::new();
+        let mut grain_disks = Vec::new();
         let mut workers = Vec::with_capacity(sinks.len());
-        for (disk, mut sink) in sinks {
-            let (tx, rx) = mpsc::sync_channel::<Arc<Batch>>(QUEUE);
-            senders.push(tx);
+        for ((disk, mut sink), fed) in sinks.into_iter().zip(fed) {
             let allocated = &allocated[disk];
             let size = disks[disk].size();
             let bit = 1u64 << disk;
+            if fed {
+                let (tx, rx) = mpsc::sync_channel::<Arc<GrainBatch>>(QUEUE);
+                grain_senders.push(tx);
+                if !grain_disks.iter().any(|(d, _, _)| *d == disk) {
+                    grain_disks.push((disk, size, allocated.clone()));
+                }
+                workers.push(scope.spawn(move || -> Result<ImageSummary> {
+                    sink.begin(size, allocated)?;
+                    for batch in rx {
+                        sink.grain_sink()
+                            .expect("offered above")
+                            .write_grains(&batch, bit)?;
+                    }
+                    sink.finish()
+                }));
+                continue;
+            }
+            let (tx, rx) = mpsc::sync_channel::<Arc<Batch>>(QUEUE);
+            senders.push(tx);
             workers.push(scope.spawn(move || -> Result<ImageSummary> {
                 sink.begin(size, allocated)?;
                 // Ends when the reader hangs up: after the last chunk, or
@@ -142,6 +185,11 @@ pub fn write_disks_with_progress(
                 sink.finish()
             }));
         }
+        let stage = (!grain_senders.is_empty()).then(|| {
+            let (tx, rx) = mpsc::sync_channel::<Arc<Batch>>(QUEUE);
+            senders.push(tx);
+            scope.spawn(move || grain_stage(grain_disks, grain_threads, &rx, &grain_senders))
+        });
         // Pieces go out in batches: a root filesystem is thousands of small
         // files, and a channel message per file costs more in wake-ups than
         // the copy. The calls each sink sees are the same as unbatched.
@@ -191,9 +239,46 @@ pub fn write_disks_with_progress(
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect();
+        let staged = stage.map_or(Ok(()), |s| {
+            s.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
         read?;
-        results.into_iter().collect()
+        // A sink's own error first: the stage fails too when a sink hangs up.
+        let summaries = results.into_iter().collect::<Result<Vec<_>>>()?;
+        staged?;
+        Ok(summaries)
     })
+}
+
+/// The tee's grain stage: takes the data batches of `disks` (index, size,
+/// allocated ranges) and sends the deflated grains to every grain sink.
+/// With the queues bounded on both sides, memory stays bounded; a sink
+/// that stops makes this stop with an error.
+fn grain_stage(
+    disks: Vec<(usize, u64, Vec<Range<u64>>)>,
+    threads: usize,
+    rx: &mpsc::Receiver<Arc<Batch>>,
+    sinks: &[mpsc::SyncSender<Arc<GrainBatch>>],
+) -> Result<()> {
+    let mut stage = GrainStage::new(disks, threads.max(1))?;
+    let mut send = |batch: GrainBatch| -> Result<()> {
+        let batch = Arc::new(batch);
+        for tx in sinks {
+            tx.send(batch.clone()).map_err(|_| {
+                Error::io(
+                    "handing deflated grains to a sink",
+                    std::io::Error::other("the sink stopped"),
+                )
+            })?;
+        }
+        Ok(())
+    };
+    for batch in rx {
+        for &(offset, start, len, mask) in &batch.pieces {
+            stage.push(offset, &batch.data[start..start + len], mask, &mut send)?;
+        }
+    }
+    stage.finish(&mut send)
 }
 
 /// Two extents of different disks hold the same bytes at the same place:

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common_vhdx::*;
+use imgbuild_formats::package::{self, Package, PackageOptions};
 use imgbuild_formats::{
     shared_data_len, write_disks, write_images, Compression, Error, Format, ImageSink,
     ImageSummary, ReadAt, Subformat, VirtualDisk, VirtualDiskBuilder, WriteOptions,
@@ -118,6 +119,14 @@ fn sinks(dir: &Path, names: &[(&str, Format, WriteOptions)]) -> Vec<Box<dyn Imag
                 hash: true,
                 ..o.clone()
             };
+            if name.ends_with(".tar.gz") {
+                let p = PackageOptions {
+                    package: Package::GceTarGz,
+                    name: "disk".into(),
+                    mtime: 0,
+                };
+                return package::sink(&p, f, &o).expect("GCE sink");
+            }
             format.sink(f, &o).expect("sink")
         })
         .collect()
@@ -187,7 +196,9 @@ impl ReadAt for Counting {
 /// source), the same GPT bytes (equal, built separately), and each its own
 /// "boot" bytes; one disk lacks a piece the others have. `write_disks`
 /// writes every sink exactly as `write_images` of its own disk does, and
-/// reads the shared root once.
+/// reads the shared root once. The VMDKs and GCE tar.gz files, whose grains
+/// the tee deflates once for all of them, are the same as each written
+/// alone (with another thread count).
 #[test]
 fn write_disks_matches_write_images_per_disk_and_reads_shared_extents_once() {
     let root = Arc::new(Counting(pattern(7, 6 * MIB as usize), Default::default()));
@@ -222,9 +233,17 @@ fn write_disks_matches_write_images_per_disk_and_reads_shared_extents_once() {
                     d,
                 ),
                 (format!("d{d}.vhdx"), Format::Vhdx, seeded.clone(), d),
+                (format!("d{d}.vmdk"), Format::Vmdk, threads(1 + d), d),
+                (format!("d{d}.tar.gz"), Format::Raw, threads(3 - d), d),
             ]
         })
         .collect();
+    fn threads(n: usize) -> WriteOptions {
+        WriteOptions {
+            threads: Some(n),
+            ..Default::default()
+        }
+    }
     fn spec(s: &(String, Format, WriteOptions, usize)) -> (&str, Format, WriteOptions) {
         (s.0.as_str(), s.1, s.2.clone())
     }

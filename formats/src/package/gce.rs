@@ -2,29 +2,42 @@
 //! disk.raw` makes (Google's documented form), streamed front to back.
 //!
 //! ```text
-//! gzip( oldgnu 'S' header "disk.raw" [+ extension blocks]   sparse map = the allocated ranges
-//!       data of the allocated ranges, concatenated, padded to 512
+//! gzip( oldgnu 'S' header "disk.raw" [+ extension blocks]   sparse map = the allocated grains
+//!       data of the allocated grains, concatenated
 //!       two zero blocks, zeros up to the next 10240-byte record )
 //! ```
 //!
-//! The sparse map is the allocation map `begin` gets (widened to whole
-//! 512-byte blocks, see `block_aligned`), so the header is
-//! known before the data; the file is written once, in order, and hashed as
-//! it goes.
+//! The sparse map is the allocation map `begin` gets widened to whole
+//! 64 KiB grains (see `grain_aligned`), so the header is known before the
+//! data and the data is a run of whole grains: each grain's deflate comes
+//! from [`crate::grain`], shared with a VMDK of the same disk (deflated
+//! once), and the gzip member is assembled from those runs
+//! ([`super::gzip`]). The file is written once, in order, and hashed as it
+//! goes.
+//!
+//! The gzip is one member (RFC 1952) whose deflate stream is made of
+//! sync-flushed runs and one final block, the shape pigz writes and the
+//! shape this writer had before grains were shared: GNU tar's `-z` (gzip)
+//! reads it as any other. Google's import asks only for a gzip-compressed
+//! GNU (oldgnu) tar holding `disk.raw` (Compute Engine docs,
+//! "import-existing-image"; shared/notes/cloud-facts.md, "Google Compute
+//! Engine"); a single member avoids depending on a reader's support for
+//! several.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
 
-use super::gzip::ParallelGzip;
+use super::gzip::GzipStream;
 use super::tar;
+use crate::grain::{Deflater, GrainBatch, GrainSink, GrainStage, GRAIN};
 use crate::hash::StreamHash;
 use crate::{Error, Format, ImageSink, ImageSummary, Result};
 
 /// The member name Google's import expects.
 pub const MEMBER: &str = "disk.raw";
 
-static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+static ZEROS: [u8; 16 << 10] = [0; 16 << 10];
 
 /// The output file, counted and hashed as gzip writes it.
 struct Out {
@@ -47,40 +60,41 @@ impl Write for Out {
 
 /// Writes `disk.raw` as a sparse GNU tar, gzip compressed.
 pub struct GceWriter {
-    gzip: Option<ParallelGzip<Out>>,
+    gzip: Option<GzipStream<Out>>,
     mtime: u64,
     size: u64,
-    /// The allocated ranges, and where the data stream stands in them.
+    threads: usize,
+    /// The allocation map `begin` got (for a stage of our own).
+    allocated: Vec<Range<u64>>,
+    /// The allocated grains, and the disk offset of the next one due.
     ranges: Vec<Range<u64>>,
-    cursor: Cursor,
+    range: usize,
+    at: u64,
     /// Tar bytes so far (to pad the archive).
     tar_len: u64,
+    /// Deflates the data given to `write_data` (not made when the tee
+    /// hands over deflated grains instead).
+    stage: Option<GrainStage>,
+    /// Deflates zero grains nobody wrote; keeps the last one.
+    zeros: Deflater,
 }
 
-/// The allocated ranges widened to whole 512-byte blocks (the last may end
-/// at `size`) and merged. GNU tar stores each sparse region padded to a
-/// block while bsdtar and Go read them back to back; with aligned regions
-/// the two readings agree. The widened bytes are zeros.
-fn block_aligned(allocated: &[Range<u64>], size: u64) -> Vec<Range<u64>> {
+/// The allocated ranges widened to whole grains (the last may end at
+/// `size`) and merged. Whole grains are what makes each grain's deflate
+/// usable here as is; the widened bytes are zeros. Grain boundaries are
+/// 512-byte blocks too, so GNU tar (which pads each sparse region to a
+/// block) and bsdtar and Go (which read them back to back) agree.
+fn grain_aligned(allocated: &[Range<u64>], size: u64) -> Vec<Range<u64>> {
     let mut out: Vec<Range<u64>> = Vec::with_capacity(allocated.len());
     for r in allocated {
-        let start = r.start / tar::BLOCK * tar::BLOCK;
-        let end = tar::padded(r.end).min(size);
+        let start = r.start / GRAIN * GRAIN;
+        let end = r.end.next_multiple_of(GRAIN).min(size);
         match out.last_mut() {
             Some(last) if last.end >= start => last.end = last.end.max(end),
             _ => out.push(start..end),
         }
     }
     out
-}
-
-/// A position in the concatenated data of the allocated ranges.
-#[derive(Clone, Copy, Debug, Default)]
-struct Cursor {
-    /// Index of the range the next byte belongs to.
-    range: usize,
-    /// Disk offset of the next byte.
-    at: u64,
 }
 
 impl GceWriter {
@@ -93,53 +107,79 @@ impl GceWriter {
             hash: StreamHash::enabled(hash),
         };
         Ok(Self {
-            gzip: Some(ParallelGzip::new(out, threads)?),
+            gzip: Some(GzipStream::new(out)?),
             mtime,
             size: 0,
+            threads,
+            allocated: Vec::new(),
             ranges: Vec::new(),
-            cursor: Cursor::default(),
+            range: 0,
+            at: 0,
             tar_len: 0,
+            stage: None,
+            zeros: Deflater::new(),
         })
     }
 
-    fn gzip(&mut self) -> Result<&mut ParallelGzip<Out>> {
+    fn gzip(&mut self) -> Result<&mut GzipStream<Out>> {
         self.gzip.as_mut().ok_or_else(|| Error::InvalidOption {
             option: "finish",
             detail: "the GCE writer was already finished".into(),
         })
     }
 
-    fn put(&mut self, bytes: &[u8]) -> Result<()> {
-        self.gzip()?.write(bytes)?;
-        self.tar_len += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn put_zeros(&mut self, mut n: u64) -> Result<()> {
-        while n > 0 {
-            let k = usize::try_from(n.min(ZEROS.len() as u64)).expect("at most ZEROS.len()");
-            self.put(&ZEROS[..k])?;
-            n -= k as u64;
+    /// Appends the next grain due: `len` bytes deflated as `run`.
+    fn put_grain(&mut self, run: &[u8], crc: u32, len: u64) -> Result<()> {
+        self.gzip()?.put_deflated(run, crc, len)?;
+        self.tar_len += len;
+        self.at += len;
+        if self
+            .ranges
+            .get(self.range)
+            .is_some_and(|r| self.at == r.end)
+        {
+            self.range += 1;
+            self.at = self.ranges.get(self.range).map_or(self.at, |r| r.start);
         }
         Ok(())
     }
 
-    /// Writes zeros for the allocated bytes from the cursor up to disk
-    /// offset `to` (a gap nobody wrote reads as zeros), skipping holes.
+    /// Appends zero grains for the grains due before disk offset `to` (a
+    /// grain nobody wrote reads as zeros).
     fn zeros_to(&mut self, to: u64) -> Result<()> {
-        while let Some(r) = self.ranges.get(self.cursor.range).cloned() {
-            let at = self.cursor.at.max(r.start);
-            if to <= at {
-                self.cursor.at = at;
-                return Ok(());
+        while self.range < self.ranges.len() && self.at < to {
+            let end = self.ranges[self.range].end;
+            let len = (end - self.at).min(GRAIN) as usize;
+            let mut packed = Vec::new();
+            let g = self.zeros.grain(&crate::grain::ZEROS[..len], &mut packed)?;
+            self.put_grain(&packed[g.body], g.crc32, len as u64)?;
+        }
+        Ok(())
+    }
+}
+
+impl GrainSink for GceWriter {
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn write_grains(&mut self, batch: &GrainBatch, disk: u64) -> Result<()> {
+        for g in batch.of(disk) {
+            let offset = g.index * GRAIN;
+            self.zeros_to(offset)?;
+            let due = self
+                .ranges
+                .get(self.range)
+                .is_some_and(|r| self.at == offset && offset + u64::from(g.len) <= r.end);
+            if !due {
+                return Err(Error::InvalidOption {
+                    option: "write_data",
+                    detail: format!(
+                        "grain at disk offset {offset} is out of order or outside the allocated ranges"
+                    ),
+                });
             }
-            let end = to.min(r.end);
-            self.put_zeros(end - at)?;
-            self.cursor.at = end;
-            if end < r.end {
-                return Ok(());
-            }
-            self.cursor.range += 1;
+            self.put_grain(&batch.packed[g.body.clone()], g.crc32, u64::from(g.len))?;
         }
         Ok(())
     }
@@ -148,39 +188,44 @@ impl GceWriter {
 impl ImageSink for GceWriter {
     fn begin(&mut self, size: u64, allocated: &[Range<u64>]) -> Result<()> {
         self.size = size;
-        self.ranges = block_aligned(allocated, size);
+        self.allocated = allocated.to_vec();
+        self.ranges = grain_aligned(allocated, size);
+        self.at = self.ranges.first().map_or(0, |r| r.start);
         let header = tar::oldgnu_sparse(MEMBER, size, &self.ranges, self.mtime)?;
-        self.put(&header)
-    }
-
-    fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        self.zeros_to(offset)?;
-        let end = offset + data.len() as u64;
-        let inside = self
-            .ranges
-            .get(self.cursor.range)
-            .is_some_and(|r| r.start <= offset && end <= r.end && offset == self.cursor.at);
-        if !inside {
-            return Err(Error::InvalidOption {
-                option: "write_data",
-                detail: format!(
-                    "{} bytes at disk offset {offset} are out of order or outside the allocated ranges",
-                    data.len()
-                ),
-            });
-        }
-        self.put(data)?;
-        self.cursor.at = end;
+        self.gzip()?.write(&header)?;
+        self.tar_len += header.len() as u64;
         Ok(())
     }
 
+    fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let mut stage = match self.stage.take() {
+            Some(s) => s,
+            None => GrainStage::new(
+                vec![(0, self.size, std::mem::take(&mut self.allocated))],
+                self.threads,
+            )?,
+        };
+        let r = stage.push(offset, data, 1, &mut |b| self.write_grains(&b, 1));
+        self.stage = Some(stage);
+        r
+    }
+
+    fn grain_sink(&mut self) -> Option<&mut dyn GrainSink> {
+        Some(self)
+    }
+
     fn finish(mut self: Box<Self>) -> Result<ImageSummary> {
+        if let Some(stage) = self.stage.take() {
+            stage.finish(&mut |b| self.write_grains(&b, 1))?;
+        }
         self.zeros_to(u64::MAX)?;
-        let data_end = self.tar_len;
-        self.put_zeros(tar::padded(data_end) - data_end)?;
-        self.put_zeros(tar::end_padding(self.tar_len))?;
+        // The data's padding to a block (a disk size not a multiple of
+        // 512), the two zero blocks and the record's padding.
+        let pad = tar::padded(self.tar_len) - self.tar_len;
+        let tail = pad + tar::end_padding(self.tar_len + pad);
         let gzip = self.gzip.take().expect("checked by put above");
-        let (mut out, len) = gzip.finish()?;
+        let tail = usize::try_from(tail).expect("under a record and a block");
+        let (mut out, len) = gzip.finish(&ZEROS[..tail])?;
         out.flush()
             .map_err(|e| Error::io("flushing the GCE tar.gz", e))?;
         Ok(ImageSummary {
@@ -377,12 +422,21 @@ mod unpack_tests {
 
 #[cfg(test)]
 mod tests {
-    use super::block_aligned;
+    use super::grain_aligned;
 
     #[test]
-    fn ranges_widen_to_blocks_and_merge() {
-        let r = block_aligned(&[1..10, 600..1000, 1030..1100, 5000..5003], 5003);
-        // 1..10 and 600..1000 become touching blocks, merged with 1030..1100.
-        assert_eq!(r, vec![0..1536, 4608..5003]);
+    fn ranges_widen_to_grains_and_merge() {
+        let k = 1024;
+        let r = grain_aligned(
+            &[
+                1..10,
+                70 * k..80 * k,
+                130 * k..131 * k,
+                300 * k..300 * k + 3,
+            ],
+            300 * k + 3,
+        );
+        // 1..10 and 70 KiB.. become touching grains, merged with 130 KiB..
+        assert_eq!(r, vec![0..192 * k, 256 * k..300 * k + 3]);
     }
 }

@@ -1,106 +1,73 @@
-//! Parallel, deterministic gzip (RFC 1952), in the manner of pigz without a
-//! shared dictionary: the input is cut into fixed [`BLOCK`]s, each block is
-//! compressed on its own as raw deflate (RFC 1951) ending in a sync flush
-//! (an empty stored block, so the next block starts on a byte boundary),
-//! the last one with the final bit; the pieces are concatenated in order.
+//! One gzip member (RFC 1952) assembled from runs of deflate blocks made
+//! elsewhere, in the manner of pigz: each run is a sequence of non-final
+//! deflate blocks ending on a byte boundary (a sync flush), compressed
+//! without the data before it, and the member ends with one final block.
 //!
 //! ```text
-//! header (10 bytes: mtime 0, no name, OS 3) | deflate(block 0) sync | … | deflate(last) final | CRC-32 | ISIZE
+//! header (10 bytes: mtime 0, no name, OS 3) | run | run | … | final run | CRC-32 | ISIZE
 //! ```
 //!
-//! The blocks are cut the same way whatever the number of threads and each
-//! one is compressed the same way, so the output never depends on the
-//! threads. The CRC-32 of each block is combined in order (crc32fast).
+//! The runs are the deflated grains of [`crate::grain`] (deflated once for
+//! the VMDK and the gzip alike) and small pieces compressed here (tar
+//! headers, the archive's end). The CRC-32 of each run's input is combined
+//! in order (crc32fast).
 
-use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use crate::{Error, Result};
 
-/// Input bytes per independently compressed block.
-pub const BLOCK: usize = 1 << 20;
-/// zlib level: fixed, so the bytes never depend on a default.
-pub const LEVEL: u32 = 6;
-/// Blocks in flight per thread: bounds memory to about
-/// `threads × IN_FLIGHT × 2 × BLOCK`.
-const IN_FLIGHT: usize = 2;
-
 /// RFC 1952 2.3: ID1 ID2, CM = 8 (deflate), FLG = 0 (no name, no extra),
 /// MTIME = 0 (none), XFL = 0, OS = 3 (Unix).
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
 
-/// A compressed block: deflate bytes, the CRC-32 of its input.
-type Done = Result<(Vec<u8>, crc32fast::Hasher)>;
-
-struct Job {
-    input: Vec<u8>,
-    last: bool,
-    done: SyncSender<Done>,
-}
-
-/// A gzip stream into `out`, compressed on `threads` threads.
-pub struct ParallelGzip<W: Write> {
+/// A gzip member being written into `out`.
+pub struct GzipStream<W: Write> {
     out: W,
     /// Compressed bytes written to `out` so far.
     written: u64,
-    /// The block being filled.
-    pending: Vec<u8>,
     crc: crc32fast::Hasher,
     /// Uncompressed bytes so far (ISIZE is this modulo 2^32).
     total_in: u64,
-    jobs: Option<SyncSender<Job>>,
-    /// Results of the blocks in flight, oldest first.
-    in_flight: VecDeque<Receiver<Done>>,
-    max_in_flight: usize,
+    /// For the pieces compressed here.
+    z: Compress,
 }
 
-impl<W: Write> ParallelGzip<W> {
-    /// Starts a stream (writes the header). With one thread everything is
-    /// compressed on the caller's thread.
-    pub fn new(mut out: W, threads: usize) -> Result<Self> {
+impl<W: Write> GzipStream<W> {
+    /// Starts a member (writes the header).
+    pub fn new(mut out: W) -> Result<Self> {
         out.write_all(&HEADER)
             .map_err(|e| Error::io("writing the gzip header", e))?;
-        let jobs = (threads > 1).then(|| spawn_workers(threads));
         Ok(Self {
             out,
             written: HEADER.len() as u64,
-            pending: Vec::with_capacity(BLOCK),
             crc: crc32fast::Hasher::new(),
             total_in: 0,
-            jobs,
-            in_flight: VecDeque::new(),
-            max_in_flight: threads.max(1) * IN_FLIGHT,
+            z: Compress::new(Compression::new(crate::grain::LEVEL), false),
         })
     }
 
-    /// Compresses `data`.
-    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
-        while !data.is_empty() {
-            // A full block goes out only once more input shows it is not the last.
-            if self.pending.len() == BLOCK {
-                let input = std::mem::replace(&mut self.pending, Vec::with_capacity(BLOCK));
-                self.submit(input, false)?;
-            }
-            let n = data.len().min(BLOCK - self.pending.len());
-            self.pending.extend_from_slice(&data[..n]);
-            self.total_in += n as u64;
-            data = &data[n..];
-        }
-        Ok(())
+    /// Appends `run`: non-final deflate blocks ending on a byte boundary,
+    /// that decode to `len` bytes whose CRC-32 is `crc`.
+    pub fn put_deflated(&mut self, run: &[u8], crc: u32, len: u64) -> Result<()> {
+        self.crc
+            .combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
+        self.total_in += len;
+        self.put(run)
     }
 
-    /// Compresses the last block, writes the trailer; gives back the writer
-    /// and the compressed length.
-    pub fn finish(mut self) -> Result<(W, u64)> {
-        let input = std::mem::take(&mut self.pending);
-        self.submit(input, true)?;
-        while !self.in_flight.is_empty() {
-            self.write_oldest()?;
-        }
+    /// Compresses `data` here as one run (for small pieces).
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let run = self.deflate(data, FlushCompress::Sync)?;
+        self.put_deflated(&run, crc32fast::hash(data), data.len() as u64)
+    }
+
+    /// Compresses `data` as the final run, writes the trailer; gives back
+    /// the writer and the member's length.
+    pub fn finish(mut self, data: &[u8]) -> Result<(W, u64)> {
+        let run = self.deflate(data, FlushCompress::Finish)?;
+        self.put_deflated(&run, crc32fast::hash(data), data.len() as u64)?;
         let mut trailer = [0u8; 8];
         trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
         // RFC 1952: ISIZE is the input size modulo 2^32.
@@ -109,39 +76,26 @@ impl<W: Write> ParallelGzip<W> {
         Ok((self.out, self.written))
     }
 
-    fn submit(&mut self, input: Vec<u8>, last: bool) -> Result<()> {
-        if self.jobs.is_none() {
-            let done = compress_block(&input, last);
-            return self.emit(done);
+    /// Raw deflate of `data` on its own: sync-flushed, or final.
+    fn deflate(&mut self, data: &[u8], flush: FlushCompress) -> Result<Vec<u8>> {
+        self.z.reset();
+        // Room for the worst case (stored blocks), so one call completes.
+        let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 256);
+        let status = self
+            .z
+            .compress_vec(data, &mut out, flush)
+            .map_err(|e| Error::io("deflating a gzip piece", std::io::Error::other(e)))?;
+        let done = match flush {
+            FlushCompress::Finish => status == Status::StreamEnd,
+            _ => self.z.total_in() == data.len() as u64 && out.len() < out.capacity(),
+        };
+        if !done {
+            return Err(Error::io(
+                "deflating a gzip piece",
+                std::io::Error::other(format!("deflate stopped early ({status:?})")),
+            ));
         }
-        if self.in_flight.len() >= self.max_in_flight {
-            self.write_oldest()?;
-        }
-        let (tx, rx) = mpsc::sync_channel(1);
-        let jobs = self.jobs.as_ref().expect("checked above");
-        jobs.send(Job {
-            input,
-            last,
-            done: tx,
-        })
-        .map_err(|_| worker_gone())?;
-        self.in_flight.push_back(rx);
-        Ok(())
-    }
-
-    fn write_oldest(&mut self) -> Result<()> {
-        let rx = self
-            .in_flight
-            .pop_front()
-            .expect("called with blocks in flight");
-        let done = rx.recv().map_err(|_| worker_gone())?;
-        self.emit(done)
-    }
-
-    fn emit(&mut self, done: Done) -> Result<()> {
-        let (bytes, crc) = done?;
-        self.crc.combine(&crc);
-        self.put(&bytes)
+        Ok(out)
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
@@ -153,105 +107,43 @@ impl<W: Write> ParallelGzip<W> {
     }
 }
 
-fn worker_gone() -> Error {
-    Error::io(
-        "compressing gzip blocks",
-        std::io::Error::other("a compression thread stopped"),
-    )
-}
-
-/// Workers that take jobs from one shared queue; they end when the sender
-/// (the stream) is dropped.
-fn spawn_workers(threads: usize) -> SyncSender<Job> {
-    let (tx, rx) = mpsc::sync_channel::<Job>(threads);
-    let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..threads {
-        let rx = rx.clone();
-        std::thread::spawn(move || loop {
-            let job = match rx.lock() {
-                Ok(queue) => queue.recv(),
-                Err(_) => return,
-            };
-            let Ok(job) = job else { return };
-            // The stream may have been dropped; then nobody wants the result.
-            let _ = job.done.send(compress_block(&job.input, job.last));
-        });
-    }
-    tx
-}
-
-/// Raw deflate of one block: sync-flushed, or finished when `last`.
-pub fn compress_block(input: &[u8], last: bool) -> Done {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(input);
-    let mut c = Compress::new(Compression::new(LEVEL), false);
-    let mut out = Vec::with_capacity(input.len() + input.len() / 8 + 64);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    loop {
-        let consumed = usize::try_from(c.total_in()).expect("at most the block's length");
-        let status = c
-            .compress_vec(&input[consumed..], &mut out, flush)
-            .map_err(|e| Error::io("deflating a gzip block", std::io::Error::other(e)))?;
-        let all_in = consumed_all(&c, input);
-        // zlib: a flush is complete when it returns with output space left.
-        let flushed = all_in && out.len() < out.capacity();
-        match (last, status) {
-            (true, Status::StreamEnd) => return Ok((out, crc)),
-            (false, _) if flushed => return Ok((out, crc)),
-            _ => out.reserve(out.capacity().max(4096)),
-        }
-    }
-}
-
-fn consumed_all(c: &Compress, input: &[u8]) -> bool {
-    c.total_in() == input.len() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Read;
 
     use super::*;
+    use crate::grain::Deflater;
 
-    fn gzip(data: &[u8], threads: usize, pieces: usize) -> Vec<u8> {
-        let mut g = ParallelGzip::new(Vec::new(), threads).unwrap();
-        for part in data.chunks(data.len().div_ceil(pieces).max(1)) {
-            g.write(part).unwrap();
-        }
-        let (out, len) = g.finish().unwrap();
-        assert_eq!(len, out.len() as u64);
-        out
-    }
-
-    fn sample(len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i / 7 % 251) as u8 ^ (i % 13) as u8)
-            .collect()
+    fn gunzip(z: &[u8]) -> Vec<u8> {
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(z)
+            .read_to_end(&mut back)
+            .unwrap();
+        back
     }
 
     #[test]
-    fn the_stream_gunzips_to_the_input_across_block_boundaries() {
-        for len in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK] {
-            let data = sample(len);
-            let z = gzip(&data, 3, 5);
-            let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&z[..])
-                .read_to_end(&mut back)
+    fn pieces_and_deflated_grains_make_one_member() {
+        let head: Vec<u8> = (0..1000u32).map(|i| (i % 7) as u8).collect();
+        let grain: Vec<u8> = (0..65536u32).map(|i| (i / 5 % 251) as u8).collect();
+        let short = &grain[..4096];
+        let mut d = Deflater::new();
+        let mut g = GzipStream::new(Vec::new()).unwrap();
+        g.write(&head).unwrap();
+        for data in [&grain[..], short] {
+            let mut packed = Vec::new();
+            let gr = d.grain(data, &mut packed).unwrap();
+            g.put_deflated(&packed[gr.body.clone()], gr.crc32, u64::from(gr.len))
                 .unwrap();
-            assert!(back == data, "len {len}: round trip differs");
         }
-    }
-
-    #[test]
-    fn the_bytes_do_not_depend_on_threads_or_write_sizes() {
-        let data = sample(2 * BLOCK + 12345);
-        let one = gzip(&data, 1, 1);
-        assert!(one == gzip(&data, 3, 7), "3 threads, 7 writes");
-        assert!(one == gzip(&data, 2, 1000), "2 threads, 1000 writes");
-        assert_eq!(&one[..10], &HEADER);
+        let (z, len) = g.finish(&[0u8; 1024]).unwrap();
+        assert_eq!(len, z.len() as u64);
+        assert_eq!(&z[..10], &HEADER);
+        let mut want = head.clone();
+        want.extend_from_slice(&grain);
+        want.extend_from_slice(short);
+        want.extend_from_slice(&[0u8; 1024]);
+        // GzDecoder checks the CRC-32 and ISIZE, and that one member ends it.
+        assert!(gunzip(&z) == want, "round trip differs");
     }
 }

@@ -22,6 +22,7 @@ use std::ops::Range;
 use sha2::{Digest, Sha256};
 
 use super::{tar, Member, OvfController, OvfSettings};
+use crate::grain::GrainSink;
 use crate::io::ReadAt;
 use crate::vmdk::VmdkStreamWriter;
 use crate::{Error, Format, ImageSink, ImageSummary, Result, WriteOptions};
@@ -136,6 +137,10 @@ impl ImageSink for OvaWriter {
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.vmdk.write_data(offset, data)
+    }
+
+    fn grain_sink(&mut self) -> Option<&mut dyn GrainSink> {
+        Some(self.vmdk.as_mut())
     }
 
     fn finish(self: Box<Self>) -> Result<ImageSummary> {

@@ -5,8 +5,8 @@
 //! header     an incompressible cluster is stored whole, cluster aligned
 //! ```
 //!
-//! Whole clusters are gathered in jobs and compressed by a pool of worker
-//! threads; results are placed strictly in job order, so the bytes never
+//! Whole clusters are gathered in jobs and compressed on the worker pool
+//! ([`crate::pool`]); results are placed strictly in job order, so the bytes never
 //! depend on the number of threads or on timing. All-zero clusters are left
 //! unallocated (they read as zeros), as `qemu-img convert` does.
 //!
@@ -20,9 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use super::compress::Compressor;
 use super::header::CompressionType;
@@ -31,6 +28,7 @@ use super::seqwrite::SeqWriter;
 use super::tables::{encode_compressed, encode_l1, encode_standard};
 use super::writer::Geometry;
 use crate::io::WriteAt;
+use crate::pool::OrderedPool;
 use crate::{Compression, Error, Result};
 
 /// Bytes of guest data per job.
@@ -38,7 +36,6 @@ const JOB_BYTES: u64 = 2 << 20;
 
 /// A batch of whole guest clusters to compress.
 struct Job {
-    seq: u64,
     clusters: Vec<u64>,
     data: Vec<u8>,
 }
@@ -54,7 +51,6 @@ enum Item {
 }
 
 struct Done {
-    seq: u64,
     clusters: Vec<u64>,
     data: Vec<u8>,
     packed: Vec<u8>,
@@ -63,21 +59,20 @@ struct Done {
 
 /// Streams compressed clusters; see the module doc.
 pub struct CompressedWriter {
-    out: SeqWriter,
-    geo: Geometry,
-    kind: Option<Compression>,
     /// Clusters being gathered, and their bytes.
     clusters: Vec<u64>,
     data: Vec<u8>,
     per_job: usize,
-    jobs: Option<SyncSender<Job>>,
-    results: Receiver<Result<Done>>,
-    workers: Vec<JoinHandle<()>>,
-    next_seq: u64,
-    next_place: u64,
-    in_flight: usize,
-    max_in_flight: usize,
-    pending: BTreeMap<u64, Done>,
+    pool: OrderedPool<Job, Result<Done>>,
+    placer: Placer,
+}
+
+/// The file and its tables, filled as jobs come back in order.
+struct Placer {
+    out: SeqWriter,
+    geo: Geometry,
+    kind: Option<Compression>,
+    /// Job buffers to reuse.
     spare: Vec<Vec<u8>>,
     /// Next free host byte.
     pos: u64,
@@ -97,52 +92,45 @@ impl CompressedWriter {
     ) -> Result<Self> {
         let cs = usize::try_from(geo.cs).expect("cluster is at most 2 MiB");
         let per_job = usize::try_from((JOB_BYTES / geo.cs).max(1)).expect("small");
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
-        let (res_tx, results) = mpsc::channel();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let mut workers = Vec::with_capacity(threads);
-        for i in 0..threads {
-            let (rx, tx) = (job_rx.clone(), res_tx.clone());
-            let handle = std::thread::Builder::new()
-                .name(format!("qcow2-compress-{i}"))
-                .spawn(move || worker(&rx, &tx, kind, cs))
-                .map_err(|e| Error::io("starting a compression thread", e))?;
-            workers.push(handle);
-        }
+        let pool = OrderedPool::start(
+            "qcow2-compress",
+            "compressing qcow2 clusters",
+            threads,
+            || kind.map(|k| Compressor::new(k, cs)).transpose(),
+            move |compressor: &mut Option<Compressor>, job: Job| {
+                Ok(compress_job(compressor.as_mut(), job, cs))
+            },
+        )?;
         Ok(Self {
-            out: SeqWriter::new(file),
-            geo,
-            kind,
             clusters: Vec::with_capacity(per_job),
             data: Vec::with_capacity(per_job * cs),
             per_job,
-            jobs: Some(job_tx),
-            results,
-            workers,
-            next_seq: 0,
-            next_place: 0,
-            in_flight: 0,
-            max_in_flight: threads * 2 + 1,
-            pending: BTreeMap::new(),
-            spare: Vec::new(),
-            pos: geo.cs,
-            counts: vec![1],
-            l2: BTreeMap::new(),
+            pool,
+            placer: Placer {
+                out: SeqWriter::new(file),
+                geo,
+                kind,
+                spare: Vec::new(),
+                pos: geo.cs,
+                counts: vec![1],
+                l2: BTreeMap::new(),
+            },
         })
     }
 
     /// Gathers `data` into whole clusters; full jobs go to the workers.
     pub fn write(&mut self, mut offset: u64, mut data: &[u8]) -> Result<()> {
-        let cs = self.geo.cs;
+        let geo = self.placer.geo;
+        let cs = geo.cs;
         let cs_usize = usize::try_from(cs).expect("cluster is at most 2 MiB");
         if offset
             .checked_add(data.len() as u64)
-            .is_none_or(|end| end > self.geo.size)
+            .is_none_or(|end| end > geo.size)
         {
             return Err(Error::ExtentOutsideDisk {
                 offset,
                 len: data.len() as u64,
-                size: self.geo.size,
+                size: geo.size,
             });
         }
         while !data.is_empty() {
@@ -180,51 +168,29 @@ impl CompressedWriter {
         if self.clusters.is_empty() {
             return Ok(());
         }
-        while self.in_flight >= self.max_in_flight {
-            self.receive_one()?;
-        }
-        let mut data = self.spare.pop().unwrap_or_default();
+        let mut data = self.placer.spare.pop().unwrap_or_default();
         data.clear();
         std::mem::swap(&mut data, &mut self.data);
         let job = Job {
-            seq: self.next_seq,
             clusters: std::mem::take(&mut self.clusters),
             data,
         };
-        self.next_seq += 1;
-        self.in_flight += 1;
-        let tx = self
-            .jobs
-            .as_ref()
-            .expect("the job channel lives until finish");
-        tx.send(job).map_err(|_| pool_died())?;
-        while let Ok(done) = self.results.try_recv() {
-            self.accept(done)?;
-        }
-        Ok(())
+        let placer = &mut self.placer;
+        self.pool.submit(job, &mut |done| placer.place(done?))
     }
 
-    fn receive_one(&mut self) -> Result<()> {
-        let done = self.results.recv().map_err(|_| pool_died())?;
-        self.accept(done)
+    /// Drains the pool, then writes L1, L2s, refcounts and the header.
+    pub fn finish(mut self) -> Result<(u64, u64)> {
+        self.submit()?;
+        let mut placer = self.placer;
+        self.pool.finish(&mut |done| placer.place(done?))?;
+        placer.finish()
     }
+}
 
-    fn accept(&mut self, done: Result<Done>) -> Result<()> {
-        let done = done?;
-        self.in_flight -= 1;
-        self.pending.insert(done.seq, done);
-        while let Some(done) = self.pending.remove(&self.next_place) {
-            self.place(&done)?;
-            self.next_place += 1;
-            let mut data = done.data;
-            data.clear();
-            self.spare.push(data);
-        }
-        Ok(())
-    }
-
+impl Placer {
     /// Writes one job's clusters at `pos` and records their L2 entries.
-    fn place(&mut self, done: &Done) -> Result<()> {
+    fn place(&mut self, done: Done) -> Result<()> {
         let cs = self.geo.cs;
         let cs_usize = usize::try_from(cs).expect("cluster is at most 2 MiB");
         for (k, (&g, item)) in done.clusters.iter().zip(&done.items).enumerate() {
@@ -257,6 +223,9 @@ impl CompressedWriter {
             });
             table[usize::try_from(g % self.geo.l2_entries).expect("below l2_entries")] = entry;
         }
+        let mut data = done.data;
+        data.clear();
+        self.spare.push(data);
         Ok(())
     }
 
@@ -274,16 +243,8 @@ impl CompressedWriter {
         }
     }
 
-    /// Drains the pool, then writes L1, L2s, refcounts and the header.
-    pub fn finish(mut self) -> Result<(u64, u64)> {
-        self.submit()?;
-        self.jobs = None;
-        while self.in_flight > 0 {
-            self.receive_one()?;
-        }
-        for w in self.workers.drain(..) {
-            w.join().map_err(|_| pool_died())?;
-        }
+    /// Writes L1, the L2s, the refcounts and the header.
+    fn finish(mut self) -> Result<(u64, u64)> {
         let geo = self.geo;
         let cs = geo.cs;
         let data_end = self.pos.next_multiple_of(cs);
@@ -334,57 +295,25 @@ impl CompressedWriter {
     }
 }
 
-fn pool_died() -> Error {
-    Error::io(
-        "compressing qcow2 clusters",
-        std::io::Error::other("a compression thread stopped"),
-    )
-}
-
-/// Compresses jobs until the channel closes.
-fn worker(
-    jobs: &Mutex<Receiver<Job>>,
-    results: &mpsc::Sender<Result<Done>>,
-    kind: Option<Compression>,
-    cs: usize,
-) {
-    let mut compressor = match kind.map(|k| Compressor::new(k, cs)).transpose() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = results.send(Err(e));
-            return;
-        }
-    };
-    loop {
-        let job = match jobs.lock() {
-            Ok(rx) => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-            Err(_) => return,
-        };
-        let mut packed = Vec::with_capacity(job.data.len() / 2);
-        let mut items = Vec::with_capacity(job.clusters.len());
-        for cluster in job.data.chunks_exact(cs) {
-            items.push(if cluster.iter().all(|&b| b == 0) {
-                Item::Zero
-            } else if let Some(c) = compressor.as_mut().and_then(|c| c.compress(cluster)) {
-                let start = packed.len();
-                packed.extend_from_slice(c);
-                Item::Compressed(start..packed.len())
-            } else {
-                Item::Raw
-            });
-        }
-        let done = Done {
-            seq: job.seq,
-            clusters: job.clusters,
-            data: job.data,
-            packed,
-            items,
-        };
-        if results.send(Ok(done)).is_err() {
-            return;
-        }
+/// Compresses one job's clusters (stores them whole without a compressor).
+fn compress_job(mut compressor: Option<&mut Compressor>, job: Job, cs: usize) -> Done {
+    let mut packed = Vec::with_capacity(job.data.len() / 2);
+    let mut items = Vec::with_capacity(job.clusters.len());
+    for cluster in job.data.chunks_exact(cs) {
+        items.push(if cluster.iter().all(|&b| b == 0) {
+            Item::Zero
+        } else if let Some(c) = compressor.as_mut().and_then(|c| c.compress(cluster)) {
+            let start = packed.len();
+            packed.extend_from_slice(c);
+            Item::Compressed(start..packed.len())
+        } else {
+            Item::Raw
+        });
+    }
+    Done {
+        clusters: job.clusters,
+        data: job.data,
+        packed,
+        items,
     }
 }

@@ -62,8 +62,6 @@ const MARKER_EOS: u32 = 0;
 const MARKER_GT: u32 = 1;
 const MARKER_GD: u32 = 2;
 const MARKER_FOOTER: u32 = 3;
-/// zlib level: fixed, so the bytes never depend on a default.
-const LEVEL: u32 = 6;
 
 /// The fields of a sparse extent header that differ between our subformats.
 #[derive(Clone, Copy, Debug)]

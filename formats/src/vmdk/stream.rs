@@ -1,54 +1,39 @@
-//! The streamOptimized writer: grains are gathered into jobs, compressed on
-//! a pool of worker threads ([`crate::pool`]) and written in disk order as
-//! they come back, so the bytes never depend on the thread count.
+//! The streamOptimized writer: each grain is deflated once by
+//! [`crate::grain`] (on the worker pool, [`crate::pool`]), as a zlib
+//! stream that GCE's tar.gz of the same disk shares, and written in disk
+//! order as the grains come back, so the bytes never depend on the thread
+//! count or on the other outputs of the build.
 //!
 //! The file is written strictly front to back with sequential `write`
 //! calls on its cursor (no seek, no positional write): the OVA packager
 //! hands us a clone of a file whose shared cursor sits inside a tar.
 //!
-//! Possible later optimisation: qcow2's compressed clusters are deflate of
-//! the same 64 KiB at the same level, but raw deflate with a 4 KiB window
-//! (qemu's windowBits -12), while VMDK grains are zlib streams with a 32 KiB
-//! window; sharing compressed data between the two outputs of one build
-//! would need the qcow2 writer to take the larger window (qemu reads it).
+//! qcow2's compressed clusters are deflate of the same 64 KiB, but raw
+//! deflate with a 4 KiB window (qemu's windowBits -12) and they stay so
+//! (qemu reads a larger window, but the bytes would change for no gain
+//! unless a build also made a VMDK from the same disk).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
 
-use flate2::{Compress, FlushCompress, Status};
-
 use super::{
     cid, grains_of, header_and_descriptor, marker, sector_u32, Header, GD_AT_END, GRAIN,
-    GRAIN_SECTORS, GTES_PER_GT, LEVEL, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT, SECTOR,
+    GRAIN_SECTORS, GTES_PER_GT, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT, SECTOR,
 };
-use crate::pool::{self, OrderedPool};
+use crate::grain::{GrainBatch, GrainSink, GrainStage};
+use crate::pool;
 use crate::{Error, Format, ImageSink, ImageSummary, Result, WriteOptions};
-
-/// Grains per job (2 MiB of disk data).
-const GRAINS_PER_JOB: usize = 32;
-
-/// Whole grains to compress: their indices and bytes (`GRAIN` each).
-struct Job {
-    grains: Vec<u64>,
-    data: Vec<u8>,
-}
-
-/// A job done: each non-zero grain's index and its zlib stream's range in
-/// `packed`; all-zero grains are left out.
-struct Done {
-    grains: Vec<(u64, Range<usize>)>,
-    packed: Vec<u8>,
-}
 
 /// Writes a streamOptimized VMDK (see the module doc).
 pub struct VmdkStreamWriter {
     out: Output,
     threads: usize,
-    pool: Option<OrderedPool<Job, Result<Done>>>,
-    /// Grains being gathered, and their bytes.
-    grains: Vec<u64>,
-    data: Vec<u8>,
+    /// Deflates the data given to `write_data` (not made when the tee
+    /// hands over deflated grains instead).
+    stage: Option<GrainStage>,
+    /// The allocation map `begin` got, for that stage.
+    allocated: Vec<Range<u64>>,
 }
 
 /// The file and what is known of it.
@@ -61,6 +46,8 @@ struct Output {
     adapter: String,
     /// Grain table entries of the whole disk: sector of each grain's header.
     gtes: Vec<u32>,
+    /// Index of the next grain that may come.
+    next: u64,
 }
 
 impl VmdkStreamWriter {
@@ -87,26 +74,12 @@ impl VmdkStreamWriter {
                 cid: cid(seed),
                 adapter: adapter.to_string(),
                 gtes: Vec::new(),
+                next: 0,
             },
             threads,
-            pool: None,
-            grains: Vec::with_capacity(GRAINS_PER_JOB),
-            data: Vec::new(),
+            stage: None,
+            allocated: Vec::new(),
         }
-    }
-
-    /// Hands the gathered grains to the pool, writing the jobs already done.
-    fn submit(&mut self) -> Result<()> {
-        if self.grains.is_empty() {
-            return Ok(());
-        }
-        let job = Job {
-            grains: std::mem::replace(&mut self.grains, Vec::with_capacity(GRAINS_PER_JOB)),
-            data: std::mem::take(&mut self.data),
-        };
-        let pool = self.pool.as_mut().ok_or_else(|| not_begun("write_data"))?;
-        let out = &mut self.out;
-        pool.submit(job, &mut |done| out.place(done?))
     }
 }
 
@@ -130,13 +103,24 @@ impl Output {
         sector_u32(self.pos / SECTOR)
     }
 
-    /// Writes one job's grains: lba u64, size u32, zlib data, padding.
-    fn place(&mut self, done: Done) -> Result<()> {
-        for (index, range) in done.grains {
+    /// Writes the batch's non-zero grains of `disk`: lba u64, size u32,
+    /// zlib stream, padding.
+    fn place(&mut self, batch: &GrainBatch, disk: u64) -> Result<()> {
+        for g in batch.of(disk) {
+            if g.index < self.next || g.index >= self.gtes.len() as u64 {
+                return Err(Error::InvalidOption {
+                    option: "write order",
+                    detail: format!("VMDK grain {} arrived after grain {}", g.index, self.next),
+                });
+            }
+            self.next = g.index + 1;
+            if g.zero {
+                continue;
+            }
             let at = self.sector()?;
-            let compressed = &done.packed[range];
+            let compressed = &batch.packed[g.zlib.clone()];
             let mut head = [0u8; 12];
-            head[0..8].copy_from_slice(&(index * GRAIN_SECTORS).to_le_bytes());
+            head[0..8].copy_from_slice(&(g.index * GRAIN_SECTORS).to_le_bytes());
             head[8..12].copy_from_slice(
                 &u32::try_from(compressed.len())
                     .expect("a compressed grain is under 4 GiB")
@@ -145,7 +129,7 @@ impl Output {
             self.put(&head)?;
             self.put(compressed)?;
             self.pad()?;
-            let slot = usize::try_from(index).expect("indices below the grain count, a usize");
+            let slot = usize::try_from(g.index).expect("indices below the grain count, a usize");
             self.gtes[slot] = at;
         }
         Ok(())
@@ -185,9 +169,20 @@ impl Output {
     }
 }
 
+impl GrainSink for VmdkStreamWriter {
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn write_grains(&mut self, batch: &GrainBatch, disk: u64) -> Result<()> {
+        self.out.place(batch, disk)
+    }
+}
+
 impl ImageSink for VmdkStreamWriter {
-    fn begin(&mut self, size: u64, _allocated: &[Range<u64>]) -> Result<()> {
+    fn begin(&mut self, size: u64, allocated: &[Range<u64>]) -> Result<()> {
         let grains = grains_of(size)?;
+        self.allocated = allocated.to_vec();
         self.out.size = size;
         self.out.gtes = vec![0; grains.next_multiple_of(GTES_PER_GT as usize)];
         let h = Header::stream(size / SECTOR, GD_AT_END);
@@ -195,66 +190,38 @@ impl ImageSink for VmdkStreamWriter {
         self.out.put(&head)?;
         // Up to overHead (one grain).
         let zeros = vec![0u8; (GRAIN - self.out.pos) as usize];
-        self.out.put(&zeros)?;
-        self.pool = Some(OrderedPool::start(
-            "vmdk-compress",
-            "compressing VMDK grains",
-            self.threads,
-            || Compress::new(flate2::Compression::new(LEVEL), true),
-            compress_job,
-        )?);
-        Ok(())
+        self.out.put(&zeros)
     }
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        if offset
-            .checked_add(data.len() as u64)
-            .is_none_or(|end| end > self.out.size)
-        {
-            return Err(Error::ExtentOutsideDisk {
-                offset,
-                len: data.len() as u64,
-                size: self.out.size,
-            });
+        if self.out.pos == 0 {
+            return Err(not_begun("write_data"));
         }
-        let mut at = offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let index = at / GRAIN;
-            match self.grains.last() {
-                Some(&last) if last == index => {}
-                Some(&last) if last > index => {
-                    return Err(Error::InvalidOption {
-                        option: "write order",
-                        detail: format!("VMDK data at disk offset {at} arrived after grain {last}"),
-                    });
-                }
-                _ => {
-                    if self.grains.len() == GRAINS_PER_JOB {
-                        self.submit()?;
-                    }
-                    if self.data.capacity() == 0 {
-                        self.data.reserve_exact(GRAINS_PER_JOB * GRAIN as usize);
-                    }
-                    self.grains.push(index);
-                    self.data.resize(self.data.len() + GRAIN as usize, 0);
-                }
-            }
-            let within = (at % GRAIN) as usize;
-            let n = rest.len().min(GRAIN as usize - within);
-            let base = (self.grains.len() - 1) * GRAIN as usize + within;
-            self.data[base..base + n].copy_from_slice(&rest[..n]);
-            at += n as u64;
-            rest = &rest[n..];
-        }
-        Ok(())
+        let mut stage = match self.stage.take() {
+            Some(s) => s,
+            None => GrainStage::new(
+                vec![(0, self.out.size, std::mem::take(&mut self.allocated))],
+                self.threads,
+            )?,
+        };
+        let out = &mut self.out;
+        let r = stage.push(offset, data, 1, &mut |b| out.place(&b, 1));
+        self.stage = Some(stage);
+        r
+    }
+
+    fn grain_sink(&mut self) -> Option<&mut dyn GrainSink> {
+        Some(self)
     }
 
     fn finish(mut self: Box<Self>) -> Result<ImageSummary> {
-        self.submit()?;
-        let pool = self.pool.take().ok_or_else(|| not_begun("finish"))?;
-        let out = &mut self.out;
-        pool.finish(&mut |done| out.place(done?))?;
+        if self.out.pos == 0 {
+            return Err(not_begun("finish"));
+        }
+        if let Some(stage) = self.stage.take() {
+            let out = &mut self.out;
+            stage.finish(&mut |b| out.place(&b, 1))?;
+        }
         self.out.finish()?;
         Ok(ImageSummary {
             member: None,
@@ -264,33 +231,6 @@ impl ImageSink for VmdkStreamWriter {
             sha256: None,
         })
     }
-}
-
-/// Compresses a job's grains, one zlib stream each (level [`LEVEL`]).
-fn compress_job(z: &mut Compress, job: Job) -> Result<Done> {
-    let mut packed = Vec::with_capacity(job.data.len() / 2);
-    let mut grains = Vec::with_capacity(job.grains.len());
-    for (&index, grain) in job.grains.iter().zip(job.data.chunks_exact(GRAIN as usize)) {
-        if grain.iter().all(|&b| b == 0) {
-            continue;
-        }
-        let start = packed.len();
-        // Room for the worst case (deflate's stored blocks plus the zlib
-        // header and trailer): Finish always completes in one call.
-        packed.reserve(grain.len() + grain.len() / 8 + 128);
-        z.reset();
-        match z.compress_vec(grain, &mut packed, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) => grains.push((index, start..packed.len())),
-            Ok(status) => {
-                return Err(Error::io(
-                    "compressing a VMDK grain",
-                    std::io::Error::other(format!("deflate stopped early ({status:?})")),
-                ))
-            }
-            Err(e) => return Err(Error::io("compressing a VMDK grain", e.into())),
-        }
-    }
-    Ok(Done { grains, packed })
 }
 
 fn not_begun(what: &str) -> Error {
