@@ -18,8 +18,6 @@ pub mod api;
 mod load;
 mod network;
 mod resolve;
-mod resolve_config;
-mod resolve_source;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -381,7 +381,11 @@ impl Ctx<'_> {
             return Ok([0; 17]);
         }
         let runs = [self.alloc.contiguous(n).map_err(full(self.opts))?];
-        let sb = journal::superblock(u32::try_from(n).unwrap_or(u32::MAX), &self.opts.uuid);
+        let sb = journal::superblock(
+            u32::try_from(n).unwrap_or(u32::MAX),
+            BLOCK_SIZE as u32,
+            &self.opts.uuid,
+        );
         self.disk.bytes(runs[0].start * BLOCK_SIZE, sb);
         let (i_block, tree) = self.map(JOURNAL_INO, &consecutive(&runs), extent_tree::MAX_LEN)?;
         let size = n * BLOCK_SIZE;

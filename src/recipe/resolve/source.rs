@@ -1,9 +1,9 @@
 //! `[os] source` → [`OsPlan`]: exactly one kind, keys that belong to it,
 //! paths resolved against the recipe's directory, tar digests verified.
 
-use super::resolve::{Cx, OS_TAR_ROLE};
-use super::{MmdebstrapVariant, OsSource, Spanned};
+use super::context::{Cx, OS_TAR_ROLE, OUTSIDE};
 use crate::plan::{OsPlan, SourcesPlan};
+use crate::recipe::{MmdebstrapVariant, OsSource, Spanned};
 use crate::source::archives::Archive;
 
 /// Resolves the OS source; on error returns a placeholder (the caller
@@ -154,7 +154,7 @@ fn dir_source(cx: &mut Cx, dir: &Spanned<String>, keep_owner: bool) -> OsPlan {
     OsPlan::Dir {
         path,
         written: if outside {
-            super::resolve::OUTSIDE.to_string()
+            OUTSIDE.to_string()
         } else {
             dir.get_ref().clone()
         },

@@ -1,0 +1,293 @@
+//! `[targets.*]`: each target's platform, format or package, output name,
+//! command line and the platform's own limits.
+
+use super::context::{Cx, MIB};
+use super::firmware::firmware;
+use super::image::check_cmdline;
+use super::options::target_options;
+use crate::plan::{FirmwareModes, TargetPlan};
+use crate::recipe::{Document, FormatName, Hypervisor, Spanned, Target};
+use crate::size::parse_size;
+use imgbuild_formats::package::{OvfController, OvfSettings, Package};
+
+pub(super) fn targets(
+    cx: &mut Cx,
+    recipe: &Document,
+    name: &str,
+    cmdline: &str,
+) -> Vec<TargetPlan> {
+    if recipe.targets.is_empty() {
+        let d = cx.map.error_file("the recipe has no targets");
+        cx.diags
+            .push(d.with_help("add one, like:\n[targets.kvm]\nformat = \"qcow2\""));
+    }
+    let mut out = Vec::new();
+    for (tname, t) in &recipe.targets {
+        if let Some(plan) = target(cx, recipe, tname, t, name, cmdline) {
+            out.push(plan);
+        }
+    }
+    out
+}
+
+fn target(
+    cx: &mut Cx,
+    recipe: &Document,
+    tname: &str,
+    t: &Spanned<Target>,
+    name: &str,
+    cmdline: &str,
+) -> Option<TargetPlan> {
+    let span = t.span();
+    let t = t.get_ref();
+    if tname.is_empty()
+        || !tname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+    {
+        let help = "target names become part of file names: use letters, digits, '_' and '-'";
+        cx.error(
+            span.clone(),
+            format!("invalid target name `{tname}`"),
+            Some(help.into()),
+        );
+    }
+    let hypervisor = match (&t.hypervisor, tname) {
+        (Some(h), _) => *h.get_ref(),
+        (None, "kvm") => Hypervisor::Kvm,
+        (None, "hyperv") => Hypervisor::Hyperv,
+        (None, "hyperv-gen1") => Hypervisor::HypervGen1,
+        (None, n) if Hypervisor::from_name(n).is_some() => {
+            Hypervisor::from_name(n).expect("just checked")
+        }
+        (None, _) => {
+            let names: Vec<String> = Hypervisor::ALL
+                .iter()
+                .map(|h| format!("\"{}\"", h.name()))
+                .collect();
+            let help = format!(
+                "only a target named after a hypervisor implies it; add hypervisor = {}",
+                names.join(", ")
+            );
+            cx.error(
+                span,
+                format!("target `{tname}` does not say its hypervisor"),
+                Some(help),
+            );
+            return None;
+        }
+    };
+    let format = match &t.format {
+        Some(f) => *f.get_ref(),
+        None => match hypervisor {
+            Hypervisor::Kvm => FormatName::Qcow2,
+            Hypervisor::Hyperv | Hypervisor::HypervGen1 => FormatName::Vhdx,
+            Hypervisor::Azure => FormatName::Vhd,
+            Hypervisor::Vmware => FormatName::Ova,
+            Hypervisor::Gce => FormatName::TarGz,
+            Hypervisor::Kubevirt => FormatName::OciArchive,
+        },
+    };
+    let (firmware, secure_boot) = firmware(cx, recipe, tname, &span, t, hypervisor);
+    if hypervisor == Hypervisor::Azure {
+        check_azure(cx, recipe, t, format);
+    }
+    if hypervisor == Hypervisor::Gce {
+        check_gce(cx, recipe, t, format);
+    }
+    let mut plan = TargetPlan {
+        name: tname.to_string(),
+        output: String::new(),
+        format: imgbuild_formats::Format::Raw,
+        package: None,
+        hypervisor,
+        cmdline: cmdline.to_string(),
+        firmware,
+        secure_boot,
+        cluster_size: None,
+        compression: None,
+        block_size: None,
+        subformat: None,
+        vmdk_subformat: None,
+        logical_sector_size: None,
+    };
+    plan.package = match format {
+        FormatName::Ova => Some(Package::Ova(ovf_settings(
+            cx,
+            t,
+            name,
+            hypervisor,
+            firmware,
+            secure_boot,
+        ))),
+        FormatName::TarGz => Some(Package::GceTarGz),
+        FormatName::OciArchive => Some(Package::OciArchive),
+        _ => None,
+    };
+    plan.format = match format {
+        FormatName::Qcow2 => imgbuild_formats::Format::Qcow2,
+        FormatName::Vhdx => imgbuild_formats::Format::Vhdx,
+        FormatName::Vhd => imgbuild_formats::Format::Vhd,
+        FormatName::Raw => imgbuild_formats::Format::Raw,
+        FormatName::Vmdk => imgbuild_formats::Format::Vmdk,
+        FormatName::Ova | FormatName::TarGz | FormatName::OciArchive => plan
+            .package
+            .as_ref()
+            .expect("set above for packages")
+            .disk_format(),
+    };
+    let extension = plan
+        .package
+        .as_ref()
+        .map_or(plan.format.extension(), |p| p.extension());
+    plan.output = format!("{name}-{tname}.{extension}");
+    // A package names its tar members after `<name>-<target>`
+    // (`….ovf`, `…-disk1.vmdk`, `disk/….qcow2`): a ustar name holds 100 bytes.
+    let stem = name.len() + 1 + tname.len();
+    if plan.package.is_some() && stem > MAX_PACKAGE_STEM {
+        cx.error(
+            span.clone(),
+            format!(
+                "`{name}-{tname}` ({stem} bytes) is too long to name the members of a {} package",
+                plan.package.as_ref().map_or("", |p| p.name())
+            ),
+            Some(format!(
+                "`<image.name>-<target>` may have at most {MAX_PACKAGE_STEM} bytes here (tar member names hold 100)"
+            )),
+        );
+    }
+    if format != FormatName::Ova {
+        for (key, span) in [
+            ("cpus", t.cpus.as_ref().map(|c| c.span())),
+            ("memory", t.memory.as_ref().map(|m| m.span())),
+        ] {
+            if let Some(span) = span {
+                cx.error(
+                    span,
+                    format!("`{key}` applies only to ova targets"),
+                    Some(
+                        "only an OVA declares virtual hardware; other formats carry the disk alone"
+                            .into(),
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(extra) = &t.cmdline {
+        check_cmdline(cx, extra, span.clone());
+        let extra = extra.trim();
+        if !extra.is_empty() {
+            plan.cmdline = if cmdline.is_empty() {
+                extra.to_string()
+            } else {
+                format!("{cmdline} {extra}")
+            };
+        }
+    }
+    target_options(cx, t, format, &mut plan);
+    Some(plan)
+}
+
+fn check_azure(cx: &mut Cx, recipe: &Document, t: &Target, format: FormatName) {
+    if format != FormatName::Vhd {
+        if let Some(f) = &t.format {
+            cx.error(
+                f.span(),
+                "Azure takes fixed VHD images only".into(),
+                Some("use format = \"vhd\" or leave it out".into()),
+            );
+        }
+    }
+    if let Ok(n) = parse_size(recipe.image.size.get_ref()) {
+        if n % MIB != 0 {
+            let help = "Azure requires the virtual size to be a whole number of MiB";
+            cx.error(
+                recipe.image.size.span(),
+                format!("image size {n} is not whole MiB"),
+                Some(help.into()),
+            );
+        }
+    }
+}
+
+/// Longest `<name>-<target>` a package's members can be named after:
+/// `<stem>-disk1.vmdk` and `disk/<stem>.qcow2` must fit tar's 100 bytes.
+const MAX_PACKAGE_STEM: usize = 89;
+
+/// The OVA's virtual hardware: the recipe's CPUs and memory (defaults 2
+/// and 2 GiB), the firmware the target boots (EFI when it boots UEFI,
+/// which is what vSphere gives new VMs), the disk on PVSCSI for the vmware
+/// profile (its initramfs is checked for `vmw_pvscsi`), else on LSI Logic.
+fn ovf_settings(
+    cx: &mut Cx,
+    t: &Target,
+    name: &str,
+    hypervisor: Hypervisor,
+    firmware: FirmwareModes,
+    secure_boot: bool,
+) -> OvfSettings {
+    let cpus = match &t.cpus {
+        Some(c) => match u32::try_from(*c.get_ref()) {
+            Ok(n @ 1..=768) => n,
+            _ => {
+                cx.error(
+                    c.span(),
+                    format!("cpus = {} is not from 1 to 768", c.get_ref()),
+                    Some("vSphere 8 allows up to 768 virtual CPUs".into()),
+                );
+                1
+            }
+        },
+        None => 2,
+    };
+    let memory_mib = match &t.memory {
+        Some(m) => match cx.size(m, "memory") {
+            Some(n) if n % MIB == 0 && n >= 4 * MIB => n / MIB,
+            Some(n) => {
+                cx.error(
+                    m.span(),
+                    format!("memory {n} bytes is not a whole number of MiB of at least 4 MiB"),
+                    Some("write it as e.g. \"2GiB\" or \"512MiB\"".into()),
+                );
+                2048
+            }
+            None => 2048,
+        },
+        None => 2048,
+    };
+    OvfSettings {
+        name: name.to_string(),
+        cpus,
+        memory_mib,
+        efi: firmware.uefi,
+        secure_boot,
+        controller: if hypervisor == Hypervisor::Vmware {
+            OvfController::Pvscsi
+        } else {
+            OvfController::LsiLogic
+        },
+    }
+}
+
+/// Compute Engine imports a `disk.raw` whose size is a whole number of GiB.
+fn check_gce(cx: &mut Cx, recipe: &Document, t: &Target, format: FormatName) {
+    if !matches!(format, FormatName::TarGz | FormatName::Raw) {
+        if let Some(f) = &t.format {
+            cx.error(
+                f.span(),
+                "Compute Engine imports a raw disk in a tar.gz".into(),
+                Some("use format = \"tar.gz\" or leave it out".into()),
+            );
+        }
+    }
+    if let Ok(n) = parse_size(recipe.image.size.get_ref()) {
+        if n % (1 << 30) != 0 {
+            let help = "Compute Engine requires the disk size to be a whole number of GiB";
+            cx.error(
+                recipe.image.size.span(),
+                format!("image size {n} is not whole GiB"),
+                Some(help.into()),
+            );
+        }
+    }
+}
