@@ -53,6 +53,7 @@ pub mod outdir;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
+pub mod platform;
 pub mod progress;
 pub mod recipe;
 pub mod record;

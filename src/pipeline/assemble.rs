@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use imgbuild_formats::VirtualDisk;
 use sha2::Digest;
 
-use super::configure::hypervisor;
 use super::error::{BuildError, Result};
 use super::records::{BiosRecord, BootRecord, Disk};
 use crate::fs::{ext4, fat};
@@ -67,19 +66,8 @@ pub(super) fn assemble_disks(
     root: &VirtualDisk,
     epoch: i64,
 ) -> Result<Vec<Disk>> {
-    let esp_part = layout.esp();
-    let bios_part = layout.bios();
-    let mut by_key: BTreeMap<DiskKey, Vec<TargetPlan>> = BTreeMap::new();
-    for t in &plan.targets {
-        let key = DiskKey {
-            cmdline: t.cmdline.clone(),
-            extra: hypervisor(t.hypervisor).profile().cmdline.join(" "),
-            firmware: t.firmware,
-        };
-        by_key.entry(key).or_default().push(t.clone());
-    }
     let mut disks = Vec::new();
-    for (key, targets) in by_key {
+    for (key, targets) in disk_keys(plan) {
         let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
         let secure_boot = targets.iter().any(|t| t.secure_boot);
         let opts = boot_options(plan, layout, &key, secure_boot, epoch);
@@ -87,52 +75,9 @@ pub(super) fn assemble_disks(
             targets: names.join(", "),
             source,
         })?;
-        let bios = files.bios.as_ref().map(|b| BiosRecord {
-            boot_code: format!("tree:{}/boot.img", boot::grub::I386_PC),
-            core_sha256: crate::ids::hex(&sha2::Sha256::digest(&b.core)),
-            core_size: b.core.len() as u64,
-            core_modules: b.modules.clone(),
-            prefix: b.prefix.clone(),
-        });
-        let boot = BootRecord {
-            targets: names,
-            firmware: files.firmware.iter().map(|s| s.to_string()).collect(),
-            loader: match files.loader {
-                boot::LoaderKind::Grub => "grub".into(),
-                boot::LoaderKind::SystemdBoot => "systemd-boot".into(),
-            },
-            kernel: files.kernel.kernel.0.clone(),
-            kernel_signed: files.kernel_signed,
-            initrd: files.kernel.initrd.as_ref().map(|i| i.0.clone()),
-            cmdline: opts.kernel_cmdline(),
-            config: files.config.clone(),
-            efi: files.efi.clone(),
-            bios,
-        };
-        let fat_opts = fat::FatOptions {
-            size: esp_part.size,
-            volume_id: plan.seed.u32("esp.volume_id"),
-            label: plan.layout.esp_label.clone(),
-            epoch,
-            hidden_sectors: u32::try_from(esp_part.start / 512).map_err(|source| {
-                BuildError::OutOfRange {
-                    what: "the ESP's start".into(),
-                    source,
-                }
-            })?,
-        };
-        let esp = fat::write(&files.esp, &fat_opts).map_err(BuildError::Esp)?;
-        let mut core = imgbuild_formats::VirtualDiskBuilder::new(bios_part.size);
-        if let Some(b) = &files.bios {
-            if b.core.len() as u64 > bios_part.size {
-                return Err(BuildError::CoreTooLarge {
-                    size: b.core.len() as u64,
-                    available: bios_part.size,
-                });
-            }
-            core.bytes(0, b.core.clone());
-        }
-        let core = core.build()?;
+        let boot = boot_record(&files, &opts, names);
+        let esp = esp(&files, plan, layout, epoch)?;
+        let core = bios_core(&files, layout)?;
         let code = files.bios.as_ref().map(|b| &b.boot_code);
         let disk = layout::assemble(layout, &[&core, &esp, root], code)?;
         disks.push(Disk {
@@ -142,6 +87,89 @@ pub(super) fn assemble_disks(
         });
     }
     Ok(disks)
+}
+
+/// The targets grouped by the disk they need.
+fn disk_keys(plan: &Plan) -> BTreeMap<DiskKey, Vec<TargetPlan>> {
+    let mut by_key: BTreeMap<DiskKey, Vec<TargetPlan>> = BTreeMap::new();
+    for t in &plan.targets {
+        let key = DiskKey {
+            cmdline: t.cmdline.clone(),
+            extra: t.hypervisor.platform().cmdline.join(" "),
+            firmware: t.firmware,
+        };
+        by_key.entry(key).or_default().push(t.clone());
+    }
+    by_key
+}
+
+/// How the disk boots, as the manifest records it.
+fn boot_record(
+    files: &boot::BootFiles,
+    opts: &boot::BootOptions,
+    names: Vec<String>,
+) -> BootRecord {
+    let bios = files.bios.as_ref().map(|b| BiosRecord {
+        boot_code: format!("tree:{}/boot.img", boot::grub::I386_PC),
+        core_sha256: crate::ids::hex(&sha2::Sha256::digest(&b.core)),
+        core_size: b.core.len() as u64,
+        core_modules: b.modules.clone(),
+        prefix: b.prefix.clone(),
+    });
+    BootRecord {
+        targets: names,
+        firmware: files.firmware.iter().map(|s| s.to_string()).collect(),
+        loader: match files.loader {
+            boot::LoaderKind::Grub => "grub".into(),
+            boot::LoaderKind::SystemdBoot => "systemd-boot".into(),
+        },
+        kernel: files.kernel.kernel.0.clone(),
+        kernel_signed: files.kernel_signed,
+        initrd: files.kernel.initrd.as_ref().map(|i| i.0.clone()),
+        cmdline: opts.kernel_cmdline(),
+        config: files.config.clone(),
+        efi: files.efi.clone(),
+        bios,
+    }
+}
+
+/// The EFI system partition's FAT filesystem.
+fn esp(
+    files: &boot::BootFiles,
+    plan: &Plan,
+    layout: &LayoutPlan,
+    epoch: i64,
+) -> Result<VirtualDisk> {
+    let esp_part = layout.esp();
+    let fat_opts = fat::FatOptions {
+        size: esp_part.size,
+        volume_id: plan.seed.u32("esp.volume_id"),
+        label: plan.layout.esp_label.clone(),
+        epoch,
+        hidden_sectors: u32::try_from(esp_part.start / 512).map_err(|source| {
+            BuildError::OutOfRange {
+                what: "the ESP's start".into(),
+                source,
+            }
+        })?,
+    };
+    fat::write(&files.esp, &fat_opts).map_err(BuildError::Esp)
+}
+
+/// The BIOS boot partition: GRUB's core image when the disk boots BIOS.
+fn bios_core(files: &boot::BootFiles, layout: &LayoutPlan) -> Result<VirtualDisk> {
+    let bios_part = layout.bios();
+    let mut core = imgbuild_formats::VirtualDiskBuilder::new(bios_part.size);
+    if let Some(b) = &files.bios {
+        if b.core.len() as u64 > bios_part.size {
+            return Err(BuildError::CoreTooLarge {
+                size: b.core.len() as u64,
+                available: bios_part.size,
+            });
+        }
+        core.bytes(0, b.core.clone());
+    }
+    Ok(core.build()?)
 }
 
 /// The root filesystem, laid out to fill the root partition; a tree too

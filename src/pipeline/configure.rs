@@ -5,7 +5,7 @@
 use super::error::{BuildError, Result};
 use super::read_os::BootstrapRecord;
 use crate::layout::LayoutPlan;
-use crate::plan::{Hypervisor as RecipeHypervisor, NetworkPlan, Plan};
+use crate::plan::{NetworkPlan, Plan};
 use crate::tree::{boot, config, drivers, systemd, Meta, Timestamp, Tree};
 
 pub(super) fn configure(tree: &mut Tree, plan: &Plan, epoch: i64) -> Result<()> {
@@ -94,17 +94,6 @@ fn input_error(
     }
 }
 
-pub(super) fn hypervisor(h: RecipeHypervisor) -> drivers::Hypervisor {
-    match h {
-        RecipeHypervisor::Kvm => drivers::Hypervisor::Kvm,
-        RecipeHypervisor::Hyperv | RecipeHypervisor::HypervGen1 => drivers::Hypervisor::HyperV,
-        RecipeHypervisor::Azure => drivers::Hypervisor::Azure,
-        RecipeHypervisor::Vmware => drivers::Hypervisor::Vmware,
-        RecipeHypervisor::Gce => drivers::Hypervisor::Gce,
-        RecipeHypervisor::Kubevirt => drivers::Hypervisor::Kubevirt,
-    }
-}
-
 /// Checks every target's drivers. The kernel's module lists are read and the
 /// initramfs is unpacked once, whatever the number of targets.
 pub(super) fn check_drivers(
@@ -130,11 +119,13 @@ pub(super) fn check_drivers(
     };
     let mut reports = Vec::new();
     for t in &plan.targets {
-        let report = drivers::check_modules(&modules, &initramfs, hypervisor(t.hypervisor))
-            .map_err(|source| BuildError::Drivers {
-                target: t.name.clone(),
-                kernel: version.clone(),
-                source,
+        let report =
+            drivers::check_modules(&modules, &initramfs, t.hypervisor).map_err(|source| {
+                BuildError::Drivers {
+                    target: t.name.clone(),
+                    kernel: version.clone(),
+                    source,
+                }
             })?;
         reports.push((t.name.clone(), report));
     }
@@ -148,13 +139,17 @@ pub(super) fn write_driver_config(tree: &mut Tree, plan: &Plan, epoch: i64) -> R
         ..Meta::default()
     };
     let mut seen = Vec::new();
+    // Platforms that need the same drivers (Hyper-V's two generations)
+    // share one configuration, written once.
     for t in &plan.targets {
-        let h = hypervisor(t.hypervisor);
-        if !seen.contains(&h) {
-            seen.push(h);
-            drivers::write_config(tree, h, &meta).map_err(|e| BuildError::ConfigStep {
-                context: format!("cannot write the driver configuration for {}", t.name),
-                source: Box::new(e),
+        let name = t.hypervisor.drivers().name;
+        if !seen.contains(&name) {
+            seen.push(name);
+            drivers::write_config(tree, t.hypervisor, &meta).map_err(|e| {
+                BuildError::ConfigStep {
+                    context: format!("cannot write the driver configuration for {}", t.name),
+                    source: Box::new(e),
+                }
             })?;
         }
     }

@@ -51,7 +51,24 @@ pub(crate) struct Pin {
 /// build reads and configures the OS tree; smaller ones right away.
 const DEFER_HASH_BYTES: u64 = 16 << 20;
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
+    /// A context with nothing collected yet; `allowed` are the directories
+    /// outside the recipe's that its files may come from.
+    pub fn new(map: &'a SourceMap, allowed: &[PathBuf]) -> Self {
+        Cx {
+            map,
+            diags: Vec::new(),
+            inputs: Vec::new(),
+            id_jobs: Vec::new(),
+            sha_jobs: Vec::new(),
+            pins: Vec::new(),
+            allowed: allowed
+                .iter()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+                .collect(),
+        }
+    }
+
     /// Records an error at `span`, with an optional help text.
     pub fn error(&mut self, span: Range<usize>, message: String, help: Option<String>) {
         let mut d = self.map.error(span, message);

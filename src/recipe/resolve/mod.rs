@@ -36,10 +36,10 @@ use sha2::{Digest, Sha256};
 
 use crate::diagnostic::{Diagnostic, SourceMap};
 use crate::ids::{hex, Seed};
-use crate::plan::Plan;
+use crate::plan::{Input, InputChecks, PendingPin, PendingSha, Plan};
 use crate::recipe::Document;
 pub use context::OUTSIDE;
-use context::{check_pins, Cx, Pin};
+use context::{check_pins, Cx, PendingDigest, Pin};
 pub use environment::{Environment, DEFAULT_EPOCH};
 use image::SeedState;
 pub use image::{DEFAULT_ESP_SIZE, MIN_ESP_SIZE};
@@ -54,19 +54,7 @@ pub fn resolve(
     map: &SourceMap,
     env: &Environment,
 ) -> Result<Plan, Vec<Diagnostic>> {
-    let mut cx = Cx {
-        map,
-        diags: Vec::new(),
-        inputs: Vec::new(),
-        id_jobs: Vec::new(),
-        sha_jobs: Vec::new(),
-        pins: Vec::new(),
-        allowed: env
-            .allowed_paths
-            .iter()
-            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-            .collect(),
-    };
+    let mut cx = Cx::new(map, &env.allowed_paths);
     let image = &recipe.image;
     let name = image::check_name(&mut cx, &image.name);
     let layout = image::layout(&mut cx, recipe);
@@ -83,53 +71,11 @@ pub fn resolve(
         .partition(|p| !cx.inputs[p.input].sha256.is_empty());
     check_pins(now, &cx.inputs, &mut cx.diags);
     if !cx.diags.is_empty() {
-        let mut diags = cx.diags;
-        diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
-        return Err(diags);
+        return Err(sorted(cx.diags));
     }
     let recipe_sha256 = hex(&Sha256::digest(map.text.as_bytes()));
-    // The content ids (and so the seed): waited for now.
-    let mut inputs = cx.inputs;
-    let mut failed = Vec::new();
-    for j in cx.id_jobs {
-        match j.wait(&inputs) {
-            (i, Ok(d)) => inputs[i].content_id = d.content_id.unwrap_or_default(),
-            (_, Err(d)) => failed.push(d),
-        }
-    }
-    if !failed.is_empty() {
-        failed.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
-        return Err(failed);
-    }
-    let seed = match image::seed(recipe, map) {
-        SeedState::Known(s) => s,
-        SeedState::Hashing(mut h) => {
-            for i in &inputs {
-                h.update([0]);
-                h.update(i.role.as_bytes());
-                h.update([0]);
-                h.update(i.content_id);
-            }
-            Seed(h.finalize().into())
-        }
-    };
-    let jobs = cx
-        .sha_jobs
-        .into_iter()
-        .map(|j| crate::plan::PendingSha {
-            input: j.input,
-            job: j.job,
-            on_error: j.on_error,
-        })
-        .collect();
-    let pins = later
-        .into_iter()
-        .map(|p| crate::plan::PendingPin {
-            input: p.input,
-            want: p.want,
-            mismatch: p.mismatch,
-        })
-        .collect();
+    let inputs = content_ids(cx.inputs, cx.id_jobs)?;
+    let seed = seed(recipe, map, &inputs);
     Ok(Plan {
         recipe: map.file.clone(),
         recipe_sha256,
@@ -145,6 +91,71 @@ pub fn resolve(
         targets,
         test,
         inputs,
-        checks: crate::plan::InputChecks::new(jobs, pins),
+        checks: input_checks(cx.sha_jobs, later),
     })
+}
+
+/// Diagnostics in the order of their place in the recipe.
+fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+    diags
+}
+
+/// The inputs with the content ids their threads computed (needed for the
+/// seed, so waited for now), or why a file could not be read.
+fn content_ids(
+    mut inputs: Vec<Input>,
+    jobs: Vec<PendingDigest>,
+) -> Result<Vec<Input>, Vec<Diagnostic>> {
+    let mut failed = Vec::new();
+    for j in jobs {
+        match j.wait(&inputs) {
+            (i, Ok(d)) => inputs[i].content_id = d.content_id.unwrap_or_default(),
+            (_, Err(d)) => failed.push(d),
+        }
+    }
+    if failed.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(sorted(failed))
+    }
+}
+
+/// The seed: the recipe's, else hashed from the recipe and each input's
+/// role and content id, in input order.
+fn seed(recipe: &Document, map: &SourceMap, inputs: &[Input]) -> Seed {
+    match image::seed(recipe, map) {
+        SeedState::Known(s) => s,
+        SeedState::Hashing(mut h) => {
+            for i in inputs {
+                h.update([0]);
+                h.update(i.role.as_bytes());
+                h.update([0]);
+                h.update(i.content_id);
+            }
+            Seed(h.finalize().into())
+        }
+    }
+}
+
+/// What the build checks later: the SHA-256s still computing and the pins
+/// waiting for them.
+fn input_checks(jobs: Vec<PendingDigest>, pins: Vec<Pin>) -> InputChecks {
+    let jobs = jobs
+        .into_iter()
+        .map(|j| PendingSha {
+            input: j.input,
+            job: j.job,
+            on_error: j.on_error,
+        })
+        .collect();
+    let pins = pins
+        .into_iter()
+        .map(|p| PendingPin {
+            input: p.input,
+            want: p.want,
+            mismatch: p.mismatch,
+        })
+        .collect();
+    InputChecks::new(jobs, pins)
 }

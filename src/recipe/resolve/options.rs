@@ -17,11 +17,12 @@ pub(super) fn target_options(cx: &mut Cx, t: &Target, format: FormatName, plan: 
         FormatName::OciArchive => FormatName::Qcow2,
         f => f,
     };
+    let shown = plan.format;
     let only = |cx: &mut Cx, span: Range<usize>, key: &str, fmt: &str| {
         cx.error(
             span,
             format!("`{key}` applies only to {fmt} targets"),
-            Some(format!("this target's format is {}", plan.format)),
+            Some(format!("this target's format is {shown}")),
         );
     };
     if let Some(c) = &t.cluster_size {
@@ -48,36 +49,10 @@ pub(super) fn target_options(cx: &mut Cx, t: &Target, format: FormatName, plan: 
         }
     }
     if let Some(s) = &t.subformat {
-        use Subformat as S;
-        match (format, s.get_ref()) {
-            (FormatName::Vhdx, S::Dynamic) => {
-                plan.subformat = Some(imgbuild_formats::Subformat::Dynamic)
-            }
-            (FormatName::Vhdx, S::Fixed) => {
-                plan.subformat = Some(imgbuild_formats::Subformat::Fixed)
-            }
-            (FormatName::Vmdk, S::StreamOptimized) => {
-                plan.vmdk_subformat = Some(imgbuild_formats::VmdkSubformat::StreamOptimized)
-            }
-            (FormatName::Vmdk, S::MonolithicSparse) if plan.package.is_none() => {
-                plan.vmdk_subformat = Some(imgbuild_formats::VmdkSubformat::MonolithicSparse)
-            }
-            (FormatName::Vhdx | FormatName::Vmdk, _) => {
-                let help = if plan.package.is_some() {
-                    "an OVA carries a streamOptimized VMDK; for monolithicSparse use format = \"vmdk\""
-                } else {
-                    "vhdx takes \"dynamic\" or \"fixed\", vmdk \"streamOptimized\" or \"monolithicSparse\""
-                };
-                cx.error(
-                    s.span(),
-                    format!(
-                        "subformat does not apply to this target's format ({})",
-                        plan.format
-                    ),
-                    Some(help.into()),
-                );
-            }
-            _ => only(cx, s.span(), "subformat", "vhdx and vmdk"),
+        if matches!(format, FormatName::Vhdx | FormatName::Vmdk) {
+            subformat(cx, s, format, plan);
+        } else {
+            only(cx, s.span(), "subformat", "vhdx and vmdk");
         }
     }
     if let Some(l) = &t.logical_sector_size {
@@ -106,4 +81,36 @@ fn power_of_two(cx: &mut Cx, s: &Spanned<String>, key: &str, min: u64, max: u64)
         return None;
     }
     u32::try_from(n).ok()
+}
+
+/// `subformat` of a vhdx or vmdk disk (a package's VMDK is streamOptimized).
+fn subformat(cx: &mut Cx, s: &Spanned<Subformat>, format: FormatName, plan: &mut TargetPlan) {
+    use Subformat as S;
+    match (format, s.get_ref()) {
+        (FormatName::Vhdx, S::Dynamic) => {
+            plan.subformat = Some(imgbuild_formats::Subformat::Dynamic)
+        }
+        (FormatName::Vhdx, S::Fixed) => plan.subformat = Some(imgbuild_formats::Subformat::Fixed),
+        (FormatName::Vmdk, S::StreamOptimized) => {
+            plan.vmdk_subformat = Some(imgbuild_formats::VmdkSubformat::StreamOptimized)
+        }
+        (FormatName::Vmdk, S::MonolithicSparse) if plan.package.is_none() => {
+            plan.vmdk_subformat = Some(imgbuild_formats::VmdkSubformat::MonolithicSparse)
+        }
+        _ => {
+            let help = if plan.package.is_some() {
+                "an OVA carries a streamOptimized VMDK; for monolithicSparse use format = \"vmdk\""
+            } else {
+                "vhdx takes \"dynamic\" or \"fixed\", vmdk \"streamOptimized\" or \"monolithicSparse\""
+            };
+            cx.error(
+                s.span(),
+                format!(
+                    "subformat does not apply to this target's format ({})",
+                    plan.format
+                ),
+                Some(help.into()),
+            );
+        }
+    }
 }

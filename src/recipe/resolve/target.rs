@@ -1,6 +1,8 @@
 //! `[targets.*]`: each target's platform, format or package, output name,
 //! command line and the platform's own limits.
 
+use std::ops::Range;
+
 use super::context::{Cx, MIB};
 use super::firmware::firmware;
 use super::image::check_cmdline;
@@ -40,54 +42,12 @@ fn target(
 ) -> Option<TargetPlan> {
     let span = t.span();
     let t = t.get_ref();
-    if tname.is_empty()
-        || !tname
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
-    {
-        let help = "target names become part of file names: use letters, digits, '_' and '-'";
-        cx.error(
-            span.clone(),
-            format!("invalid target name `{tname}`"),
-            Some(help.into()),
-        );
-    }
-    let hypervisor = match (&t.hypervisor, tname) {
-        (Some(h), _) => *h.get_ref(),
-        (None, "kvm") => Hypervisor::Kvm,
-        (None, "hyperv") => Hypervisor::Hyperv,
-        (None, "hyperv-gen1") => Hypervisor::HypervGen1,
-        (None, n) if Hypervisor::from_name(n).is_some() => {
-            Hypervisor::from_name(n).expect("just checked")
-        }
-        (None, _) => {
-            let names: Vec<String> = Hypervisor::ALL
-                .iter()
-                .map(|h| format!("\"{}\"", h.name()))
-                .collect();
-            let help = format!(
-                "only a target named after a hypervisor implies it; add hypervisor = {}",
-                names.join(", ")
-            );
-            cx.error(
-                span,
-                format!("target `{tname}` does not say its hypervisor"),
-                Some(help),
-            );
-            return None;
-        }
-    };
-    let format = match &t.format {
-        Some(f) => *f.get_ref(),
-        None => match hypervisor {
-            Hypervisor::Kvm => FormatName::Qcow2,
-            Hypervisor::Hyperv | Hypervisor::HypervGen1 => FormatName::Vhdx,
-            Hypervisor::Azure => FormatName::Vhd,
-            Hypervisor::Vmware => FormatName::Ova,
-            Hypervisor::Gce => FormatName::TarGz,
-            Hypervisor::Kubevirt => FormatName::OciArchive,
-        },
-    };
+    check_target_name(cx, tname, &span);
+    let hypervisor = hypervisor(cx, tname, &span, t)?;
+    let format = t
+        .format
+        .as_ref()
+        .map_or(hypervisor.platform().format, |f| *f.get_ref());
     let (firmware, secure_boot) = firmware(cx, recipe, tname, &span, t, hypervisor);
     if hypervisor == Hypervisor::Azure {
         check_azure(cx, recipe, t, format);
@@ -95,23 +55,7 @@ fn target(
     if hypervisor == Hypervisor::Gce {
         check_gce(cx, recipe, t, format);
     }
-    let mut plan = TargetPlan {
-        name: tname.to_string(),
-        output: String::new(),
-        format: imgbuild_formats::Format::Raw,
-        package: None,
-        hypervisor,
-        cmdline: cmdline.to_string(),
-        firmware,
-        secure_boot,
-        cluster_size: None,
-        compression: None,
-        block_size: None,
-        subformat: None,
-        vmdk_subformat: None,
-        logical_sector_size: None,
-    };
-    plan.package = match format {
+    let package = match format {
         FormatName::Ova => Some(Package::Ova(ovf_settings(
             cx,
             t,
@@ -124,68 +68,147 @@ fn target(
         FormatName::OciArchive => Some(Package::OciArchive),
         _ => None,
     };
-    plan.format = match format {
+    let disk_format = disk_format(format, package.as_ref());
+    let extension = package
+        .as_ref()
+        .map_or(disk_format.extension(), |p| p.extension());
+    check_package_stem(cx, &span, name, tname, package.as_ref());
+    if format != FormatName::Ova {
+        check_no_hardware(cx, t);
+    }
+    let mut plan = TargetPlan {
+        name: tname.to_string(),
+        output: format!("{name}-{tname}.{extension}"),
+        format: disk_format,
+        package,
+        hypervisor,
+        cmdline: target_cmdline(cx, t, cmdline, &span),
+        firmware,
+        secure_boot,
+        cluster_size: None,
+        compression: None,
+        block_size: None,
+        subformat: None,
+        vmdk_subformat: None,
+        logical_sector_size: None,
+    };
+    target_options(cx, t, format, &mut plan);
+    Some(plan)
+}
+
+/// Target names become part of file names.
+fn check_target_name(cx: &mut Cx, tname: &str, span: &Range<usize>) {
+    if tname.is_empty()
+        || !tname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+    {
+        let help = "target names become part of file names: use letters, digits, '_' and '-'";
+        cx.error(
+            span.clone(),
+            format!("invalid target name `{tname}`"),
+            Some(help.into()),
+        );
+    }
+}
+
+/// The target's platform: the recipe's `hypervisor`, else the platform the
+/// target is named after.
+fn hypervisor(cx: &mut Cx, tname: &str, span: &Range<usize>, t: &Target) -> Option<Hypervisor> {
+    if let Some(h) = &t.hypervisor {
+        return Some(*h.get_ref());
+    }
+    let h = Hypervisor::from_name(tname);
+    if h.is_none() {
+        let names: Vec<String> = Hypervisor::ALL
+            .iter()
+            .map(|h| format!("\"{}\"", h.name()))
+            .collect();
+        let help = format!(
+            "only a target named after a hypervisor implies it; add hypervisor = {}",
+            names.join(", ")
+        );
+        cx.error(
+            span.clone(),
+            format!("target `{tname}` does not say its hypervisor"),
+            Some(help),
+        );
+    }
+    h
+}
+
+/// The format of the disk written: the target's, or the one its package
+/// carries.
+fn disk_format(format: FormatName, package: Option<&Package>) -> imgbuild_formats::Format {
+    match format {
         FormatName::Qcow2 => imgbuild_formats::Format::Qcow2,
         FormatName::Vhdx => imgbuild_formats::Format::Vhdx,
         FormatName::Vhd => imgbuild_formats::Format::Vhd,
         FormatName::Raw => imgbuild_formats::Format::Raw,
         FormatName::Vmdk => imgbuild_formats::Format::Vmdk,
-        FormatName::Ova | FormatName::TarGz | FormatName::OciArchive => plan
-            .package
-            .as_ref()
-            .expect("set above for packages")
+        FormatName::Ova | FormatName::TarGz | FormatName::OciArchive => package
+            .expect("a package format has its package")
             .disk_format(),
-    };
-    let extension = plan
-        .package
-        .as_ref()
-        .map_or(plan.format.extension(), |p| p.extension());
-    plan.output = format!("{name}-{tname}.{extension}");
-    // A package names its tar members after `<name>-<target>`
-    // (`….ovf`, `…-disk1.vmdk`, `disk/….qcow2`): a ustar name holds 100 bytes.
+    }
+}
+
+/// A package names its tar members after `<name>-<target>`
+/// (`….ovf`, `…-disk1.vmdk`, `disk/….qcow2`): a ustar name holds 100 bytes.
+fn check_package_stem(
+    cx: &mut Cx,
+    span: &Range<usize>,
+    name: &str,
+    tname: &str,
+    package: Option<&Package>,
+) {
     let stem = name.len() + 1 + tname.len();
-    if plan.package.is_some() && stem > MAX_PACKAGE_STEM {
+    if package.is_some() && stem > MAX_PACKAGE_STEM {
         cx.error(
             span.clone(),
             format!(
                 "`{name}-{tname}` ({stem} bytes) is too long to name the members of a {} package",
-                plan.package.as_ref().map_or("", |p| p.name())
+                package.map_or("", |p| p.name())
             ),
             Some(format!(
                 "`<image.name>-<target>` may have at most {MAX_PACKAGE_STEM} bytes here (tar member names hold 100)"
             )),
         );
     }
-    if format != FormatName::Ova {
-        for (key, span) in [
-            ("cpus", t.cpus.as_ref().map(|c| c.span())),
-            ("memory", t.memory.as_ref().map(|m| m.span())),
-        ] {
-            if let Some(span) = span {
-                cx.error(
-                    span,
-                    format!("`{key}` applies only to ova targets"),
-                    Some(
-                        "only an OVA declares virtual hardware; other formats carry the disk alone"
-                            .into(),
-                    ),
-                );
-            }
+}
+
+/// `cpus` and `memory` belong to an OVA's virtual hardware only.
+fn check_no_hardware(cx: &mut Cx, t: &Target) {
+    for (key, span) in [
+        ("cpus", t.cpus.as_ref().map(|c| c.span())),
+        ("memory", t.memory.as_ref().map(|m| m.span())),
+    ] {
+        if let Some(span) = span {
+            cx.error(
+                span,
+                format!("`{key}` applies only to ova targets"),
+                Some(
+                    "only an OVA declares virtual hardware; other formats carry the disk alone"
+                        .into(),
+                ),
+            );
         }
     }
-    if let Some(extra) = &t.cmdline {
-        check_cmdline(cx, extra, span.clone());
-        let extra = extra.trim();
-        if !extra.is_empty() {
-            plan.cmdline = if cmdline.is_empty() {
-                extra.to_string()
-            } else {
-                format!("{cmdline} {extra}")
-            };
-        }
+}
+
+/// The image's command line, then the target's own words.
+fn target_cmdline(cx: &mut Cx, t: &Target, cmdline: &str, span: &Range<usize>) -> String {
+    let Some(extra) = &t.cmdline else {
+        return cmdline.to_string();
+    };
+    check_cmdline(cx, extra, span.clone());
+    let extra = extra.trim();
+    if extra.is_empty() {
+        cmdline.to_string()
+    } else if cmdline.is_empty() {
+        extra.to_string()
+    } else {
+        format!("{cmdline} {extra}")
     }
-    target_options(cx, t, format, &mut plan);
-    Some(plan)
 }
 
 fn check_azure(cx: &mut Cx, recipe: &Document, t: &Target, format: FormatName) {
