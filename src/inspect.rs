@@ -3,7 +3,6 @@
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::Result;
 use imgbuild_formats::Format;
 use serde::Serialize;
 
@@ -32,8 +31,23 @@ pub struct Report {
     pub map: String,
 }
 
+/// Why an image cannot be inspected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InspectError {
+    /// The file's size cannot be read.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The image cannot be opened or its allocation read.
+    #[error(transparent)]
+    Image(#[from] imgbuild_formats::Error),
+    /// The disk has a damaged GPT.
+    #[error(transparent)]
+    Gpt(#[from] crate::layout::gpt::GptReadError),
+}
+
 /// Opens and describes an image.
-pub fn inspect(path: &Path, format: Option<Format>) -> Result<Report> {
+pub fn inspect(path: &Path, format: Option<Format>) -> Result<Report, InspectError> {
     let file_size = std::fs::metadata(path)?.len();
     let image = imgbuild_formats::open(path, format)?;
     let allocated = image.allocated()?;

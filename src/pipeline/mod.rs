@@ -31,7 +31,7 @@ mod records;
 
 pub use build::build;
 pub use error::{BuildError, Cause, Result};
-pub use make_fs::{make_fs, MakeFs};
+pub use make_fs::{make_fs, MakeFs, MakeFsError};
 pub use options::BuildOptions;
 pub use prepare::prepare;
 pub use read_os::debootstrap_spec;
