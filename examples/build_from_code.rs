@@ -87,7 +87,8 @@ fn main() -> ExitCode {
         }
     };
 
-    match build(&plan, &BuildOptions::new(&out), &Log) {
+    let opts = BuildOptions::new(&out, imgbuild::host::default_cache_dir());
+    match build(&plan, &opts, &Log) {
         Ok(report) => {
             for o in &report.outputs {
                 println!("{}  {}", o.sha256, report.out_dir.join(&o.file).display());

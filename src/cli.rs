@@ -1,5 +1,6 @@
 //! Argument parsing and the commands' top-level flow.
 
+mod freshness;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -453,7 +454,12 @@ fn verify(a: VerifyArgs) -> Result<()> {
     }
     if let (Some(plan), Some(recipe)) = (plan, &a.rebuild) {
         let progress = Console::new(Mode::detect(a.quiet));
-        let r = imgbuild::verify::rebuild::rebuild_and_compare(&a.dir, &plan, &progress)?;
+        let r = imgbuild::verify::rebuild::rebuild_and_compare(
+            &a.dir,
+            &plan,
+            &imgbuild::host::default_cache_dir(),
+            &progress,
+        )?;
         print!("{}", imgbuild::verify::rebuild::render(&r, &a.dir));
         if r.differing.is_empty() {
             println!(
@@ -497,7 +503,7 @@ fn build_options(
 ) -> imgbuild::pipeline::BuildOptions {
     imgbuild::pipeline::BuildOptions {
         out_dir: output,
-        cache_dir: cache_dir.unwrap_or_else(imgbuild::pipeline::default_cache_dir),
+        cache_dir: cache_dir.unwrap_or_else(imgbuild::host::default_cache_dir),
         temp_dir: None,
         refresh,
     }
@@ -587,7 +593,7 @@ fn check(a: CheckArgs) -> Result<()> {
         for line in prepared.boot_lines() {
             println!("  {line}");
         }
-        for line in imgbuild::pipeline::freshness_lines(&prepared) {
+        for line in freshness::freshness_lines(&prepared) {
             println!("  {line}");
         }
     } else {

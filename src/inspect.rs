@@ -31,34 +31,24 @@ pub struct Report {
     pub map: String,
 }
 
-/// Why an image could not be described.
+/// Why an image cannot be inspected.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InspectError {
-    /// The file cannot be read.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// It is not an image we read, or a damaged one.
+    /// The file's size cannot be read.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The image cannot be opened or its allocation read.
     #[error(transparent)]
     Image(#[from] imgbuild_formats::Error),
-    /// Its GPT is damaged.
+    /// The disk has a damaged GPT.
     #[error(transparent)]
     Gpt(#[from] crate::layout::gpt::GptReadError),
 }
 
 /// Opens and describes an image.
 pub fn inspect(path: &Path, format: Option<Format>) -> Result<Report, InspectError> {
-    let file_size = std::fs::metadata(path)
-        .map_err(|source| InspectError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .len();
+    let file_size = std::fs::metadata(path)?.len();
     let image = imgbuild_formats::open(path, format)?;
     let allocated = image.allocated()?;
     let size = image.virtual_size();

@@ -33,7 +33,8 @@
 //!     .target("kvm", Hypervisor::Kvm)
 //!     .target("hyperv", Hypervisor::Hyperv)
 //!     .build()?;
-//! let report = build(&plan, &BuildOptions::new("out"), &Silent)?;
+//! let opts = BuildOptions::new("out", imgbuild::host::default_cache_dir());
+//! let report = build(&plan, &opts, &Silent)?;
 //! println!("{} images in {}", report.outputs.len(), report.out_dir.display());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -44,6 +45,7 @@
 pub mod date;
 pub mod diagnostic;
 pub mod fs;
+pub mod host;
 pub mod ids;
 pub mod inspect;
 pub mod layout;
@@ -51,6 +53,7 @@ pub mod outdir;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
+pub mod platform;
 pub mod progress;
 pub mod recipe;
 pub mod record;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostic;
 use crate::ids::Seed;
+pub use crate::platform::{Firmware, Hypervisor};
 
 /// A fully resolved build.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -657,18 +658,6 @@ pub enum Loader {
     SystemdBoot,
 }
 
-/// Which firmware a target's disk boots with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Firmware {
-    /// UEFI only.
-    Uefi,
-    /// Legacy BIOS only.
-    Bios,
-    /// Both, from the same disk (BIOS boot code and an EFI loader).
-    Hybrid,
-}
-
 /// What a `[[config.files]]` entry creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -677,85 +666,6 @@ pub enum FileKind {
     File,
     Dir,
     Symlink,
-}
-
-/// A hypervisor profile: which drivers and guest agent the image needs.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Hypervisor {
-    /// QEMU/KVM: virtio drivers, qemu-guest-agent.
-    Kvm,
-    /// Microsoft Hyper-V, Generation 2 (UEFI, Secure Boot): hv_* drivers, hyperv-daemons.
-    Hyperv,
-    /// Microsoft Hyper-V, Generation 1 (BIOS, the boot disk on IDE): hv_* drivers, hyperv-daemons.
-    #[serde(rename = "hyperv-gen1")]
-    HypervGen1,
-    /// Azure (Hyper-V underneath; Generation 1 and 2): hv_* drivers, fixed VHD sized to whole MiB.
-    Azure,
-    /// VMware vSphere, ESXi, Workstation: vmw_pvscsi, vmxnet3, vmw_balloon,
-    /// open-vm-tools; an OVA by default.
-    Vmware,
-    /// Google Compute Engine: virtio-scsi, virtio-net, gve, the serial
-    /// console on ttyS0; `disk.raw` in a gzip'd tar, sized to whole GiB.
-    Gce,
-    /// KubeVirt: virtio, qemu-guest-agent; a containerDisk (OCI archive).
-    Kubevirt,
-}
-
-impl Hypervisor {
-    /// The name a recipe uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Hypervisor::Kvm => "kvm",
-            Hypervisor::Hyperv => "hyperv",
-            Hypervisor::HypervGen1 => "hyperv-gen1",
-            Hypervisor::Azure => "azure",
-            Hypervisor::Vmware => "vmware",
-            Hypervisor::Gce => "gce",
-            Hypervisor::Kubevirt => "kubevirt",
-        }
-    }
-
-    /// Every profile, in a fixed order.
-    pub const ALL: [Hypervisor; 7] = [
-        Hypervisor::Kvm,
-        Hypervisor::Hyperv,
-        Hypervisor::HypervGen1,
-        Hypervisor::Azure,
-        Hypervisor::Vmware,
-        Hypervisor::Gce,
-        Hypervisor::Kubevirt,
-    ];
-
-    /// The profile a recipe calls `name`.
-    pub fn from_name(name: &str) -> Option<Hypervisor> {
-        Hypervisor::ALL.into_iter().find(|h| h.name() == name)
-    }
-
-    /// The firmware the platform boots its VMs with by default, and
-    /// whether that includes Secure Boot: KVM hosts (QEMU, libvirt,
-    /// Proxmox, OpenStack) default to SeaBIOS and offer OVMF; Hyper-V
-    /// Generation 2 is UEFI with Secure Boot on; Generation 1 is BIOS;
-    /// Azure registers one VHD for Generation 1 and 2, Trusted Launch
-    /// (Secure Boot) being the default for new Generation 2 VMs.
-    pub fn default_firmware(self) -> (Firmware, bool) {
-        match self {
-            Hypervisor::Kvm => (Firmware::Hybrid, false),
-            Hypervisor::Hyperv => (Firmware::Uefi, true),
-            Hypervisor::HypervGen1 => (Firmware::Bios, false),
-            Hypervisor::Azure => (Firmware::Hybrid, true),
-            // vSphere creates new VMs with EFI (the OVA says so) and still
-            // offers BIOS; Secure Boot is a per-VM choice, off by default.
-            Hypervisor::Vmware => (Firmware::Hybrid, false),
-            // GCE boots UEFI images (Shielded VM, Secure Boot optional and
-            // off by default) and legacy BIOS ones.
-            Hypervisor::Gce => (Firmware::Hybrid, false),
-            // KubeVirt boots SeaBIOS unless the VM asks for EFI.
-            Hypervisor::Kubevirt => (Firmware::Hybrid, false),
-        }
-    }
 }
 
 /// Conversions into the options of the tree's configuration steps, so the

@@ -46,10 +46,7 @@ fn synthetic_plan(dir: &Path, tar: &str, target: (&str, Hypervisor)) -> PlanBuil
 }
 
 fn options(dir: &Path) -> BuildOptions {
-    BuildOptions {
-        cache_dir: dir.join("cache"),
-        ..BuildOptions::new(dir.join("out"))
-    }
+    BuildOptions::new(dir.join("out"), dir.join("cache"))
 }
 
 /// The files in `dir`, sorted (none if it does not exist).

@@ -186,7 +186,7 @@ fn debian_cloud_kernel_passes_every_target() {
                 .collect::<Vec<_>>()
         );
     }
-    let hv = drivers::check(&tree, &r.version, Hypervisor::HyperV, Some(&initrd))
+    let hv = drivers::check(&tree, &r.version, Hypervisor::Hyperv, Some(&initrd))
         .expect("checked above");
     let storvsc = hv
         .modules
@@ -372,7 +372,7 @@ fn initramfs_without_storvsc_fails_for_hyperv_and_passes_for_kvm() {
     };
     tree.insert(builtin.as_bytes(), inode).expect("replace");
 
-    let err = drivers::check(&tree, &r.version, Hypervisor::HyperV, Some(&data))
+    let err = drivers::check(&tree, &r.version, Hypervisor::Hyperv, Some(&data))
         .expect_err("hv_storvsc is missing");
     let DriverError::Missing {
         target, missing, ..
@@ -380,7 +380,7 @@ fn initramfs_without_storvsc_fails_for_hyperv_and_passes_for_kvm() {
     else {
         panic!("expected Missing, got {err:?}")
     };
-    assert_eq!(*target, Hypervisor::HyperV);
+    assert_eq!(*target, Hypervisor::Hyperv);
     assert_eq!(
         missing
             .iter()
@@ -403,7 +403,7 @@ fn write_config_on_the_debian_tree_records_hyperv_modules() {
     let Some(r) = extract() else { return };
     let mut tree = tree_of(&r.root);
     let changed =
-        drivers::write_config(&mut tree, Hypervisor::HyperV, &Meta::default()).expect("write");
+        drivers::write_config(&mut tree, Hypervisor::Hyperv, &Meta::default()).expect("write");
     // This extract has no /etc, so initramfs-tools' list is created.
     assert_eq!(
         changed,

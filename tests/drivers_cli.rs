@@ -219,7 +219,7 @@ fn azure_entry_carries_its_profile_cmdline_and_kvm_does_not() {
     );
     let out = d.path().join("out");
     support::build_quiet(&r, &out);
-    let azure_words = imgbuild::tree::drivers::Hypervisor::Azure.profile().cmdline;
+    let azure_words = imgbuild::Hypervisor::Azure.platform().cmdline;
     assert!(!azure_words.is_empty());
     let kvm = options_line(&esp_entry(&out.join("synthetic-kvm.qcow2"), d.path()));
     let hyperv = options_line(&esp_entry(&out.join("synthetic-hyperv.vhdx"), d.path()));

@@ -258,24 +258,33 @@ impl Header {
     }
 }
 
-/// Why a GPT could not be read back.
+/// Why a disk's GPT cannot be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GptReadError {
     /// Reading the disk failed.
-    #[error("cannot read the GPT")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// The GPT is there but damaged.
-    #[error("{0}")]
-    Damaged(String),
-}
-
-/// `Err(Damaged(what))` unless `ok`.
-fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), GptReadError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(GptReadError::Damaged(what()))
-    }
+    /// `HeaderSize` is outside 92..=512.
+    #[error("GPT header size {0} is invalid")]
+    HeaderSize(usize),
+    /// `HeaderCRC32` does not match.
+    #[error("GPT header checksum mismatch")]
+    HeaderChecksum,
+    /// The entry count or size is not one we read.
+    #[error("GPT entry array shape {entries} x {entry_size} is invalid")]
+    ArrayShape {
+        /// `NumberOfPartitionEntries`.
+        entries: u64,
+        /// `SizeOfPartitionEntry`.
+        entry_size: u64,
+    },
+    /// The entry array does not lie inside the disk.
+    #[error("GPT entry array lies outside the disk")]
+    ArrayOutside,
+    /// `PartitionEntryArrayCRC32` does not match.
+    #[error("GPT entry array checksum mismatch")]
+    ArrayChecksum,
 }
 
 /// Reads the primary GPT of a disk. `Ok(None)` when there is none (no
@@ -291,36 +300,39 @@ pub fn read_partitions(disk: &dyn ReadAt) -> Result<Option<Vec<PartitionInfo>>, 
         return Ok(None);
     }
     let hsize = le32(&h, 12) as usize;
-    ensure((92..=512).contains(&hsize), || {
-        format!("GPT header size {hsize} is invalid")
-    })?;
+    if !(92..=512).contains(&hsize) {
+        return Err(GptReadError::HeaderSize(hsize));
+    }
     let mut c = h;
     c[16..20].fill(0);
     let crc = crc32fast::hash(&c[..hsize]);
-    ensure(crc == le32(&h, 16), || {
-        "GPT header checksum mismatch".into()
-    })?;
+    if crc != le32(&h, 16) {
+        return Err(GptReadError::HeaderChecksum);
+    }
     let (lba, n, esize) = (
         le64(&h, 72),
         u64::from(le32(&h, 80)),
         u64::from(le32(&h, 84)),
     );
-    ensure(
-        esize >= 128 && esize % 8 == 0 && esize <= 4096 && n <= 4096,
-        || format!("GPT entry array shape {n} x {esize} is invalid"),
-    )?;
+    if esize < 128 || esize % 8 != 0 || esize > 4096 || n > 4096 {
+        return Err(GptReadError::ArrayShape {
+            entries: n,
+            entry_size: esize,
+        });
+    }
     let array_len = n * esize;
-    ensure(
-        lba.checked_mul(LBA)
-            .and_then(|o| o.checked_add(array_len))
-            .is_some_and(|e| e <= disk.len()),
-        || "GPT entry array lies outside the disk".into(),
-    )?;
+    let inside = lba
+        .checked_mul(LBA)
+        .and_then(|o| o.checked_add(array_len))
+        .is_some_and(|e| e <= disk.len());
+    if !inside {
+        return Err(GptReadError::ArrayOutside);
+    }
     let mut array = vec![0u8; array_len as usize];
     disk.read_exact_at(&mut array, lba * LBA)?;
-    ensure(crc32fast::hash(&array) == le32(&h, 88), || {
-        "GPT entry array checksum mismatch".into()
-    })?;
+    if crc32fast::hash(&array) != le32(&h, 88) {
+        return Err(GptReadError::ArrayChecksum);
+    }
     let mut out = Vec::new();
     for e in array.chunks(esize as usize) {
         if e[0..16].iter().all(|&b| b == 0) {

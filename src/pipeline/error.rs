@@ -23,12 +23,13 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum BuildError {
     /// The output directory cannot be taken, written or replaced (it is a
     /// file, not writable, or another build holds it).
-    #[error("{message}")]
+    #[error("cannot use the output directory {}", path.display())]
     OutputDirectory {
         /// The output directory.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: Cause,
     },
     /// A file the plan names does not exist (the OS tarball or directory,
     /// a file's `source`).
@@ -136,16 +137,27 @@ pub enum BuildError {
     /// Assembling a disk's extents failed.
     #[error(transparent)]
     Disk(#[from] imgbuild_formats::Error),
-    /// Writing or putting the outputs in place failed.
-    #[error("{message}")]
-    Write {
-        /// What failed, with its causes.
-        message: String,
+    /// Writing or putting the outputs in place failed: the cause, as it
+    /// reads (its own causes through `source`).
+    #[error(transparent)]
+    Write(Cause),
+    /// The manifest cannot be encoded.
+    #[error("cannot encode the manifest")]
+    Manifest(#[source] Cause),
+    /// A value of the plan does not fit where it goes (the epoch as a
+    /// timestamp, the ESP's start as FAT's hidden sectors).
+    #[error("{what} is out of range")]
+    OutOfRange {
+        /// The value (`epoch 4294967296`).
+        what: String,
+        /// Why.
+        #[source]
+        source: std::num::TryFromIntError,
     },
-    /// The plan is inconsistent (a value out of range).
-    #[error("{0}")]
-    Plan(String),
 }
+
+/// A `Result` of the pipeline.
+pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 impl BuildError {
     /// For the CLI: the problems that are the recipe's (its pins, its files),
@@ -156,11 +168,14 @@ impl BuildError {
             _ => None,
         }
     }
-}
 
-/// An `anyhow` error of the output steps, kept as the text it prints.
-pub(crate) fn write_error(e: anyhow::Error) -> BuildError {
-    BuildError::Write {
-        message: format!("{e:#}"),
+    /// [`BuildError::Write`] from the output steps' error, its causes kept.
+    pub(crate) fn write(e: anyhow::Error) -> BuildError {
+        BuildError::Write(e.into())
+    }
+
+    /// [`BuildError::Manifest`], its causes kept.
+    pub(crate) fn manifest(e: anyhow::Error) -> BuildError {
+        BuildError::Manifest(e.into())
     }
 }

@@ -8,7 +8,8 @@
 //! use imgbuild::{build, BuildOptions, Recipe, Silent};
 //!
 //! let plan = Recipe::load("recipes/debian-bookworm.toml")?.plan()?;
-//! let report = build(&plan, &BuildOptions::new("out"), &Silent)?;
+//! let opts = BuildOptions::new("out", imgbuild::host::default_cache_dir());
+//! let report = build(&plan, &opts, &Silent)?;
 //! for o in &report.outputs {
 //!     println!("{} {}", o.sha256, o.file);
 //! }

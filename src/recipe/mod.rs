@@ -18,8 +18,6 @@ pub mod api;
 mod load;
 mod network;
 mod resolve;
-mod resolve_config;
-mod resolve_source;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +33,7 @@ pub use resolve::{resolve, Environment, DEFAULT_EPOCH, DEFAULT_ESP_SIZE, MIN_ESP
 
 use crate::plan::Plan;
 pub use crate::plan::{FileKind, Firmware, Hypervisor, Loader, MmdebstrapVariant};
+pub use crate::platform::FormatName;
 
 /// Loads and resolves the recipe at `path`, reading `SOURCE_DATE_EPOCH` from
 /// the process environment, and checks every input's `sha256` pin (waiting
@@ -437,26 +436,6 @@ pub struct Target {
     /// Memory the OVA declares, whole MiB (format "ova" only; default "2GiB").
     #[schemars(with = "Option<String>")]
     pub memory: Option<Spanned<String>>,
-}
-
-/// An output format as the recipe names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(missing_docs)]
-pub enum FormatName {
-    Qcow2,
-    Vhdx,
-    Vhd,
-    Raw,
-    Vmdk,
-    /// VMware OVA: OVF descriptor, manifest and a streamOptimized VMDK.
-    Ova,
-    /// Google Compute Engine: `disk.raw` in a gzip'd GNU tar.
-    #[serde(rename = "tar.gz")]
-    TarGz,
-    /// KubeVirt containerDisk: an OCI image archive holding the qcow2.
-    #[serde(rename = "oci-archive")]
-    OciArchive,
 }
 
 /// qcow2 compression.

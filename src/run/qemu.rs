@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+pub use crate::platform::Bus;
+
 /// The emulator.
 pub const QEMU: &str = "qemu-system-x86_64";
 /// Where Debian's `ovmf` package puts its firmware.
@@ -67,34 +69,6 @@ impl Mode {
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// How the disk is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Bus {
-    /// virtio-blk (KVM's default).
-    Virtio,
-    /// The machine's IDE controller (PIIX on `pc`, AHCI on `q35`): how
-    /// Hyper-V Generation 1 and Azure Generation 1 attach the boot disk.
-    Ide,
-    /// A disk on a virtio-scsi controller (Compute Engine's boot disk).
-    Scsi,
-    /// A disk on VMware's paravirtual SCSI controller (`pvscsi`), where
-    /// the OVA puts it.
-    Pvscsi,
-}
-
-impl Bus {
-    /// Its name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Bus::Virtio => "virtio",
-            Bus::Ide => "ide",
-            Bus::Scsi => "scsi",
-            Bus::Pvscsi => "pvscsi",
-        }
     }
 }
 

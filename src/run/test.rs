@@ -244,16 +244,12 @@ pub fn unpack_gce(archive: &Path, to: &Path) -> Result<u64, TestError> {
 /// Generation 1 attaches its boot disk; PVSCSI for a BIOS boot of a VMware
 /// image, where its OVA puts the disk; virtio-scsi for Compute Engine.
 pub fn bus_for(hypervisor: Option<Hypervisor>, mode: Mode) -> Bus {
-    match (hypervisor, mode) {
-        (Some(Hypervisor::Hyperv | Hypervisor::HypervGen1 | Hypervisor::Azure), Mode::Bios) => {
-            Bus::Ide
-        }
-        // Debian's OVMF has no PVSCSI driver (its shell finds no disk), so
-        // only SeaBIOS boots from PVSCSI, which proves the guest's
-        // vmw_pvscsi; UEFI boots prove the EFI chain on virtio.
-        (Some(Hypervisor::Vmware), Mode::Bios) => Bus::Pvscsi,
-        (Some(Hypervisor::Gce), _) => Bus::Scsi,
-        _ => Bus::Virtio,
+    let Some(bus) = hypervisor.map(|h| h.platform().qemu_bus) else {
+        return Bus::Virtio;
+    };
+    match mode {
+        Mode::Bios => bus.bios,
+        Mode::Uefi | Mode::SecureBoot => bus.uefi,
     }
 }
 

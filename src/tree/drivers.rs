@@ -3,7 +3,7 @@
 //! keeps it there across kernel updates.
 //!
 //! ```text
-//! Hypervisor ─► Profile { modules: [ModuleNeed { any_of, stage }], agents, cmdline }
+//! Hypervisor ─► platform::Drivers { name, modules: [ModuleNeed { any_of, stage }], agents }
 //! Tree ─► KernelModules (modules.builtin, modules.dep, *.ko* under /lib/modules/<ver>)
 //! initrd ─► cpio::list ─► initramfs_modules
 //!                     └─► check ─► DriverReport (where each module was found) | DriverError::Missing
@@ -14,287 +14,11 @@
 //! at boot waiting for its root device.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use super::cpio::{self, CpioError};
 use super::systemd::SystemdError;
 use super::{FileData, Inode, Kind, Meta, Tree, TreeError};
-
-/// The hypervisor a target boots on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Hypervisor {
-    /// QEMU/KVM with virtio devices.
-    Kvm,
-    /// Microsoft Hyper-V (generation 2, UEFI).
-    HyperV,
-    /// Microsoft Azure: Hyper-V plus Azure's provisioning and console needs.
-    Azure,
-    /// VMware (vSphere, ESXi, Workstation) with paravirtual devices.
-    Vmware,
-    /// Google Compute Engine.
-    Gce,
-    /// KubeVirt (QEMU/KVM inside Kubernetes, virtio devices).
-    Kubevirt,
-}
-
-/// Where a module must be for the target to work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stage {
-    /// Needed to reach the root filesystem: built in, or in the initramfs.
-    Initramfs,
-    /// Needed once the system runs: built in, or installed under `/lib/modules/<ver>`.
-    Installed,
-}
-
-/// One module a target needs; any one of `any_of` will do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ModuleNeed {
-    /// Alternative module names (normalised: `_`, no extension).
-    pub any_of: &'static [&'static str],
-    /// Where it must be.
-    pub stage: Stage,
-    /// What it drives, for messages.
-    pub what: &'static str,
-}
-
-/// A guest agent: a package and the units it ships.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Agent {
-    /// Debian package name.
-    pub package: &'static str,
-    /// Its systemd units, enabled when their unit file is present.
-    pub units: &'static [&'static str],
-}
-
-/// What a hypervisor needs from the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Profile {
-    /// Kernel modules.
-    pub modules: &'static [ModuleNeed],
-    /// Guest agents (enabled if installed; never installed by imgbuild).
-    pub agents: &'static [Agent],
-    /// Kernel command-line words this target adds.
-    pub cmdline: &'static [&'static str],
-}
-
-const fn need(any_of: &'static [&'static str], stage: Stage, what: &'static str) -> ModuleNeed {
-    ModuleNeed {
-        any_of,
-        stage,
-        what,
-    }
-}
-
-const KVM_MODULES: &[ModuleNeed] = &[
-    need(&["virtio_pci"], Stage::Initramfs, "virtio PCI transport"),
-    need(&["virtio_blk"], Stage::Initramfs, "virtio-blk disk"),
-    need(
-        &["virtio_scsi"],
-        Stage::Initramfs,
-        "virtio-scsi disk controller",
-    ),
-    need(
-        &["sd_mod"],
-        Stage::Initramfs,
-        "SCSI disk (/dev/sdX behind virtio-scsi)",
-    ),
-    need(&["virtio_net"], Stage::Installed, "virtio network"),
-    need(
-        &["virtio_console"],
-        Stage::Installed,
-        "virtio console and guest-agent channel",
-    ),
-];
-
-const HYPERV_MODULES: &[ModuleNeed] = &[
-    need(&["hv_vmbus"], Stage::Initramfs, "Hyper-V VMBus"),
-    need(
-        &["hv_storvsc"],
-        Stage::Initramfs,
-        "Hyper-V synthetic SCSI disk",
-    ),
-    need(
-        &["sd_mod"],
-        Stage::Initramfs,
-        "SCSI disk (/dev/sdX behind storvsc)",
-    ),
-    need(
-        &["hv_netvsc"],
-        Stage::Installed,
-        "Hyper-V synthetic network",
-    ),
-    need(
-        &["hv_utils"],
-        Stage::Installed,
-        "Hyper-V integration services (shutdown, time sync, KVP)",
-    ),
-    need(&["hyperv_keyboard"], Stage::Installed, "Hyper-V keyboard"),
-    need(&["hid_hyperv"], Stage::Installed, "Hyper-V mouse"),
-    need(
-        &["hyperv_drm", "hyperv_fb"],
-        Stage::Installed,
-        "Hyper-V synthetic video",
-    ),
-];
-
-/// Azure provisions through a UDF-formatted virtual DVD ("Prepare Linux for
-/// Azure images": kernel support for mounting UDF is required).
-const AZURE_MODULES: &[ModuleNeed] = &[
-    HYPERV_MODULES[0],
-    HYPERV_MODULES[1],
-    HYPERV_MODULES[2],
-    HYPERV_MODULES[3],
-    HYPERV_MODULES[4],
-    HYPERV_MODULES[5],
-    HYPERV_MODULES[6],
-    HYPERV_MODULES[7],
-    need(&["udf"], Stage::Installed, "UDF provisioning media"),
-];
-
-/// VMware's paravirtual devices: the PVSCSI controller the OVA puts the
-/// disk on, the vmxnet3 NIC it declares, and the memory balloon.
-const VMWARE_MODULES: &[ModuleNeed] = &[
-    need(
-        &["vmw_pvscsi"],
-        Stage::Initramfs,
-        "VMware paravirtual SCSI disk controller",
-    ),
-    need(
-        &["sd_mod"],
-        Stage::Initramfs,
-        "SCSI disk (/dev/sdX behind PVSCSI)",
-    ),
-    need(&["vmxnet3"], Stage::Installed, "VMware vmxnet3 network"),
-    need(&["vmw_balloon"], Stage::Installed, "VMware memory balloon"),
-];
-
-/// Compute Engine's virtual devices: the boot disk on virtio-scsi, the
-/// virtio-net NIC and gVNIC (`gve`) for the machine types that use it.
-const GCE_MODULES: &[ModuleNeed] = &[
-    need(&["virtio_pci"], Stage::Initramfs, "virtio PCI transport"),
-    need(
-        &["virtio_scsi"],
-        Stage::Initramfs,
-        "virtio-scsi disk controller",
-    ),
-    need(
-        &["sd_mod"],
-        Stage::Initramfs,
-        "SCSI disk (/dev/sdX behind virtio-scsi)",
-    ),
-    need(&["virtio_net"], Stage::Installed, "virtio network"),
-    need(&["gve"], Stage::Installed, "Google Virtual NIC (gVNIC)"),
-];
-
-/// `qemu-guest-agent.service` has no [Install] section: udev starts it when
-/// the `org.qemu.guest_agent.0` port appears, so enabling it changes nothing.
-const QEMU_GA: Agent = Agent {
-    package: "qemu-guest-agent",
-    units: &["qemu-guest-agent.service"],
-};
-/// Debian's hyperv-daemons ships these three (fcopy was dropped upstream in 6.10+).
-const HYPERV_DAEMONS: Agent = Agent {
-    package: "hyperv-daemons",
-    units: &[
-        "hv-kvp-daemon.service",
-        "hv-vss-daemon.service",
-        "hv-fcopy-daemon.service",
-    ],
-};
-/// Debian's open-vm-tools: the tools daemon and the guest authentication service.
-const OPEN_VM_TOOLS: Agent = Agent {
-    package: "open-vm-tools",
-    units: &["open-vm-tools.service", "vgauth.service"],
-};
-/// Google's guest agent (`google-guest-agent`): accounts, metadata, network.
-const GOOGLE_GUEST_AGENT: Agent = Agent {
-    package: "google-guest-agent",
-    units: &["google-guest-agent.service"],
-};
-/// Debian's `waagent` package (the Azure Linux Agent).
-const WAAGENT: Agent = Agent {
-    package: "waagent",
-    units: &["walinuxagent.service"],
-};
-
-impl Hypervisor {
-    /// Every hypervisor, in a fixed order.
-    pub const ALL: [Hypervisor; 6] = [
-        Hypervisor::Kvm,
-        Hypervisor::HyperV,
-        Hypervisor::Azure,
-        Hypervisor::Vmware,
-        Hypervisor::Gce,
-        Hypervisor::Kubevirt,
-    ];
-
-    /// The name used in recipes and file names: `kvm`, `hyperv`, `azure`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Hypervisor::Kvm => "kvm",
-            Hypervisor::HyperV => "hyperv",
-            Hypervisor::Azure => "azure",
-            Hypervisor::Vmware => "vmware",
-            Hypervisor::Gce => "gce",
-            Hypervisor::Kubevirt => "kubevirt",
-        }
-    }
-
-    /// The hypervisor called `name` (as [`Hypervisor::name`] spells it).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|h| h.name() == name)
-    }
-
-    /// What this hypervisor needs.
-    pub fn profile(self) -> Profile {
-        match self {
-            Hypervisor::Kvm => Profile {
-                modules: KVM_MODULES,
-                agents: &[QEMU_GA],
-                cmdline: &[],
-            },
-            Hypervisor::HyperV => Profile {
-                modules: HYPERV_MODULES,
-                agents: &[HYPERV_DAEMONS],
-                cmdline: &[],
-            },
-            // Azure's "Prepare Linux for Azure images": serial console on ttyS0
-            // for boot diagnostics. Not its `rootdelay=300`: Debian's
-            // initramfs-tools (0.142, /usr/share/initramfs-tools/init line
-            // 231) *sleeps* that long on every boot, before it even looks
-            // for the root (measured: 390 s to the login prompt under QEMU
-            // instead of 88 s); it waits for the root device by itself.
-            Hypervisor::Azure => Profile {
-                modules: AZURE_MODULES,
-                agents: &[WAAGENT, HYPERV_DAEMONS],
-                cmdline: &["console=ttyS0,115200n8", "earlyprintk=ttyS0,115200"],
-            },
-            Hypervisor::Vmware => Profile {
-                modules: VMWARE_MODULES,
-                agents: &[OPEN_VM_TOOLS],
-                cmdline: &[],
-            },
-            // Compute Engine's serial console (port 1) is what
-            // `gcloud compute instances get-serial-port-output` shows.
-            Hypervisor::Gce => Profile {
-                modules: GCE_MODULES,
-                agents: &[GOOGLE_GUEST_AGENT],
-                cmdline: &["console=ttyS0,115200n8"],
-            },
-            Hypervisor::Kubevirt => Profile {
-                modules: KVM_MODULES,
-                agents: &[QEMU_GA],
-                cmdline: &[],
-            },
-        }
-    }
-}
-
-impl fmt::Display for Hypervisor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::platform::{Agent, Drivers, Hypervisor, ModuleNeed, Stage};
 
 /// Where a module was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -439,6 +163,7 @@ pub enum DriverError {
 }
 
 fn missing_message(target: Hypervisor, version: &str, missing: &[MissingModule]) -> String {
+    let target = target.drivers().name;
     let mut s = format!("target {target}, kernel {version}: missing kernel modules:");
     for m in missing {
         let names = m.names.join(" or ");
@@ -499,31 +224,15 @@ pub fn check_modules(
     initramfs: &BTreeSet<String>,
     target: Hypervisor,
 ) -> Result<DriverReport, DriverError> {
-    let found = |name: &str| {
-        let mut f = Vec::new();
-        if kernel.builtin.contains(name) {
-            f.push(Found::Builtin);
-        }
-        if initramfs.contains(name) {
-            f.push(Found::Initramfs);
-        }
-        if kernel.installed.contains_key(name) {
-            f.push(Found::Installed);
-        }
-        f
-    };
-    let ok = |stage: Stage, f: &[Found]| match stage {
-        Stage::Initramfs => f.contains(&Found::Builtin) || f.contains(&Found::Initramfs),
-        Stage::Installed => f.contains(&Found::Builtin) || f.contains(&Found::Installed),
-    };
+    let places = Places { kernel, initramfs };
     let mut modules = Vec::new();
     let mut missing = Vec::new();
-    for need in target.profile().modules {
+    for need in target.drivers().modules {
         let chosen = need
             .any_of
             .iter()
-            .map(|n| (*n, found(n)))
-            .find(|(_, f)| ok(need.stage, f));
+            .map(|n| (*n, places.found(n)))
+            .find(|(_, f)| enough(need.stage, f));
         let Some((name, f)) = chosen else {
             missing.push(MissingModule {
                 names: need.any_of.iter().map(|s| s.to_string()).collect(),
@@ -540,28 +249,8 @@ pub fn check_modules(
             found: f,
             required_by: None,
         });
-        if !loaded_from_initramfs {
-            continue;
-        }
-        for dep in kernel.dependencies(name) {
-            let f = found(&dep);
-            if !ok(Stage::Initramfs, &f) {
-                missing.push(MissingModule {
-                    names: vec![dep.clone()],
-                    stage: Stage::Initramfs,
-                    what: format!("dependency of {name}"),
-                    required_by: Some(name.to_string()),
-                });
-            }
-            if !modules.iter().any(|m: &ModuleReport| m.name == dep) {
-                let required_by = Some(name.to_string());
-                modules.push(ModuleReport {
-                    name: dep,
-                    stage: Stage::Initramfs,
-                    found: f,
-                    required_by,
-                });
-            }
+        if loaded_from_initramfs {
+            check_dependencies(&places, name, &mut modules, &mut missing);
         }
     }
     if !missing.is_empty() {
@@ -579,6 +268,68 @@ pub fn check_modules(
         kernel_version: kernel.version.clone(),
         modules,
     })
+}
+
+/// Where modules can be: the kernel's (built in, installed) and the
+/// initramfs's.
+struct Places<'a> {
+    kernel: &'a KernelModules,
+    initramfs: &'a BTreeSet<String>,
+}
+
+impl Places<'_> {
+    /// Every place module `name` is found.
+    fn found(&self, name: &str) -> Vec<Found> {
+        let mut f = Vec::new();
+        if self.kernel.builtin.contains(name) {
+            f.push(Found::Builtin);
+        }
+        if self.initramfs.contains(name) {
+            f.push(Found::Initramfs);
+        }
+        if self.kernel.installed.contains_key(name) {
+            f.push(Found::Installed);
+        }
+        f
+    }
+}
+
+/// Whether places `f` satisfy `stage`.
+fn enough(stage: Stage, f: &[Found]) -> bool {
+    match stage {
+        Stage::Initramfs => f.contains(&Found::Builtin) || f.contains(&Found::Initramfs),
+        Stage::Installed => f.contains(&Found::Builtin) || f.contains(&Found::Installed),
+    }
+}
+
+/// A module loaded from the initramfs needs its dependencies there too:
+/// each is reported (once), and missing when the initramfs lacks it.
+fn check_dependencies(
+    places: &Places,
+    name: &str,
+    modules: &mut Vec<ModuleReport>,
+    missing: &mut Vec<MissingModule>,
+) {
+    for dep in places.kernel.dependencies(name) {
+        let f = places.found(&dep);
+        if !enough(Stage::Initramfs, &f) {
+            missing.push(MissingModule {
+                names: vec![dep.clone()],
+                stage: Stage::Initramfs,
+                what: format!("dependency of {name}"),
+                required_by: Some(name.to_string()),
+            });
+        }
+        if !modules.iter().any(|m: &ModuleReport| m.name == dep) {
+            let required_by = Some(name.to_string());
+            modules.push(ModuleReport {
+                name: dep,
+                stage: Stage::Initramfs,
+                found: f,
+                required_by,
+            });
+        }
+    }
 }
 
 /// The contents of a regular file of the tree (through symlinks), if any.

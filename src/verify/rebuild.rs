@@ -15,7 +15,7 @@ use imgbuild_formats::DiskImage;
 
 use super::{diff_regions, read_sums, MANIFEST, SUMS};
 use crate::layout::gpt;
-use crate::pipeline::{build, default_cache_dir, BuildOptions};
+use crate::pipeline::{build, BuildOptions};
 use crate::plan::Plan;
 use crate::progress::Progress;
 
@@ -60,10 +60,12 @@ pub struct RebuildReport {
 }
 
 /// Builds `plan` into a temporary directory (beside `dir`, else in the
-/// system temp dir), compares, and removes the rebuild.
+/// system temp dir), compares, and removes the rebuild. `cache_dir` holds
+/// the bootstraps (the build's own).
 pub fn rebuild_and_compare(
     dir: &Path,
     plan: &Plan,
+    cache_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<RebuildReport> {
     let parent = dir
@@ -86,7 +88,7 @@ pub fn rebuild_and_compare(
     let _unregister = Unregister(tmp.path().to_path_buf());
     let opts = BuildOptions {
         out_dir: tmp.path().join("out"),
-        cache_dir: default_cache_dir(),
+        cache_dir: cache_dir.to_path_buf(),
         temp_dir: None,
         // The rebuild reads the same cached bootstrap as the build did.
         refresh: false,

@@ -4,8 +4,6 @@
 //! with `s_start = 0`, which tells the kernel and e2fsck that there is
 //! nothing to replay. The other journal blocks stay zero (gaps in the disk).
 
-use super::superblock::BLOCK_SIZE;
-
 /// `h_magic` of every jbd2 block.
 const JBD2_MAGIC_NUMBER: u32 = 0xC03B_3998;
 /// `h_blocktype`: superblock version 2.
@@ -29,15 +27,18 @@ pub fn default_size(blocks: u64) -> u64 {
     }
 }
 
-/// The journal superblock for an internal journal of `blocks` blocks, as
+/// The journal superblock for an internal journal of `blocks` blocks of
+/// `block_size` bytes (the filesystem's), as
 /// `ext2fs_create_journal_superblock2` makes it: v2, no features, one user,
 /// `s_first = 1`, `s_sequence = 1`, `s_uuid` = the filesystem's UUID.
-pub fn superblock(blocks: u32, uuid: &[u8; 16]) -> Vec<u8> {
-    let mut b = vec![0u8; BLOCK_SIZE as usize];
+/// The block size comes in as a parameter, so that this file knows nothing
+/// of the ext4 superblock (which asks it for [`default_size`]).
+pub fn superblock(blocks: u32, block_size: u32, uuid: &[u8; 16]) -> Vec<u8> {
+    let mut b = vec![0u8; block_size as usize];
     let mut put = |at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_be_bytes());
     put(0x0, JBD2_MAGIC_NUMBER);
     put(0x4, JBD2_SUPERBLOCK_V2);
-    put(0xC, BLOCK_SIZE as u32); // s_blocksize
+    put(0xC, block_size); // s_blocksize
     put(0x10, blocks); // s_maxlen
     put(0x14, 1); // s_first
     put(0x18, 1); // s_sequence
@@ -59,7 +60,7 @@ mod tests {
 
     #[test]
     fn superblock_is_big_endian() {
-        let b = superblock(4096, &[7; 16]);
+        let b = superblock(4096, 4096, &[7; 16]);
         assert_eq!(&b[0..4], &[0xC0, 0x3B, 0x39, 0x98]);
         assert_eq!(&b[0x10..0x14], &[0, 0, 0x10, 0]);
     }

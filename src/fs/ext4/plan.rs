@@ -381,7 +381,11 @@ impl Ctx<'_> {
             return Ok([0; 17]);
         }
         let runs = [self.alloc.contiguous(n).map_err(full(self.opts))?];
-        let sb = journal::superblock(u32::try_from(n).unwrap_or(u32::MAX), &self.opts.uuid);
+        let sb = journal::superblock(
+            u32::try_from(n).unwrap_or(u32::MAX),
+            BLOCK_SIZE as u32,
+            &self.opts.uuid,
+        );
         self.disk.bytes(runs[0].start * BLOCK_SIZE, sb);
         let (i_block, tree) = self.map(JOURNAL_INO, &consecutive(&runs), extent_tree::MAX_LEN)?;
         let size = n * BLOCK_SIZE;
@@ -521,76 +525,10 @@ impl Ctx<'_> {
         };
         match &node.kind {
             Kind::Dir(children) => {
-                let mut entries: Vec<Entry> = children
-                    .iter()
-                    .map(|(name, &c)| Entry {
-                        name: name.as_slice(),
-                        ino: n.ino_of[c],
-                        ftype: dir_ftype(&self.tree.inode(c).kind),
-                    })
-                    .collect();
-                let mut subdirs = entries.iter().filter(|e| e.ftype == ftype::DIR).count() as u32;
-                if id == ROOT && n.lost_found.is_none() {
-                    let at = entries.partition_point(|e| e.name < &b"lost+found"[..]);
-                    entries.insert(
-                        at,
-                        Entry {
-                            name: b"lost+found",
-                            ino: LOST_FOUND_INO,
-                            ftype: ftype::DIR,
-                        },
-                    );
-                    subdirs += 1;
-                }
-                let parent = n.parent[id];
-                let d = dir::build(ino, parent, &entries, &self.hasher).map_err(|entries| {
-                    Ext4Error::DirectoryTooLarge {
-                        path: show(path),
-                        entries,
-                    }
-                })?;
-                return self.directory(ino, d, meta, 2 + subdirs, path);
+                return self.dir_inode(id, ino, children, path, n);
             }
-            Kind::File(data) => {
-                let len = data.len();
-                if len > MAX_FILE {
-                    return Err(Ext4Error::FileTooLarge {
-                        path: show(path),
-                        len,
-                    });
-                }
-                // Blocks the source knows are zero become holes (mke2fs -d
-                // does the same): no block, no extent; they read as zeros.
-                let segments = data_segments(data);
-                let count: u64 = segments.iter().map(|r| r.end - r.start).sum();
-                let runs = self.alloc.alloc(count).map_err(full(self.opts))?;
-                let mapped = extent_tree::pair(&segments, &runs);
-                self.file_data(data, &mapped);
-                let (i_block, tree) = self.map(ino, &mapped, self.opts.max_extent_blocks)?;
-                spec.size = len;
-                spec.flags = EXTENTS_FL;
-                spec.i_block = i_block;
-                spec.blocks = count + tree;
-            }
-            Kind::Symlink(target) => {
-                if target.is_empty() || target.len() > 4095 {
-                    return Err(Ext4Error::BadSymlink {
-                        path: show(path),
-                        len: target.len(),
-                    });
-                }
-                spec.size = target.len() as u64;
-                if target.len() < 60 {
-                    spec.i_block[..target.len()].copy_from_slice(target);
-                } else {
-                    let runs = self.place_blocks(vec![target.clone()])?;
-                    let (i_block, tree) =
-                        self.map(ino, &consecutive(&runs), extent_tree::MAX_LEN)?;
-                    spec.flags = EXTENTS_FL;
-                    spec.i_block = i_block;
-                    spec.blocks = 1 + tree;
-                }
-            }
+            Kind::File(data) => self.file_blocks(ino, data, path, &mut spec)?,
+            Kind::Symlink(target) => self.symlink_blocks(ino, target, path, &mut spec)?,
             Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
                 spec.i_block =
                     device_block(*major, *minor).ok_or_else(|| Ext4Error::DeviceNumber {
@@ -602,6 +540,106 @@ impl Ctx<'_> {
             Kind::Fifo | Kind::Socket => {}
         }
         self.finish_inode(ino, spec, meta, path)
+    }
+
+    /// A directory inode: its entries (with `lost+found` in the root when
+    /// the tree has none), hashed into an htree when large.
+    fn dir_inode(
+        &mut self,
+        id: InodeId,
+        ino: u32,
+        children: &BTreeMap<Vec<u8>, InodeId>,
+        path: &[u8],
+        n: &Numbering,
+    ) -> Result<(), Ext4Error> {
+        let mut entries: Vec<Entry> = children
+            .iter()
+            .map(|(name, &c)| Entry {
+                name: name.as_slice(),
+                ino: n.ino_of[c],
+                ftype: dir_ftype(&self.tree.inode(c).kind),
+            })
+            .collect();
+        let mut subdirs = entries.iter().filter(|e| e.ftype == ftype::DIR).count() as u32;
+        if id == ROOT && n.lost_found.is_none() {
+            let at = entries.partition_point(|e| e.name < &b"lost+found"[..]);
+            entries.insert(
+                at,
+                Entry {
+                    name: b"lost+found",
+                    ino: LOST_FOUND_INO,
+                    ftype: ftype::DIR,
+                },
+            );
+            subdirs += 1;
+        }
+        let parent = n.parent[id];
+        let d = dir::build(ino, parent, &entries, &self.hasher).map_err(|entries| {
+            Ext4Error::DirectoryTooLarge {
+                path: show(path),
+                entries,
+            }
+        })?;
+        let tree = self.tree;
+        self.directory(ino, d, &tree.inode(id).meta, 2 + subdirs, path)
+    }
+
+    /// A regular file's blocks: its data by reference, zero blocks left as
+    /// holes, mapped by an extent tree.
+    fn file_blocks(
+        &mut self,
+        ino: u32,
+        data: &FileData,
+        path: &[u8],
+        spec: &mut InodeSpec,
+    ) -> Result<(), Ext4Error> {
+        let len = data.len();
+        if len > MAX_FILE {
+            return Err(Ext4Error::FileTooLarge {
+                path: show(path),
+                len,
+            });
+        }
+        // Blocks the source knows are zero become holes (mke2fs -d
+        // does the same): no block, no extent; they read as zeros.
+        let segments = data_segments(data);
+        let count: u64 = segments.iter().map(|r| r.end - r.start).sum();
+        let runs = self.alloc.alloc(count).map_err(full(self.opts))?;
+        let mapped = extent_tree::pair(&segments, &runs);
+        self.file_data(data, &mapped);
+        let (i_block, tree) = self.map(ino, &mapped, self.opts.max_extent_blocks)?;
+        spec.size = len;
+        spec.flags = EXTENTS_FL;
+        spec.i_block = i_block;
+        spec.blocks = count + tree;
+        Ok(())
+    }
+
+    /// A symlink's target: inline below 60 bytes, else in one block.
+    fn symlink_blocks(
+        &mut self,
+        ino: u32,
+        target: &[u8],
+        path: &[u8],
+        spec: &mut InodeSpec,
+    ) -> Result<(), Ext4Error> {
+        if target.is_empty() || target.len() > 4095 {
+            return Err(Ext4Error::BadSymlink {
+                path: show(path),
+                len: target.len(),
+            });
+        }
+        spec.size = target.len() as u64;
+        if target.len() < 60 {
+            spec.i_block[..target.len()].copy_from_slice(target);
+        } else {
+            let runs = self.place_blocks(vec![target.to_vec()])?;
+            let (i_block, tree) = self.map(ino, &consecutive(&runs), extent_tree::MAX_LEN)?;
+            spec.flags = EXTENTS_FL;
+            spec.i_block = i_block;
+            spec.blocks = 1 + tree;
+        }
+        Ok(())
     }
 
     /// Places a file's contents by reference: one disk extent per mapped

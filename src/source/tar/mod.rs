@@ -291,12 +291,6 @@ impl Reader<'_> {
             .or_else(|| ext.long_name.clone())
             .unwrap_or_else(|| h.path());
         self.name.clone_from(&path);
-        let link = || {
-            ext.linkpath
-                .clone()
-                .or_else(|| ext.long_link.clone())
-                .unwrap_or_else(|| h.linkname())
-        };
         if ext.empty_xattr_name {
             return Err(TarProblem::EmptyXattrName);
         }
@@ -306,6 +300,39 @@ impl Reader<'_> {
                 what: "GNU sparse file (re-create the tar without --sparse)".into(),
             });
         }
+        let Some(kind) = self.kind(h, ext, &path, data, size)? else {
+            return Ok(());
+        };
+        if matches!(kind, Kind::Dir(_)) {
+            self.stats.dirs += 1;
+        }
+        let meta = self.meta(h, ext)?;
+        let id = self
+            .tree
+            .insert(&path, Inode { meta, kind })
+            .map_err(TarProblem::Tree)?;
+        self.acls(id, ext)?;
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// The inode kind of an entry, or `None` for an entry that adds no
+    /// inode (a hard link, placed here; a volume label).
+    fn kind(
+        &mut self,
+        h: &Header,
+        ext: &Extended,
+        path: &[u8],
+        data: u64,
+        size: u64,
+    ) -> Result<Option<Kind>, TarProblem> {
+        let link = || {
+            ext.linkpath
+                .clone()
+                .or_else(|| ext.long_link.clone())
+                .unwrap_or_else(|| h.linkname())
+        };
+        let typeflag = h.typeflag();
         let kind = match typeflag {
             // V7 tars mark directories by a trailing slash on a regular entry.
             0 if path.ends_with(b"/") => Kind::Dir(BTreeMap::new()),
@@ -324,10 +351,10 @@ impl Reader<'_> {
                 let target = link();
                 // Name a `..` target as such (a plain lookup would say "not found").
                 crate::tree::components(&target).map_err(TarProblem::Tree)?;
-                self.tree.link(&path, &target).map_err(TarProblem::Tree)?;
+                self.tree.link(path, &target).map_err(TarProblem::Tree)?;
                 self.stats.entries += 1;
                 self.stats.hard_links += 1;
-                return Ok(());
+                return Ok(None);
             }
             b'2' => {
                 let target = link();
@@ -339,16 +366,7 @@ impl Reader<'_> {
             }
             b'3' | b'4' => {
                 self.stats.devices += 1;
-                let major = to_u32("devmajor", h.devmajor()?)?;
-                let minor = to_u32("devminor", h.devminor()?)?;
-                if major > MAX_DEV_MAJOR || minor > MAX_DEV_MINOR {
-                    return Err(TarProblem::DeviceNumberTooLarge { major, minor });
-                }
-                if typeflag == b'3' {
-                    Kind::CharDev { major, minor }
-                } else {
-                    Kind::BlockDev { major, minor }
-                }
+                device(h, typeflag)?
             }
             // 'D' is a GNU incremental dumpdir: a directory plus a listing we skip.
             b'5' | b'D' => Kind::Dir(BTreeMap::new()),
@@ -356,7 +374,7 @@ impl Reader<'_> {
                 self.stats.fifos += 1;
                 Kind::Fifo
             }
-            b'V' => return Ok(()), // GNU volume label: not a file.
+            b'V' => return Ok(None), // GNU volume label: not a file.
             t => {
                 let what = format!(
                     "entry type {:?} (only files, directories, links, devices and FIFOs)",
@@ -365,17 +383,7 @@ impl Reader<'_> {
                 return Err(TarProblem::Unsupported { what });
             }
         };
-        if matches!(kind, Kind::Dir(_)) {
-            self.stats.dirs += 1;
-        }
-        let meta = self.meta(h, ext)?;
-        let id = self
-            .tree
-            .insert(&path, Inode { meta, kind })
-            .map_err(TarProblem::Tree)?;
-        self.acls(id, ext)?;
-        self.stats.entries += 1;
-        Ok(())
+        Ok(Some(kind))
     }
 
     /// Turns `SCHILY.acl.*` text into `system.posix_acl_*` xattrs, now or,
@@ -512,5 +520,20 @@ fn to_u32(field: &'static str, v: i64) -> Result<u32, TarProblem> {
     u32::try_from(v).map_err(|_| TarProblem::OutOfRange {
         field,
         value: v.to_string(),
+    })
+}
+
+/// A character or block device entry (typeflag `3` or `4`), its numbers
+/// within what the kernel's `dev_t` holds.
+fn device(h: &Header, typeflag: u8) -> Result<Kind, TarProblem> {
+    let major = to_u32("devmajor", h.devmajor()?)?;
+    let minor = to_u32("devminor", h.devminor()?)?;
+    if major > MAX_DEV_MAJOR || minor > MAX_DEV_MINOR {
+        return Err(TarProblem::DeviceNumberTooLarge { major, minor });
+    }
+    Ok(if typeflag == b'3' {
+        Kind::CharDev { major, minor }
+    } else {
+        Kind::BlockDev { major, minor }
     })
 }

@@ -276,6 +276,55 @@ fn conflict(name: &str, why: String) -> ConfigError {
 
 fn create_user(tree: &Tree, dbs: &mut Dbs, u: &UserSpec, epoch: i64) -> Result<HomePlan> {
     let d = dbs.defs.clone();
+    let uid = new_uid(dbs, u)?;
+    let gid = new_gid(dbs, u, uid)?;
+    let default_shell = if u.system {
+        "/usr/sbin/nologin"
+    } else if is_file(tree, "/bin/bash") {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
+    let shell = u.shell.clone().unwrap_or_else(|| default_shell.into());
+    let home = u.home.clone().unwrap_or_else(|| {
+        if u.system {
+            "/nonexistent".into()
+        } else {
+            format!("/home/{}", u.name)
+        }
+    });
+    let comment = u.comment.clone().unwrap_or_default();
+    dbs.passwd.push(vec![
+        u.name.clone(),
+        "x".into(),
+        uid.to_string(),
+        gid.to_string(),
+        comment,
+        home.clone(),
+        shell,
+    ]);
+    push_shadow(dbs, u, epoch)?;
+    let create = !u.system || u.home.is_some();
+    let mode = if u.system {
+        0o755
+    } else {
+        d.home_mode.unwrap_or(0o700)
+    };
+    Ok(HomePlan {
+        home,
+        uid,
+        gid,
+        create,
+        mode,
+        skel: !u.system,
+        keys: u.ssh_authorized_keys.clone(),
+    })
+}
+
+/// A new user's uid: the recipe's (refused when taken), else the first
+/// free one in the login.defs range for its kind.
+fn new_uid(dbs: &Dbs, u: &UserSpec) -> Result<u32> {
+    let d = &dbs.defs;
     let uids = dbs.passwd.ids(2)?;
     let uid = match u.uid {
         Some(uid) => match uids.iter().find(|(id, _)| *id == uid) {
@@ -296,6 +345,13 @@ fn create_user(tree: &Tree, dbs: &mut Dbs, u: &UserSpec, epoch: i64) -> Result<H
             }
         }
     };
+    Ok(uid)
+}
+
+/// A new user's primary group: the recipe's gid (created when missing),
+/// else a new group named after the user, with the uid as gid when free.
+fn new_gid(dbs: &mut Dbs, u: &UserSpec, uid: u32) -> Result<u32> {
+    let d = dbs.defs.clone();
     let gids = dbs.group.ids(2)?;
     let gid = match u.gid {
         Some(gid) if gids.iter().any(|(id, _)| *id == gid) => gid,
@@ -325,31 +381,13 @@ fn create_user(tree: &Tree, dbs: &mut Dbs, u: &UserSpec, epoch: i64) -> Result<H
             gid
         }
     };
-    let default_shell = if u.system {
-        "/usr/sbin/nologin"
-    } else if is_file(tree, "/bin/bash") {
-        "/bin/bash"
-    } else {
-        "/bin/sh"
-    };
-    let shell = u.shell.clone().unwrap_or_else(|| default_shell.into());
-    let home = u.home.clone().unwrap_or_else(|| {
-        if u.system {
-            "/nonexistent".into()
-        } else {
-            format!("/home/{}", u.name)
-        }
-    });
-    let comment = u.comment.clone().unwrap_or_default();
-    dbs.passwd.push(vec![
-        u.name.clone(),
-        "x".into(),
-        uid.to_string(),
-        gid.to_string(),
-        comment,
-        home.clone(),
-        shell,
-    ]);
+    Ok(gid)
+}
+
+/// The user's `/etc/shadow` line: its hash (else locked), and password
+/// aging from login.defs for a login user.
+fn push_shadow(dbs: &mut Dbs, u: &UserSpec, epoch: i64) -> Result<()> {
+    let d = dbs.defs.clone();
     let Some(shadow) = &mut dbs.shadow else {
         return Err(conflict(
             &u.name,
@@ -375,21 +413,7 @@ fn create_user(tree: &Tree, dbs: &mut Dbs, u: &UserSpec, epoch: i64) -> Result<H
         String::new(),
         String::new(),
     ]);
-    let create = !u.system || u.home.is_some();
-    let mode = if u.system {
-        0o755
-    } else {
-        d.home_mode.unwrap_or(0o700)
-    };
-    Ok(HomePlan {
-        home,
-        uid,
-        gid,
-        create,
-        mode,
-        skel: !u.system,
-        keys: u.ssh_authorized_keys.clone(),
-    })
+    Ok(())
 }
 
 fn update_user(dbs: &mut Dbs, u: &UserSpec) -> Result<HomePlan> {

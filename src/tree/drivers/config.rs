@@ -43,7 +43,8 @@ pub fn write_config(
     target: Hypervisor,
     meta: &Meta,
 ) -> Result<Vec<String>, DriverError> {
-    let profile = target.profile();
+    let profile = target.drivers();
+    let name = profile.name;
     let root: Vec<&str> = profile
         .modules
         .iter()
@@ -61,9 +62,9 @@ pub fn write_config(
         ));
     }
     if dracut {
-        let path = format!("etc/dracut.conf.d/imgbuild-{target}.conf");
+        let path = format!("etc/dracut.conf.d/imgbuild-{name}.conf");
         let text = format!(
-            "# Written by imgbuild: modules the {target} target needs to reach its root filesystem.\nadd_drivers+=\" {} \"\n",
+            "# Written by imgbuild: modules the {name} target needs to reach its root filesystem.\nadd_drivers+=\" {} \"\n",
             root.join(" ")
         );
         if write_file(tree, path.as_bytes(), text.as_bytes(), meta)? {
@@ -72,9 +73,9 @@ pub fn write_config(
     }
     let load = modules_to_load(tree, target)?;
     if !load.is_empty() {
-        let path = format!("etc/modules-load.d/imgbuild-{target}.conf");
+        let path = format!("etc/modules-load.d/imgbuild-{name}.conf");
         let mut text =
-            format!("# Written by imgbuild: modules the {target} target uses once booted.\n");
+            format!("# Written by imgbuild: modules the {name} target uses once booted.\n");
         for m in &load {
             text.push_str(m);
             text.push('\n');
@@ -104,6 +105,7 @@ fn append_initramfs_tools(
     root: &[&str],
     meta: &Meta,
 ) -> Result<bool, DriverError> {
+    let name = target.drivers().name;
     let old = read_small(tree, INITRAMFS_TOOLS_MODULES, MAX_CONFIG)?.unwrap_or_default();
     let old = String::from_utf8_lossy(&old).into_owned();
     let listed: BTreeSet<String> = old
@@ -126,7 +128,7 @@ fn append_initramfs_tools(
         text.push('\n');
     }
     text.push_str(&format!(
-        "# Added by imgbuild: modules the {target} target needs to reach its root filesystem.\n"
+        "# Added by imgbuild: modules the {name} target needs to reach its root filesystem.\n"
     ));
     for m in add {
         text.push_str(m);
@@ -144,7 +146,7 @@ fn modules_to_load(tree: &Tree, target: Hypervisor) -> Result<Vec<String>, Drive
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
     for need in target
-        .profile()
+        .drivers()
         .modules
         .iter()
         .filter(|n| n.stage == Stage::Installed)

@@ -129,7 +129,7 @@ fn kvm_passes_with_builtin_virtio_and_no_initramfs() {
 fn hyperv_passes_when_the_initramfs_has_storvsc_and_its_deps() {
     let k = KernelModules::read(&tree(), VER).expect("modules dir");
     let initramfs = set(&["hv_vmbus", "hv_storvsc", "scsi_transport_fc"]);
-    let r = check_modules(&k, &initramfs, Hypervisor::HyperV).expect("complete");
+    let r = check_modules(&k, &initramfs, Hypervisor::Hyperv).expect("complete");
     let storvsc = r
         .modules
         .iter()
@@ -158,7 +158,7 @@ fn hyperv_fails_naming_storvsc_target_and_kernel() {
     let err = check_modules(
         &k,
         &set(&["hv_vmbus", "scsi_transport_fc"]),
-        Hypervisor::HyperV,
+        Hypervisor::Hyperv,
     )
     .expect_err("missing");
     let DriverError::Missing {
@@ -171,7 +171,7 @@ fn hyperv_fails_naming_storvsc_target_and_kernel() {
     };
     assert_eq!(
         (*target, kernel_version.as_str()),
-        (Hypervisor::HyperV, VER)
+        (Hypervisor::Hyperv, VER)
     );
     assert_eq!(
         missing
@@ -195,7 +195,7 @@ fn hyperv_fails_naming_storvsc_target_and_kernel() {
 #[test]
 fn missing_dependency_of_a_root_module_fails() {
     let k = KernelModules::read(&tree(), VER).expect("modules dir");
-    let err = check_modules(&k, &set(&["hv_vmbus", "hv_storvsc"]), Hypervisor::HyperV)
+    let err = check_modules(&k, &set(&["hv_vmbus", "hv_storvsc"]), Hypervisor::Hyperv)
         .expect_err("dep missing");
     let DriverError::Missing { missing, .. } = &err else {
         panic!("expected Missing, got {err:?}")
@@ -271,24 +271,24 @@ fn check_reads_the_initramfs_for_this_kernel_only() {
         set(&["hv_vmbus", "scsi_transport_fc"])
     );
     let err =
-        check(&tree(), VER, Hypervisor::HyperV, Some(&data)).expect_err("storvsc is for 5.10 only");
+        check(&tree(), VER, Hypervisor::Hyperv, Some(&data)).expect_err("storvsc is for 5.10 only");
     assert!(err.to_string().contains("hv_storvsc"), "{err}");
 }
 
 #[test]
 fn profiles_cmdline_and_names() {
-    assert_eq!(Hypervisor::from_name("hyperv"), Some(Hypervisor::HyperV));
+    assert_eq!(Hypervisor::from_name("hyperv"), Some(Hypervisor::Hyperv));
     assert_eq!(Hypervisor::from_name("vmware"), Some(Hypervisor::Vmware));
     assert_eq!(Hypervisor::from_name("esxi"), None);
-    assert!(Hypervisor::Kvm.profile().cmdline.is_empty());
+    assert!(Hypervisor::Kvm.platform().cmdline.is_empty());
     // Compute Engine's serial console; VMware's and KubeVirt's none.
     assert!(Hypervisor::Gce
-        .profile()
+        .platform()
         .cmdline
         .contains(&"console=ttyS0,115200n8"));
-    assert!(Hypervisor::Vmware.profile().cmdline.is_empty());
+    assert!(Hypervisor::Vmware.platform().cmdline.is_empty());
     let names = |h: Hypervisor| -> Vec<&str> {
-        h.profile()
+        h.drivers()
             .modules
             .iter()
             .flat_map(|m| m.any_of.iter().copied())
@@ -307,22 +307,22 @@ fn profiles_cmdline_and_names() {
         }
     }
     let agents =
-        |h: Hypervisor| -> Vec<&str> { h.profile().agents.iter().map(|a| a.package).collect() };
+        |h: Hypervisor| -> Vec<&str> { h.drivers().agents.iter().map(|a| a.package).collect() };
     assert_eq!(agents(Hypervisor::Vmware), ["open-vm-tools"]);
     assert_eq!(agents(Hypervisor::Gce), ["google-guest-agent"]);
     assert_eq!(agents(Hypervisor::Kubevirt), ["qemu-guest-agent"]);
     assert!(Hypervisor::Azure
-        .profile()
+        .platform()
         .cmdline
         .contains(&"console=ttyS0,115200n8"));
     let azure: Vec<_> = Hypervisor::Azure
-        .profile()
+        .drivers()
         .modules
         .iter()
         .flat_map(|m| m.any_of)
         .collect();
-    for m in Hypervisor::HyperV
-        .profile()
+    for m in Hypervisor::Hyperv
+        .drivers()
         .modules
         .iter()
         .flat_map(|m| m.any_of)
@@ -362,7 +362,7 @@ fn write_config_for_hyperv_on_initramfs_tools() {
         "[Unit]\n[Install]\nWantedBy=multi-user.target\n",
     );
     let before = files(&t);
-    let changed = write_config(&mut t, Hypervisor::HyperV, &meta(0)).expect("writes");
+    let changed = write_config(&mut t, Hypervisor::Hyperv, &meta(0)).expect("writes");
     assert_eq!(
         changed,
         [
@@ -437,7 +437,7 @@ fn write_config_refuses_a_directory_where_a_file_goes() {
     t.insert(b"etc/modules-load.d/imgbuild-hyperv.conf", d)
         .expect("dir");
     assert!(matches!(
-        write_config(&mut t, Hypervisor::HyperV, &meta(0)),
+        write_config(&mut t, Hypervisor::Hyperv, &meta(0)),
         Err(DriverError::NotAFile { .. })
     ));
 }
@@ -458,7 +458,7 @@ fn dependency_shared_by_two_root_modules_is_reported_once() {
     let err = check_modules(
         &k,
         &set(&["hv_vmbus", "hv_storvsc", "sd_mod"]),
-        Hypervisor::HyperV,
+        Hypervisor::Hyperv,
     )
     .expect_err("scsi_mod");
     let DriverError::Missing { missing, .. } = &err else {
@@ -476,7 +476,7 @@ fn dependency_shared_by_two_root_modules_is_reported_once() {
 /// image sleep five minutes in Debian's initramfs before looking for its root.
 #[test]
 fn azure_profile_has_no_rootdelay() {
-    let words = Hypervisor::Azure.profile().cmdline;
+    let words = Hypervisor::Azure.platform().cmdline;
     assert!(words.contains(&"console=ttyS0,115200n8"), "{words:?}");
     assert!(
         !words.iter().any(|w| w.starts_with("rootdelay=")),

@@ -1,9 +1,9 @@
 //! `[os] source` → [`OsPlan`]: exactly one kind, keys that belong to it,
 //! paths resolved against the recipe's directory, tar digests verified.
 
-use super::resolve::{Cx, OS_TAR_ROLE};
-use super::{MmdebstrapVariant, OsSource, Spanned};
+use super::context::{Cx, OS_TAR_ROLE, OUTSIDE};
 use crate::plan::{OsPlan, SourcesPlan};
+use crate::recipe::{ArchiveEntry, MmdebstrapVariant, OsSource, Spanned};
 use crate::source::archives::Archive;
 
 /// Resolves the OS source; on error returns a placeholder (the caller
@@ -154,7 +154,7 @@ fn dir_source(cx: &mut Cx, dir: &Spanned<String>, keep_owner: bool) -> OsPlan {
     OsPlan::Dir {
         path,
         written: if outside {
-            super::resolve::OUTSIDE.to_string()
+            OUTSIDE.to_string()
         } else {
             dir.get_ref().clone()
         },
@@ -251,8 +251,6 @@ fn sources(cx: &mut Cx, suite: &str, components: &[String], s: &OsSource) -> Sou
             }
         }
     }
-    let uri_ok =
-        |u: &str| !u.trim().is_empty() && u.contains("://") && !u.contains(char::is_whitespace);
     if let Some(m) = &s.mirror {
         if !uri_ok(m.get_ref()) {
             cx.error(
@@ -268,44 +266,51 @@ fn sources(cx: &mut Cx, suite: &str, components: &[String], s: &OsSource) -> Sou
         }]);
     }
     if let Some(list) = &s.archives {
-        if list.get_ref().is_empty() {
-            cx.error(
-                list.span(),
-                "`archives` is empty".into(),
-                Some("leave it out to use the host's archives".into()),
-            );
-        }
-        let mut out = Vec::new();
-        for a in list.get_ref() {
-            let comps = a.components.clone().unwrap_or_else(|| components.to_vec());
-            if !uri_ok(&a.uri)
-                || !word(&a.suite)
-                || comps.is_empty()
-                || !comps.iter().all(|c| word(c))
-            {
-                cx.error(
-                    list.span(),
-                    format!(
-                        "invalid archive {{ uri = {:?}, suite = {:?} }}",
-                        a.uri, a.suite
-                    ),
-                    Some(
-                        "like { uri = \"http://deb.debian.org/debian\", suite = \"bookworm\" }"
-                            .into(),
-                    ),
-                );
-            }
-            out.push(Archive {
-                uri: a.uri.trim().to_string(),
-                suite: a.suite.clone(),
-                components: comps,
-            });
-        }
-        return SourcesPlan::Listed(out);
+        return SourcesPlan::Listed(archives(cx, list, components));
     }
     let on = |f: &Option<Spanned<bool>>| f.as_ref().is_none_or(|b| *b.get_ref());
     SourcesPlan::Host {
         updates: on(&s.updates),
         security: on(&s.security),
     }
+}
+
+/// A URI apt can use: a scheme, no whitespace.
+fn uri_ok(u: &str) -> bool {
+    !u.trim().is_empty() && u.contains("://") && !u.contains(char::is_whitespace)
+}
+
+/// `archives`: each one's URI, suite and components (the source's when it
+/// names none).
+fn archives(cx: &mut Cx, list: &Spanned<Vec<ArchiveEntry>>, components: &[String]) -> Vec<Archive> {
+    if list.get_ref().is_empty() {
+        cx.error(
+            list.span(),
+            "`archives` is empty".into(),
+            Some("leave it out to use the host's archives".into()),
+        );
+    }
+    let mut out = Vec::new();
+    for a in list.get_ref() {
+        let comps = a.components.clone().unwrap_or_else(|| components.to_vec());
+        if !uri_ok(&a.uri) || !word(&a.suite) || comps.is_empty() || !comps.iter().all(|c| word(c))
+        {
+            cx.error(
+                list.span(),
+                format!(
+                    "invalid archive {{ uri = {:?}, suite = {:?} }}",
+                    a.uri, a.suite
+                ),
+                Some(
+                    "like { uri = \"http://deb.debian.org/debian\", suite = \"bookworm\" }".into(),
+                ),
+            );
+        }
+        out.push(Archive {
+            uri: a.uri.trim().to_string(),
+            suite: a.suite.clone(),
+            components: comps,
+        });
+    }
+    out
 }

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use super::resolve::Cx;
-use super::{CloudInit, Config, FileEntry, FileKind, Services, Spanned, User};
+use super::context::Cx;
 use crate::plan::{
     CloudInitPlan, ConfigPlan, Content, FilePlan, NetworkPlan, ServicesPlan, UserPlan,
 };
+use crate::recipe::{CloudInit, Config, FileEntry, FileKind, Services, Spanned, User};
 
 pub(super) fn config(cx: &mut Cx, c: &Config, image_name: &str) -> ConfigPlan {
     let hostname = c.hostname.as_ref().map(|h| {
