@@ -12,7 +12,7 @@ backports=(qemu-system-x86 qemu-utils e2fsprogs)
 packages=(ovmf mmdebstrap libarchive13 libvhdi-utils libqcow-utils
   dosfstools mtools gdisk systemd-boot-efi acl cpio zstd xz-utils hyperfine time
   systemd passwd util-linux file tar python3
-  # libvhdi's Python bindings: the data oracle for 4096-byte-sector VHDX (formats/tests/vhdx_oracle.rs)
+  # libvhdi's Python bindings: the data oracle for 4096-byte-sector VHDX (formats/tests/it/vhdx_oracle.rs)
   python3-libvhdi
   # tree::drivers tests: lsinitramfs (oracle) and lz4 -l (lz4 legacy initramfs writer)
   initramfs-tools-core lz4

@@ -5,12 +5,16 @@
 #   2. checks formatting and clippy,
 #   3. prepares the shared fixtures (the cached Debian rootfs, tests/fixtures.rs),
 #   4. runs every test binary of the workspace, not stopping at the first
-#      that fails (cargo test --no-fail-fast),
+#      that fails (cargo test --no-fail-fast): the unit tests of each crate,
+#      one integration binary per crate (tests/it, formats/tests/it: a
+#      module per area) and the doc-tests,
 #   5. prints a summary: tests run, passed, failed and skipped (each skip
-#      with its reason), the slowest test binaries and every QEMU boot.
+#      with its reason), the tests per binary and per module, the tests
+#      that ran longer than a minute and every QEMU boot.
 # Outside CI a test may skip only for a missing tool, and says so in the
 # summary; with CI=true a skip is a failure. Extra arguments go to
-# `cargo test` (e.g. `scripts/test.sh --test e2e`).
+# `cargo test` (e.g. `scripts/test.sh --test it e2e::`: the e2e module of
+# tests/it; `scripts/test.sh -p imgbuild-formats --test formats_it`).
 # The report (cargo's output, skips, boots, summary) is in target/test-report/.
 set -uo pipefail
 cd "$(dirname "$0")/.."

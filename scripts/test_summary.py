@@ -9,6 +9,12 @@ and boots.txt (one line per QEMU boot, written by tests/support/qemu.rs:
 "image<TAB>firmware<TAB>seconds<TAB>result"). libtest counts a skipped test as
 passed; here it is counted as skipped. Exit status: 0 only when cargo passed,
 no test failed and, with CI=true, nothing was skipped.
+
+The integration tests are one binary per crate (tests/it, formats/tests/it),
+a module per area, so a binary's time says little: the summary also counts
+the tests of each module and lists the tests that ran longer than a minute
+(libtest's own "has been running for over 60 seconds"; it times nothing
+finer on stable Rust).
 """
 import re
 import sys
@@ -21,17 +27,30 @@ RESULT = re.compile(
     r"\d+ measured; \d+ filtered out; finished in ([\d.]+)s"
 )
 FAILED_TEST = re.compile(r"^test (\S+) \.\.\. FAILED")
+# A test's outcome line; a test that printed while running has its name and
+# outcome on different lines, so only the name is taken from this one.
+TEST_LINE = re.compile(r"^test (\S+) \.\.\. ")
+LONG_TEST = re.compile(r"^test (\S+) has been running for over 60 seconds")
 
 
 def binary_name(path):
-    """tests/e2e.rs -> e2e; src/lib.rs in formats -> imgbuild_formats (lib)."""
+    """tests/it/main.rs -> it; formats/tests/it/main.rs -> formats_it;
+    src/lib.rs in formats -> imgbuild_formats (lib)."""
     stem = Path(path).name.rsplit("-", 1)[0]
     return stem
+
+
+def module_of(binary, test):
+    """it + e2e::boots -> it::e2e: the binary, then the test's path without
+    its last part (a test at a binary's top level: the binary)."""
+    return "::".join([binary] + test.split("::")[:-1])
 
 
 def parse(log):
     binaries = []  # [name, passed, failed, ignored, seconds, ok]
     failed = []
+    modules = {}  # module -> tests that ran (any outcome)
+    long_tests = []  # binary::test, over 60 s
     current = None
     for line in log.splitlines():
         m = RUNNING.match(line)
@@ -42,6 +61,14 @@ def parse(log):
         if m:
             current = f"doc-tests {m.group(1)}"
             continue
+        m = LONG_TEST.match(line)
+        if m:
+            long_tests.append(f"{current}::{m.group(1)}")
+            continue
+        m = TEST_LINE.match(line)
+        if m and current and not current.startswith("doc-tests"):
+            module = module_of(current, m.group(1))
+            modules[module] = modules.get(module, 0) + 1
         m = FAILED_TEST.match(line)
         if m:
             failed.append(f"{current}::{m.group(1)}")
@@ -51,13 +78,13 @@ def parse(log):
             ok, p, f, i, secs = m.groups()
             binaries.append([current, int(p), int(f), int(i), float(secs), ok == "ok"])
             current = None
-    return binaries, failed
+    return binaries, failed, modules, long_tests
 
 
 def main():
     report, cargo_rc, wall, ci = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     log = (report / "cargo-test.log").read_text(errors="replace")
-    binaries, failed = parse(log)
+    binaries, failed, modules, long_tests = parse(log)
     skips = {}
     if (report / "skips.txt").exists():
         for line in (report / "skips.txt").read_text().splitlines():
@@ -87,6 +114,19 @@ def main():
             print(f"  {t}")
     slow = sorted(binaries, key=lambda b: -b[4])[:6]
     print("slowest test binaries: " + ", ".join(f"{b[0]} {b[4]:.0f} s" for b in slow))
+    integration = sorted(
+        ((m, n) for m, n in modules.items() if m.split("::")[0] in ("it", "formats_it")),
+        key=lambda mn: (-mn[1], mn[0]),
+    )
+    if integration:
+        print(
+            f"integration test modules: {len(integration)}; tests in each: "
+            + ", ".join(f"{m} {n}" for m, n in integration)
+        )
+    if long_tests:
+        print(f"tests running longer than 60 s: {len(long_tests)}")
+        for t in long_tests:
+            print(f"  {t}")
     if boots:
         total = sum(float(b[2]) for b in boots)
         print(f"QEMU boots: {len(boots)}, {total:.0f} s in all (TCG; up to two at once)")

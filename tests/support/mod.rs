@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod ext4;
 pub mod qemu;
 pub mod rootfs;
 pub mod synthetic;
+pub mod tarbuild;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,6 +59,16 @@ pub fn debian_tar() -> Option<PathBuf> {
     tar.clone()
 }
 
+/// Writes the recipe `text` to `dir/name` (making `dir`) and returns that
+/// path: the one way the tests' recipe formatters put a recipe on disk.
+pub fn write_recipe(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("mkdir for the recipe");
+    let path = dir.join(name);
+    std::fs::write(&path, text)
+        .unwrap_or_else(|e| panic!("writing the recipe {}: {e}", path.display()));
+    path
+}
+
 /// Puts `file` into `dir` under its own name as a hard link (a copy where
 /// links are impossible) and returns that name, for a recipe in `dir`: a
 /// recipe reads files inside its own directory only (issue 14), and a
@@ -82,4 +94,28 @@ pub fn beside(dir: &Path, file: &Path) -> String {
         std::fs::copy(file, &to).expect("copy beside the recipe");
     }
     name
+}
+
+/// Runs the test `test` of module `module` (`module_path!()`) alone in a
+/// child process of this test binary, in `cwd`, with `env` added to its
+/// environment, and panics unless it ran and passed. The integration tests
+/// are one binary whose tests run as threads of one process (tests/it), so
+/// a test that needs its own current directory or environment does its
+/// work in such a child: the test calls `in_child` and, when it finds the
+/// variable it set in `env`, it is the child and does the work.
+pub fn in_child(module: &str, test: &str, cwd: &Path, env: &[(&str, &std::ffi::OsStr)]) {
+    // libtest names a test by its path without the crate's name.
+    let module = module.split_once("::").map_or("", |(_crate, m)| m);
+    let name = format!("{module}::{test}");
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", &name, "--test-threads=1"])
+        .current_dir(cwd)
+        .envs(env.iter().copied());
+    let out = run_ok(&mut cmd);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("test result: ok. 1 passed;"),
+        "{name} did not run in the child:\n{said}"
+    );
 }

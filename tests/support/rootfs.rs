@@ -190,15 +190,6 @@ struct Member {
     len: u64,
 }
 
-fn octal(field: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(field).ok()?;
-    let s = s.trim_matches(|c: char| c == '\0' || c == ' ');
-    if s.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(s, 8).ok()
-}
-
 /// Every member (ustar and GNU long names, pax `path`) up to the
 /// end-of-archive block, which must be there.
 fn walk(file: &File, len: u64) -> Result<Vec<Member>, Problem> {
@@ -215,25 +206,14 @@ fn walk(file: &File, len: u64) -> Result<Vec<Member>, Problem> {
         }
         file.read_exact_at(&mut h, at)
             .map_err(|e| Problem::Damaged(at, e.to_string()))?;
-        if h.iter().all(|&b| b == 0) {
+        // The writer's own header reader (magic, checksum, octal or
+        // base-256 numbers): one tar parser in the project.
+        let Some(header) = imgbuild_formats::package::tar::parse(&h, at)
+            .map_err(|e| Problem::Damaged(at, e.to_string()))?
+        else {
             return Ok(members);
-        }
-        let sum: u64 = h
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u64::from(b)
-                }
-            })
-            .sum();
-        if octal(&h[148..156]) != Some(sum) {
-            return Err(Problem::Damaged(at, "header checksum mismatch".into()));
-        }
-        let size = octal(&h[124..136])
-            .ok_or_else(|| Problem::Damaged(at, "member size is not octal".into()))?;
+        };
+        let size = header.size;
         let data = at + 512;
         let next = data + size.div_ceil(512) * 512;
         if next > len {
@@ -251,10 +231,7 @@ fn walk(file: &File, len: u64) -> Result<Vec<Member>, Problem> {
                 .trim_end_matches('\0')
                 .to_string())
         };
-        let cstr = |b: &[u8]| {
-            String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or(b)).into_owned()
-        };
-        match h[156] {
+        match header.kind {
             b'L' => long_name = Some(read(size.min(1 << 16))?),
             b'x' => {
                 let pax = read(size.min(1 << 20))?;
@@ -267,12 +244,8 @@ fn walk(file: &File, len: u64) -> Result<Vec<Member>, Problem> {
             }
             b'g' => {}
             _ => {
-                let mut name = cstr(&h[0..100]);
-                if &h[257..262] == b"ustar" && h[345] != 0 {
-                    name = format!("{}/{name}", cstr(&h[345..500]));
-                }
                 members.push(Member {
-                    name: long_name.take().unwrap_or(name),
+                    name: long_name.take().unwrap_or(header.name),
                     offset: data,
                     len: size,
                 });

@@ -1,6 +1,7 @@
 //! Helpers shared by the formats crate's oracle tests.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
@@ -145,4 +146,49 @@ pub fn sparse_disk(size: u64, pieces: &[Piece]) -> VirtualDisk {
         end = p.offset + len;
     }
     b.build().expect("pieces are sorted and inside the disk")
+}
+
+/// `qemu-img check -f FMT IMG` must exit 0 and report neither errors nor
+/// leaks.
+pub fn qemu_check(img: &Path, qemu_fmt: &str) {
+    let out = run(Command::new("qemu-img")
+        .args(["check", "-f", qemu_fmt])
+        .arg(img));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "qemu-img check -f {qemu_fmt} {}:\n{text}",
+        img.display()
+    );
+    assert!(
+        text.contains("No errors were found"),
+        "qemu-img check -f {qemu_fmt}:\n{text}"
+    );
+    assert!(
+        !text.contains("Leaked"),
+        "qemu-img check -f {qemu_fmt}:\n{text}"
+    );
+}
+
+/// `qemu-img compare -f raw -F FMT RAW IMG` must say the two hold the same
+/// disk.
+pub fn qemu_compare(raw: &Path, img: &Path, qemu_fmt: &str) {
+    let out = run(Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", qemu_fmt])
+        .arg(raw)
+        .arg(img));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "qemu-img compare -F {qemu_fmt} {}: {text}{}",
+        img.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Images are identical"), "{text}");
 }

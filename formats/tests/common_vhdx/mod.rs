@@ -11,9 +11,7 @@ use imgbuild_formats::{
 };
 
 // The tool helpers are the ones every formats oracle test uses.
-#[path = "../common/mod.rs"]
-mod common;
-pub use common::{require_tool, run_ok};
+pub use crate::common::{qemu_check, qemu_compare, require_tool, run_ok};
 
 /// Stdout of a successful command, as text.
 pub fn stdout_of(cmd: &mut Command) -> String {
@@ -99,20 +97,6 @@ pub fn assert_same_bytes(disk: &VirtualDisk, image: &dyn DiskImage) {
 pub fn open(path: &Path, format: Format) -> Arc<dyn DiskImage> {
     imgbuild_formats::open(path, Some(format))
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-}
-
-/// `qemu-img compare -f raw -F <fmt> raw img`: identical or panic.
-pub fn qemu_compare(raw: &Path, img: &Path, qemu_fmt: &str) {
-    let out = stdout_of(
-        Command::new("qemu-img")
-            .args(["compare", "-f", "raw", "-F", qemu_fmt])
-            .arg(raw)
-            .arg(img),
-    );
-    assert!(
-        out.contains("Images are identical"),
-        "qemu-img compare: {out}"
-    );
 }
 
 /// `qemu-img info`'s virtual size (the top-level "virtual size: … (N bytes)").
