@@ -4,6 +4,7 @@
 
 pub mod rebuild;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
@@ -99,122 +100,26 @@ pub fn verify_dir(dir: &Path) -> Result<Verified, VerifyError> {
                 .to_string(),
         });
     }
-    let sums_path = dir.join(SUMS);
-    if let Some(kind) = not_regular(&sums_path) {
-        return Err(VerifyError::NotRegular {
-            path: sums_path,
-            kind,
-        });
-    }
+    let sums_path = regular(dir.join(SUMS))?;
     let text = std::fs::read_to_string(&sums_path).map_err(read_error(&sums_path))?;
     let entries = read_sums(&text)?;
-    let mut manifest_problems = Vec::new();
     // The manifest first: when it is intact, a file that matches it but not
     // SHA256SUMS means SHA256SUMS changed.
-    let manifest_path = dir.join(MANIFEST);
-    if let Some(kind) = not_regular(&manifest_path) {
-        return Err(VerifyError::NotRegular {
-            path: manifest_path,
-            kind,
-        });
-    }
-    let manifest = if manifest_path.exists() {
-        match crate::record::manifest::read_text(dir) {
-            Err(e) => {
-                manifest_problems.push(chain(&e));
-                None
-            }
-            Ok(text) => {
-                if let Err(e) = check_seal(&text) {
-                    manifest_problems.push(e);
-                }
-                // An output that is a link or a FIFO is reported below as
-                // itself, and never opened.
-                match Manifest::parse(&text) {
-                    // An output that names a path outside the directory:
-                    // refused before any file is opened on its word.
-                    Err(source @ ManifestError::Unsafe { .. }) => {
-                        return Err(VerifyError::Manifest {
-                            path: manifest_path,
-                            source,
-                        })
-                    }
-                    Err(e) => {
-                        manifest_problems.push(chain(&e));
-                        None
-                    }
-                    Ok(m) => Some(m),
-                }
-            }
-        }
+    let manifest_path = regular(dir.join(MANIFEST))?;
+    let (manifest, mut manifest_problems) = if manifest_path.exists() {
+        read_manifest_checked(dir)?
     } else {
-        None
+        (None, Vec::new())
     };
-    let recorded = |name: &str| -> Option<String> {
-        if !manifest_problems.is_empty() {
-            return None;
-        }
-        Some(manifest.as_ref()?.output(name)?.sha256.clone())
-    };
-    let mut found = std::collections::BTreeMap::new();
-    for (expected, name) in &entries {
-        let path = dir.join(name);
-        v.checked.push(name.clone());
-        if let Some(kind) = not_regular(&path) {
-            v.problems.push(Problem {
-                file: name.clone(),
-                message: format!("is {kind}, not a regular file; not opened"),
-            });
-            continue;
-        }
-        if !path.exists() {
-            v.problems.push(Problem {
-                file: name.clone(),
-                message: format!("missing (listed in {SUMS})"),
-            });
-            continue;
-        }
-        let sum = sha256_file(&path)?;
-        let len = std::fs::metadata(&path).map_err(read_error(&path))?.len();
-        if &sum != expected {
-            v.problems
-                .push(if recorded(name).as_deref() == Some(sum.as_str()) {
-                    Problem {
-                        file: SUMS.to_string(),
-                        message: format!(
-                            "lists {expected} for {name}, but the file and {MANIFEST} have {sum}"
-                        ),
-                    }
-                } else {
-                    Problem {
-                        file: name.clone(),
-                        message: format!("sha256 {sum}, {SUMS} says {expected}"),
-                    }
-                });
-        }
-        found.insert(name.clone(), (sum, len));
-    }
+    let intact = manifest.as_ref().filter(|_| manifest_problems.is_empty());
+    let found = hash_listed(dir, &entries, intact, &mut v)?;
     if !manifest_path.exists() {
         v.problems.push(Problem {
             file: MANIFEST.to_string(),
             message: "missing: every build writes it beside SHA256SUMS".to_string(),
         });
     }
-    let mut unlisted: Vec<String> = std::fs::read_dir(dir)
-        .map_err(read_error(dir))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != SUMS && n != MANIFEST && n != ".imgbuild.lock")
-        .filter(|n| !entries.iter().any(|(_, e)| e == n))
-        .filter(|n| !crate::outdir::leftovers(dir).iter().any(|l| l.ends_with(n)))
-        .collect();
-    unlisted.sort();
-    for n in unlisted {
-        v.problems.push(Problem {
-            file: n,
-            message: format!("not listed in {SUMS}: not an output of this build"),
-        });
-    }
+    v.problems.extend(unlisted(dir, &entries)?);
     if manifest_path.exists() {
         v.checked.push(MANIFEST.to_string());
         if let Some(m) = &manifest {
@@ -224,21 +129,125 @@ pub fn verify_dir(dir: &Path) -> Result<Verified, VerifyError> {
                 manifest_problems.extend(cross_check(m, &entries, &found));
             }
         }
-        for message in manifest_problems {
-            v.problems.push(Problem {
+        v.problems
+            .extend(manifest_problems.into_iter().map(|message| Problem {
                 file: MANIFEST.to_string(),
                 message,
-            });
-        }
+            }));
     }
     Ok(v)
+}
+
+/// `path`, unless it is there but not a regular file (never read then).
+fn regular(path: PathBuf) -> Result<PathBuf, VerifyError> {
+    match not_regular(&path) {
+        Some(kind) => Err(VerifyError::NotRegular { path, kind }),
+        None => Ok(path),
+    }
+}
+
+/// The manifest of `dir` and what is wrong with it (its seal, its form).
+/// An output naming a path outside the directory is an error: refused
+/// before any file is opened on its word. An output that is a link or a
+/// FIFO is reported by [`hash_listed`] as itself, and never opened.
+fn read_manifest_checked(dir: &Path) -> Result<(Option<Manifest>, Vec<String>), VerifyError> {
+    let text = match crate::record::manifest::read_text(dir) {
+        Ok(text) => text,
+        Err(e) => return Ok((None, vec![chain(&e)])),
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = check_seal(&text) {
+        problems.push(e);
+    }
+    match Manifest::parse(&text) {
+        Err(source @ ManifestError::Unsafe { .. }) => Err(VerifyError::Manifest {
+            path: dir.join(MANIFEST),
+            source,
+        }),
+        Err(e) => {
+            problems.push(chain(&e));
+            Ok((None, problems))
+        }
+        Ok(m) => Ok((Some(m), problems)),
+    }
+}
+
+/// Hashes every file `SHA256SUMS` lists (a link, FIFO or device is a
+/// problem, not opened), comparing with the list and, to tell which of the
+/// two changed, with the `intact` manifest. Returns each file's hash and
+/// length.
+fn hash_listed(
+    dir: &Path,
+    entries: &[(String, String)],
+    intact: Option<&Manifest>,
+    v: &mut Verified,
+) -> Result<BTreeMap<String, (String, u64)>, VerifyError> {
+    let mut found = BTreeMap::new();
+    for (expected, name) in entries {
+        let path = dir.join(name);
+        v.checked.push(name.clone());
+        let problem = |message: String| Problem {
+            file: name.clone(),
+            message,
+        };
+        if let Some(kind) = not_regular(&path) {
+            v.problems.push(problem(format!(
+                "is {kind}, not a regular file; not opened"
+            )));
+            continue;
+        }
+        if !path.exists() {
+            v.problems
+                .push(problem(format!("missing (listed in {SUMS})")));
+            continue;
+        }
+        let sum = sha256_file(&path)?;
+        let len = std::fs::metadata(&path).map_err(read_error(&path))?.len();
+        if &sum != expected {
+            let recorded = intact.and_then(|m| m.output(name)).map(|o| &o.sha256);
+            v.problems.push(if recorded == Some(&sum) {
+                Problem {
+                    file: SUMS.to_string(),
+                    message: format!(
+                        "lists {expected} for {name}, but the file and {MANIFEST} have {sum}"
+                    ),
+                }
+            } else {
+                problem(format!("sha256 {sum}, {SUMS} says {expected}"))
+            });
+        }
+        found.insert(name.clone(), (sum, len));
+    }
+    Ok(found)
+}
+
+/// Files in `dir` that `SHA256SUMS` does not list (besides the records,
+/// the lock and what an interrupted build left).
+fn unlisted(dir: &Path, entries: &[(String, String)]) -> Result<Vec<Problem>, VerifyError> {
+    let leftovers = crate::outdir::leftovers(dir);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(read_error(dir))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != SUMS && n != MANIFEST && n != ".imgbuild.lock")
+        .filter(|n| !entries.iter().any(|(_, e)| e == n))
+        .filter(|n| !leftovers.iter().any(|l| l.ends_with(n)))
+        .collect();
+    names.sort();
+    Ok(names
+        .into_iter()
+        .map(|file| Problem {
+            file,
+            message: format!("not listed in {SUMS}: not an output of this build"),
+        })
+        .collect())
 }
 
 /// Compares the manifest's `outputs` with `SHA256SUMS` and the files.
 fn cross_check(
     m: &Manifest,
     sums: &[(String, String)],
-    found: &std::collections::BTreeMap<String, (String, u64)>,
+    found: &BTreeMap<String, (String, u64)>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for o in &m.outputs {

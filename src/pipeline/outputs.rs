@@ -49,6 +49,76 @@ pub struct Pending {
     pub timings: BTreeMap<String, f64>,
 }
 
+/// A file under a temporary name and its sink for each spec (the sink
+/// hashes while writing where its format allows).
+type Sinks = Vec<(usize, Box<dyn imgbuild_formats::ImageSink>)>;
+
+fn open_sinks(dir: &Path, specs: &[(usize, &OutputSpec)]) -> Result<(Vec<AtomicFile>, Sinks)> {
+    let mut files = Vec::new();
+    let mut sinks = Vec::new();
+    for &(disk, s) in specs {
+        let f = AtomicFile::create(&dir.join(&s.file_name))?;
+        // SHA256SUMS needs every hash: take it while writing where the
+        // format allows (the rest is read back, see `hash_all`).
+        let options = WriteOptions {
+            hash: true,
+            ..s.options.clone()
+        };
+        let sink = match &s.package {
+            Some(p) => package::sink(p, f.file()?, &options),
+            None => s.format.sink(f.file()?, &options),
+        }
+        .with_context(|| format!("cannot write {}", s.file_name))?;
+        sinks.push((disk, sink));
+        files.push(f);
+    }
+    Ok((files, sinks))
+}
+
+/// Each file's SHA-256: the one its writer took, else read back (writers
+/// that cannot go front to back: compressed qcow2, VHDX without a seed),
+/// those in parallel.
+fn hash_all(files: &[AtomicFile], summaries: &[imgbuild_formats::ImageSummary]) -> Vec<Result<String>> {
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = files
+            .iter()
+            .zip(summaries)
+            .map(|(f, sum)| {
+                let known = sum.sha256.map(|h| hex(&h));
+                let path = f.temp_path();
+                scope.spawn(move || known.map_or_else(|| sha256_file(path), Ok))
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .map(|r| r.map_err(anyhow::Error::from))
+            .collect()
+    })
+}
+
+/// fsyncs every file at once (the kernel writes them back in parallel), so
+/// that commit's own fsync has nothing left to flush.
+fn fsync_all(files: &[AtomicFile]) -> Result<()> {
+    std::thread::scope(|scope| -> Result<()> {
+        let jobs: Vec<_> = files
+            .iter()
+            .map(|f| {
+                let file = f.file();
+                let path = f.temp_path();
+                scope.spawn(move || -> Result<()> {
+                    file?
+                        .sync_all()
+                        .with_context(|| format!("cannot flush {}", path.display()))
+                })
+            })
+            .collect();
+        for j in jobs {
+            j.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        }
+        Ok(())
+    })
+}
+
 impl Pending {
     /// Writes each disk into each of its specs, all in one pass (an extent
     /// the disks share is read once: `write_disks`), hashes each result and
@@ -59,29 +129,12 @@ impl Pending {
         disks: &[(&VirtualDisk, Vec<OutputSpec>)],
         progress: &dyn Progress,
     ) -> Result<()> {
-        let mut files = Vec::new();
-        let mut sinks = Vec::new();
         let specs: Vec<(usize, &OutputSpec)> = disks
             .iter()
             .enumerate()
             .flat_map(|(i, (_, specs))| specs.iter().map(move |s| (i, s)))
             .collect();
-        for &(disk, s) in &specs {
-            let f = AtomicFile::create(&dir.join(&s.file_name))?;
-            // SHA256SUMS needs every hash: take it while writing where the
-            // format allows (the rest is read back below).
-            let options = WriteOptions {
-                hash: true,
-                ..s.options.clone()
-            };
-            let sink = match &s.package {
-                Some(p) => package::sink(p, f.file()?, &options),
-                None => s.format.sink(f.file()?, &options),
-            }
-            .with_context(|| format!("cannot write {}", s.file_name))?;
-            sinks.push((disk, sink));
-            files.push(f);
-        }
+        let (files, sinks) = open_sinks(dir, &specs)?;
         let names: Vec<&str> = specs.iter().map(|(_, s)| s.file_name.as_str()).collect();
         let refs: Vec<&VirtualDisk> = disks.iter().map(|(d, _)| *d).collect();
         let step = progress.bytes(
@@ -114,43 +167,12 @@ impl Pending {
         // Writers that cannot go front to back (compressed qcow2, VHDX without
         // a seed) leave the hash to us: read those files back, in parallel.
         let t = Instant::now();
-        let hashes: Vec<Result<String>> = std::thread::scope(|scope| {
-            let jobs: Vec<_> = files
-                .iter()
-                .zip(&summaries)
-                .map(|(f, sum)| {
-                    let known = sum.sha256.map(|h| hex(&h));
-                    let path = f.temp_path();
-                    scope.spawn(move || known.map_or_else(|| sha256_file(path), Ok))
-                })
-                .collect();
-            jobs.into_iter()
-                .map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .map(|r| r.map_err(anyhow::Error::from))
-                .collect()
-        });
+        let hashes = hash_all(&files, &summaries);
         self.lap("hash_readback", t);
         // fsync every image at once (the kernel writes them back in parallel);
         // commit's own fsync then has nothing left to flush.
         let t = Instant::now();
-        std::thread::scope(|scope| -> Result<()> {
-            let jobs: Vec<_> = files
-                .iter()
-                .map(|f| {
-                    let file = f.file();
-                    let path = f.temp_path();
-                    scope.spawn(move || -> Result<()> {
-                        file?
-                            .sync_all()
-                            .with_context(|| format!("cannot flush {}", path.display()))
-                    })
-                })
-                .collect();
-            for j in jobs {
-                j.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-            }
-            Ok(())
-        })?;
+        fsync_all(&files)?;
         self.lap("fsync", t);
         for (((f, (_, s)), sum), sha256) in files.into_iter().zip(specs).zip(summaries).zip(hashes)
         {

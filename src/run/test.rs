@@ -285,7 +285,6 @@ pub fn test_dir(
     }
     let expect = compile(&plan.expect)?;
     let fail = compile(&plan.fail)?;
-    let mut jobs = VecDeque::new();
     // Compute Engine's tar.gz: QEMU cannot read inside gzip, so its
     // disk.raw is unpacked (sparse) into a scratch directory first.
     let scratch = tempfile::Builder::new()
@@ -294,24 +293,7 @@ pub fn test_dir(
         .map_err(TestError::Scratch)?;
     crate::output::register_dir(scratch.path());
     let _unregister = Unregister(scratch.path().to_path_buf());
-    for output in manifest.outputs {
-        let disk = BootDisk::of(dir, &output, scratch.path())?;
-        let modes: Vec<Mode> = output
-            .firmware
-            .iter()
-            .filter_map(|m| Mode::from_name(m))
-            .collect();
-        for mode in modes {
-            let bus = bus_for(output.hypervisor(), mode);
-            jobs.push_back(Job {
-                index: jobs.len(),
-                output: output.clone(),
-                disk: disk.clone(),
-                mode,
-                bus,
-            });
-        }
-    }
+    let jobs = jobs_of(dir, manifest.outputs, scratch.path())?;
     if jobs.is_empty() {
         return Err(TestError::Nothing(path));
     }
@@ -319,21 +301,67 @@ pub fn test_dir(
         path: opts.logs.clone(),
         source,
     })?;
-    let total = jobs.len();
-    let queue = Mutex::new(jobs);
-    let results = Mutex::new(Vec::with_capacity(total));
     let check = Check {
         expect: &expect,
         fail: &fail,
         timeout: Duration::from_secs(plan.timeout),
     };
+    let cases = run_jobs(jobs, opts, &check, progress);
+    Ok(TestReport {
+        dir: dir.to_path_buf(),
+        accel: opts.accel.name().into(),
+        expect: plan.expect,
+        fail: plan.fail,
+        timeout: plan.timeout,
+        cases,
+    })
+}
+
+/// One job per output and firmware mode it records, in manifest order, each
+/// with its disk ([`BootDisk::of`]) and bus ([`bus_for`]).
+fn jobs_of(
+    dir: &Path,
+    outputs: Vec<OutputRecord>,
+    scratch: &Path,
+) -> Result<VecDeque<Job>, TestError> {
+    let mut jobs = VecDeque::new();
+    for output in outputs {
+        let disk = BootDisk::of(dir, &output, scratch)?;
+        let modes: Vec<Mode> = output
+            .firmware
+            .iter()
+            .filter_map(|m| Mode::from_name(m))
+            .collect();
+        for mode in modes {
+            jobs.push_back(Job {
+                index: jobs.len(),
+                bus: bus_for(output.hypervisor(), mode),
+                output: output.clone(),
+                disk: disk.clone(),
+                mode,
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// Runs the jobs on `opts.jobs` threads; the cases in job order.
+fn run_jobs(
+    jobs: VecDeque<Job>,
+    opts: &TestOptions,
+    check: &Check,
+    progress: &dyn Progress,
+) -> Vec<Case> {
+    let total = jobs.len();
+    let queue = Mutex::new(jobs);
+    let results = Mutex::new(Vec::with_capacity(total));
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.clamp(1, total) {
             scope.spawn(|| loop {
                 let Some(job) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
                     break;
                 };
-                let case = run_job(&job, opts, &check, progress);
+                let case = run_job(&job, opts, check, progress);
                 results
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -343,14 +371,7 @@ pub fn test_dir(
     });
     let mut cases = results.into_inner().unwrap_or_else(|e| e.into_inner());
     cases.sort_by_key(|(i, _)| *i);
-    Ok(TestReport {
-        dir: dir.to_path_buf(),
-        accel: opts.accel.name().into(),
-        expect: plan.expect,
-        fail: plan.fail,
-        timeout: plan.timeout,
-        cases: cases.into_iter().map(|(_, c)| c).collect(),
-    })
+    cases.into_iter().map(|(_, c)| c).collect()
 }
 
 /// What decides a boot.
