@@ -126,6 +126,70 @@ pub fn fault_point(name: &str) {
     }
 }
 
+/// Fails unless `path` is a directory that can be written, or can be
+/// created in `parent`.
+fn check_writable(parent: &Path, path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(m) if !m.is_dir() => bail!(
+            "the output directory {} exists and is not a directory",
+            path.display()
+        ),
+        _ => {}
+    }
+    if path.exists() {
+        rustix::fs::access(path, rustix::fs::Access::WRITE_OK)
+            .with_context(|| format!("cannot write to the output directory {}", path.display()))?;
+    } else {
+        rustix::fs::access(parent, rustix::fs::Access::WRITE_OK).with_context(|| {
+            format!(
+                "cannot create the output directory {}: its parent is not writable",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Takes the build lock at `lock_path` and writes our PID in it; fails at
+/// once, with the holder's PID, when another build has it.
+fn take_lock(lock_path: &Path, path: &Path) -> Result<File> {
+    let mut lock = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path)
+        .with_context(|| format!("cannot create the lock {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        let mut holder = String::new();
+        let _ = lock.read_to_string(&mut holder);
+        bail!(
+            "another imgbuild (PID {}) is writing to {}: wait for it, or build into another directory",
+            holder.trim(),
+            path.display()
+        );
+    }
+    lock.set_len(0)?;
+    let _ = write!(lock, "{}", std::process::id());
+    Ok(lock)
+}
+
+/// Removes what interrupted builds left in `path` (and says so).
+fn remove_leftovers(path: &Path) -> Result<()> {
+    let stale = leftovers(path);
+    for p in &stale {
+        remove_any(p).with_context(|| format!("cannot remove {}", p.display()))?;
+    }
+    if !stale.is_empty() {
+        let names: Vec<String> = stale.iter().map(|p| p.display().to_string()).collect();
+        eprintln!(
+            "imgbuild: removed what an interrupted build left: {}",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
 impl OutDir {
     /// Takes the output directory `out` for one build, before anything
     /// else: checks it is (or can be) a directory the build can replace,
@@ -141,25 +205,7 @@ impl OutDir {
                 parent.display()
             )
         })?;
-        match fs::metadata(&path) {
-            Ok(m) if !m.is_dir() => bail!(
-                "the output directory {} exists and is not a directory",
-                path.display()
-            ),
-            _ => {}
-        }
-        if path.exists() {
-            rustix::fs::access(&path, rustix::fs::Access::WRITE_OK).with_context(|| {
-                format!("cannot write to the output directory {}", path.display())
-            })?;
-        } else {
-            rustix::fs::access(&parent, rustix::fs::Access::WRITE_OK).with_context(|| {
-                format!(
-                    "cannot create the output directory {}: its parent is not writable",
-                    path.display()
-                )
-            })?;
-        }
+        check_writable(&parent, &path)?;
         // Swap the whole directory unless it is a mount point (a rename
         // cannot move it) or its parent is read-only.
         use std::os::unix::fs::MetadataExt;
@@ -177,35 +223,8 @@ impl OutDir {
         } else {
             path.join(LOCK)
         };
-        let mut lock = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .with_context(|| format!("cannot create the lock {}", lock_path.display()))?;
-        if lock.try_lock().is_err() {
-            let mut holder = String::new();
-            let _ = lock.read_to_string(&mut holder);
-            bail!(
-                "another imgbuild (PID {}) is writing to {}: wait for it, or build into another directory",
-                holder.trim(),
-                path.display()
-            );
-        }
-        lock.set_len(0)?;
-        let _ = write!(lock, "{}", std::process::id());
-        let stale = leftovers(&path);
-        for p in &stale {
-            remove_any(p).with_context(|| format!("cannot remove {}", p.display()))?;
-        }
-        if !stale.is_empty() {
-            let names: Vec<String> = stale.iter().map(|p| p.display().to_string()).collect();
-            eprintln!(
-                "imgbuild: removed what an interrupted build left: {}",
-                names.join(", ")
-            );
-        }
+        let lock = take_lock(&lock_path, &path)?;
+        remove_leftovers(&path)?;
         let staging = if swap {
             sibling(&parent, &name, &format!("{STAGING}{}", std::process::id()))
         } else {

@@ -78,7 +78,10 @@ fn open_sinks(dir: &Path, specs: &[(usize, &OutputSpec)]) -> Result<(Vec<AtomicF
 /// Each file's SHA-256: the one its writer took, else read back (writers
 /// that cannot go front to back: compressed qcow2, VHDX without a seed),
 /// those in parallel.
-fn hash_all(files: &[AtomicFile], summaries: &[imgbuild_formats::ImageSummary]) -> Vec<Result<String>> {
+fn hash_all(
+    files: &[AtomicFile],
+    summaries: &[imgbuild_formats::ImageSummary],
+) -> Vec<Result<String>> {
     std::thread::scope(|scope| {
         let jobs: Vec<_> = files
             .iter()

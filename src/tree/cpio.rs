@@ -237,27 +237,12 @@ pub fn list_with_limits(data: &FileData, limits: &Limits) -> Result<Initramfs, C
     }
 }
 
-/// Decompresses the stream at `at` and parses the archives inside it.
-fn unpack_compressed(
-    input: &mut Input<'_>,
-    at: u64,
-    limits: &Limits,
-    sink: &mut Sink<'_>,
-) -> Result<Compression, CpioError> {
-    let magic = input
-        .peek_n(6)
-        .map_err(|source| CpioError::Io { offset: at, source })?;
-    let Some(compression) = Compression::detect(&magic) else {
-        return Err(CpioError::UnknownMagic {
-            offset: at,
-            found: magic,
-        });
-    };
-    let loc = Location {
-        segment: at,
-        compression,
-        offset: 0,
-    };
+/// The decoder of a `compression` stream read from `input`.
+fn decoder<'i>(
+    input: &'i mut Input<'_>,
+    compression: Compression,
+    loc: Location,
+) -> Result<Box<dyn Read + 'i>, CpioError> {
     let decompress = |source| CpioError::Decompress {
         at: loc,
         compression,
@@ -266,7 +251,7 @@ fn unpack_compressed(
     let lzma = |r: Result<liblzma::stream::Stream, liblzma::stream::Error>| {
         r.map_err(|e| decompress(e.into()))
     };
-    let decoder: Box<dyn Read + '_> = match compression {
+    Ok(match compression {
         Compression::None => unreachable!("detect never returns None"),
         Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(&mut *input)),
         Compression::Zstd => {
@@ -294,7 +279,31 @@ fn unpack_compressed(
                 feature: "lzo-compressed initramfs",
             })
         }
+    })
+}
+
+/// Decompresses the stream at `at` and parses the archives inside it.
+fn unpack_compressed(
+    input: &mut Input<'_>,
+    at: u64,
+    limits: &Limits,
+    sink: &mut Sink<'_>,
+) -> Result<Compression, CpioError> {
+    let magic = input
+        .peek_n(6)
+        .map_err(|source| CpioError::Io { offset: at, source })?;
+    let Some(compression) = Compression::detect(&magic) else {
+        return Err(CpioError::UnknownMagic {
+            offset: at,
+            found: magic,
+        });
     };
+    let loc = Location {
+        segment: at,
+        compression,
+        offset: 0,
+    };
+    let decoder = decoder(input, compression, loc)?;
     let mut c = Counted::new(
         BufReader::with_capacity(BUF, decoder),
         at,

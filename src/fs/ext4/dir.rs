@@ -114,6 +114,38 @@ impl DirBlocks {
     }
 }
 
+/// `children` with their (major, minor) hashes, in htree order: by hash,
+/// then by name.
+fn hash_sorted<'a, 'e>(children: &'a [Entry<'e>], hash: &Hasher) -> Vec<(u32, u32, &'a Entry<'e>)> {
+    let mut sorted: Vec<(u32, u32, &Entry)> = children
+        .iter()
+        .map(|e| {
+            let (h, m) = hash.hash(e.name);
+            (h, m, e)
+        })
+        .collect();
+    sorted.sort_by(|a, b| (a.0, a.1, a.2.name).cmp(&(b.0, b.1, b.2.name)));
+    sorted
+}
+
+/// Index key of each leaf (starting at entry `firsts[k]` of `sorted`): its
+/// first hash, with bit 0 set when the same hash continues from the
+/// previous leaf (a collision run).
+fn leaf_keys(sorted: &[(u32, u32, &Entry)], firsts: &[usize]) -> Vec<u32> {
+    firsts
+        .iter()
+        .enumerate()
+        .map(|(k, &f)| {
+            let h = sorted[f].0;
+            if k > 0 && sorted[f - 1].0 == h {
+                h | 1
+            } else {
+                h
+            }
+        })
+        .collect()
+}
+
 /// Lays out a directory: `.` and `..` then `children` (sorted by name);
 /// one linear block when they fit, else an htree keyed by `hash`.
 pub fn build(ino: u32, parent: u32, children: &[Entry], hash: &Hasher) -> Result<DirBlocks, usize> {
@@ -139,30 +171,10 @@ pub fn build(ino: u32, parent: u32, children: &[Entry], hash: &Hasher) -> Result
             indexed: false,
         });
     }
-    let mut sorted: Vec<(u32, u32, &Entry)> = children
-        .iter()
-        .map(|e| {
-            let (h, m) = hash.hash(e.name);
-            (h, m, e)
-        })
-        .collect();
-    sorted.sort_by(|a, b| (a.0, a.1, a.2.name).cmp(&(b.0, b.1, b.2.name)));
+    let sorted = hash_sorted(children, hash);
     let entries: Vec<Entry> = sorted.iter().map(|s| s.2.clone()).collect();
     let (leaves, firsts) = pack_leaves(&entries);
-    // Index key of each leaf: its first hash, with bit 0 set when the same
-    // hash continues from the previous leaf (a collision run).
-    let keys: Vec<u32> = firsts
-        .iter()
-        .enumerate()
-        .map(|(k, &f)| {
-            let h = sorted[f].0;
-            if k > 0 && sorted[f - 1].0 == h {
-                h | 1
-            } else {
-                h
-            }
-        })
-        .collect();
+    let keys = leaf_keys(&sorted, &firsts);
     let nodes = if leaves.len() <= ROOT_LIMIT {
         0
     } else {
