@@ -22,11 +22,11 @@ use std::collections::BTreeMap;
 use std::fs::File;
 
 use super::compress::Compressor;
+use super::geometry::Geometry;
 use super::header::CompressionType;
 use super::refcount::{self, MAX_REFCOUNT};
 use super::seqwrite::SeqWriter;
 use super::tables::{encode_compressed, encode_l1, encode_standard};
-use super::writer::Geometry;
 use crate::io::WriteAt;
 use crate::pool::OrderedPool;
 use crate::{Compression, Error, Result};

@@ -11,6 +11,7 @@
 
 mod compress;
 mod compressed;
+mod geometry;
 pub mod header;
 mod reader;
 pub mod refcount;
