@@ -62,8 +62,13 @@ fn verify_catches_a_changed_byte() {
     let sum = imgbuild::verify::sha256_file(&p(d.path(), "a.qcow2")).unwrap();
     std::fs::write(p(d.path(), "SHA256SUMS"), format!("{sum}  a.qcow2\n")).unwrap();
     // A manifest too: verify requires one (issue 14).
+    // Every field record::Manifest requires, with small values.
     let manifest = format!(
-        "{{\n  \"outputs\": [{{\"file\": \"a.qcow2\", \"sha256\": \"{sum}\", \"file_size\": 3}}],\n  \"self_sha256\": \"{}\"\n}}\n",
+        "{{\n  \"version\": 1, \"name\": \"a\", \"recipe_sha256\": \"{sum}\", \"epoch\": 0,\n  \
+         \"seed\": \"00\", \"inputs\": [], \"kernel_version\": \"\", \"boot\": [], \"packages\": [],\n  \
+         \"layout\": {{\"size\": 0, \"disk_guid\": \"00000000-0000-0000-0000-000000000000\", \"partitions\": []}},\n  \
+         \"outputs\": [{{\"target\": \"kvm\", \"file\": \"a.qcow2\", \"format\": \"qcow2\", \"virtual_size\": 0, \
+         \"sha256\": \"{sum}\", \"file_size\": 3}}],\n  \"self_sha256\": \"{}\"\n}}\n",
         imgbuild::verify::ZEROS
     );
     std::fs::write(

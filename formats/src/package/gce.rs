@@ -396,7 +396,14 @@ mod unpack_tests {
         w.write_data(a, &[7u8; 512]).unwrap();
         w.write_data(b, &[9u8; 1024]).unwrap();
         w.finish().unwrap();
-        let out = File::create(dir.path().join("disk.raw")).unwrap();
+        // Read and write: the test reads the unpacked disk back.
+        let out = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("disk.raw"))
+            .unwrap();
         assert_eq!(unpack(File::open(&tgz).unwrap(), &out).unwrap(), size);
         assert_eq!(out.metadata().unwrap().len(), size);
         let mut buf = vec![0u8; 1024];
