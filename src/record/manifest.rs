@@ -199,11 +199,13 @@ impl Manifest {
     /// FIFO (which would hang a reader) or a device.
     pub fn check_files(&self, dir: &Path) -> Result<(), ManifestError> {
         for (index, o) in self.outputs.iter().enumerate() {
-            if let Some(kind) = not_regular(&dir.join(&o.file)) {
+            let path = dir.join(&o.file);
+            if not_regular(&path).is_some() {
+                let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink());
                 return Err(ManifestError::Unsafe {
                     index,
                     file: o.file.clone(),
-                    reason: if kind == "a symbolic link" {
+                    reason: if link {
                         "a symbolic link (an output is a regular file in the directory)"
                     } else {
                         "not a regular file"
