@@ -12,7 +12,9 @@
 #   BASELINE_SIZES=sizes.txt scripts/bench-platforms.sh   (lines "<bytes> <file>", as from
 #       `stat -c '%s %n' debian-*` in an earlier six-target output dir: sizes printed side by side)
 #
-# Warm page cache; both commands end with imgbuild's fsync of every output.
+# Warm page cache; both commands end with imgbuild's fsync of every output. Before
+# each run `sync` (hyperfine --prepare, untimed) writes back what the run before left
+# dirty (the outputs it replaced, their discards), so no run pays for another's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -41,7 +43,7 @@ EOF
 # Bootstrap (or find cached) first, so neither side pays for it.
 "$IMGBUILD" check "$W/six.toml" >/dev/null
 
-hyperfine --style basic --runs "$RUNS" --warmup 1 --export-json "$W/platforms.json" \
+hyperfine --style basic --runs "$RUNS" --warmup 1 --prepare sync --export-json "$W/platforms.json" \
     -n "two targets (kvm, hyperv)" "$IMGBUILD build $W/two.toml -o $W/out-two --quiet" \
     -n "six targets (kvm, hyperv, azure, vmware, gce, kubevirt)" "$IMGBUILD build $W/six.toml -o $W/out-six --quiet" >&2
 

@@ -6,25 +6,24 @@
 //! disk data ─► GrainStage (per grain, per disk: shared if every piece is common)
 //!                 └─► worker pool: zlib stream per grain ─► GrainBatch, in order
 //!                         ├──► VMDK: the whole zlib stream is the grain
-//!                         └──► gzip: the body alone, a non-final block sequence
+//!                         └──► gzip: the deflate stream inside it, one member per grain
 //! ```
 //!
 //! Each grain is deflated on its own (no dictionary from the grain before)
-//! into a zlib stream (RFC 1950) of a fixed shape:
+//! by libdeflate into a zlib stream (RFC 1950):
 //!
 //! ```text
-//! 78 xx | body: deflate blocks of the grain's data, sync-flushed (ends 00 00 ff ff, not final)
-//!       | tail: [deflate of the zeros up to GRAIN, for a short last grain] 03 00 (empty final block) | Adler-32
+//! 78 xx | deflate stream of the grain's data (RFC 1951, last block final) | Adler-32
 //! ```
 //!
 //! The whole stream is a VMDK grain (VMDK 1.1 "Stream-Optimized Compressed
 //! Sparse Extents": each grain is a zlib stream of the grain's bytes). The
-//! body alone is a run of non-final deflate blocks that ends on a byte
-//! boundary, so the bodies of consecutive grains, framed by other such runs
-//! and one final block, make a single deflate stream (RFC 1951 3.2.3: blocks
-//! only refer back to data already decoded, and a fresh compressor's blocks
-//! refer to nothing before their own): the gzip member of GCE's tar.gz
-//! (see [`crate::package::gzip`]).
+//! deflate stream inside it, framed by a gzip header and the grain's CRC-32
+//! and length, is a gzip member; a gzip file is a series of members (RFC
+//! 1952 2.2), which is how GCE's tar.gz is written (see
+//! [`crate::package::gzip`]). A short last grain is the exception: the
+//! VMDK's grain is the data padded with zeros to [`GRAIN`], the gzip's
+//! member the data alone, so it is deflated twice.
 //!
 //! The bytes depend only on the grain's data and [`LEVEL`], never on the
 //! threads, the jobs or which other outputs share the grains: an OVA built
@@ -33,15 +32,15 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use flate2::{Compress, FlushCompress, Status};
+use libdeflater::{CompressionLvl, Compressor};
 
 use crate::pool::OrderedPool;
 use crate::{Error, Result};
 
 /// Bytes per grain: the VMDK grain (128 sectors).
 pub const GRAIN: u64 = 64 << 10;
-/// zlib level of every grain; see docs/performance.md for the choice.
-pub const LEVEL: u32 = 6;
+/// libdeflate level of every grain; see docs/performance.md for the choice.
+pub const LEVEL: i32 = 3;
 /// Grains per job handed to a worker.
 const GRAINS_PER_JOB: usize = 32;
 
@@ -64,8 +63,9 @@ pub struct Grain {
     pub crc32: u32,
     /// The zlib stream of the grain padded with zeros to [`GRAIN`].
     pub zlib: Range<usize>,
-    /// Inside `zlib`: the non-final deflate blocks of the `len` bytes.
-    pub body: Range<usize>,
+    /// The deflate stream of the `len` bytes: inside `zlib` for a whole
+    /// grain, after it for a short last grain.
+    pub deflate: Range<usize>,
 }
 
 /// Consecutive deflated grains, in disk order per disk.
@@ -342,11 +342,11 @@ fn bits(mut mask: u64) -> impl Iterator<Item = u64> {
     })
 }
 
-/// A worker's compressor, and the deflated zero grain it reuses (stream,
-/// end of body).
+/// A worker's compressor, and the deflated zero grain it reuses (zlib
+/// stream, and the deflate stream inside it).
 pub struct Deflater {
-    z: Compress,
-    zero: Option<(Vec<u8>, usize)>,
+    z: Compressor,
+    zero: Option<(Vec<u8>, Range<usize>)>,
 }
 
 impl Default for Deflater {
@@ -356,10 +356,10 @@ impl Default for Deflater {
 }
 
 impl Deflater {
-    /// A compressor at [`LEVEL`] with a zlib wrapper.
+    /// A compressor at [`LEVEL`].
     pub fn new() -> Self {
         Self {
-            z: Compress::new(flate2::Compression::new(LEVEL), true),
+            z: Compressor::new(CompressionLvl::new(LEVEL).expect("a level libdeflate has")),
             zero: None,
         }
     }
@@ -384,61 +384,71 @@ impl Deflater {
     /// the result's `disks` and `index` are left 0.
     pub fn grain(&mut self, data: &[u8], packed: &mut Vec<u8>) -> Result<Grain> {
         let zero = data.iter().all(|&b| b == 0);
-        let whole_zero = zero && data.len() == GRAIN as usize;
         let start = packed.len();
-        let body = if whole_zero {
-            if self.zero.is_none() {
-                let mut z = Vec::new();
-                let body = self.deflate(&ZEROS, &mut z)?;
-                self.zero = Some((z, body));
-            }
-            let (z, body) = self.zero.as_ref().expect("made above");
-            packed.extend_from_slice(z);
-            *body
+        let (zlib, deflate) = if data.len() == GRAIN as usize {
+            let inner = if zero {
+                if self.zero.is_none() {
+                    let mut z = Vec::new();
+                    let inner = self.zlib(&ZEROS, &mut z)?;
+                    self.zero = Some((z, inner));
+                }
+                let (z, inner) = self.zero.as_ref().expect("made above");
+                packed.extend_from_slice(z);
+                inner.clone()
+            } else {
+                self.zlib(data, packed)?
+            };
+            let deflate = start + inner.start..start + inner.end;
+            (start..packed.len(), deflate)
         } else {
-            self.deflate(data, packed)?
+            // A short last grain: the VMDK's grain is the data padded with
+            // zeros, the gzip's member the data alone.
+            let mut padded = data.to_vec();
+            padded.resize(GRAIN as usize, 0);
+            self.zlib(&padded, packed)?;
+            let zlib = start..packed.len();
+            (zlib, self.deflate(data, packed)?)
         };
         Ok(Grain {
             disks: 0,
             index: 0,
             len: u32::try_from(data.len()).expect("at most GRAIN"),
             zero,
-            crc32: if whole_zero {
+            crc32: if zero && data.len() == GRAIN as usize {
                 zero_crc()
             } else {
                 crc32fast::hash(data)
             },
-            zlib: start..packed.len(),
-            body: start + 2..start + body,
+            zlib,
+            deflate,
         })
     }
 
-    /// Appends the zlib stream of `data` padded with zeros to [`GRAIN`]:
-    /// header, body (sync flush), tail. Returns where the body ends,
-    /// relative to the stream's start.
-    fn deflate(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<usize> {
-        let z = &mut self.z;
-        z.reset();
+    /// Appends the zlib stream of `data` (RFC 1950: 2-byte header, deflate
+    /// stream, Adler-32); returns where its deflate stream lies, relative
+    /// to the stream's start.
+    fn zlib(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<Range<usize>> {
         let start = out.len();
-        // Worst case: stored blocks (5 bytes per 64 KiB) plus the framing;
-        // with room left over, a flush always completes in one call.
-        out.reserve(GRAIN as usize + GRAIN as usize / 8 + 256);
-        let status = z
-            .compress_vec(data, out, FlushCompress::Sync)
-            .map_err(err)?;
-        if z.total_in() != data.len() as u64 || out.len() == out.capacity() {
-            return Err(err(format!("sync flush incomplete ({status:?})")));
-        }
-        let body = out.len() - start;
-        let pad = &ZEROS[..GRAIN as usize - data.len()];
-        out.reserve(pad.len() / 8 + 256);
-        match z
-            .compress_vec(pad, out, FlushCompress::Finish)
-            .map_err(err)?
-        {
-            Status::StreamEnd => Ok(body),
-            other => Err(err(format!("finish incomplete ({other:?})"))),
-        }
+        out.resize(start + self.z.zlib_compress_bound(data.len()), 0);
+        let n = self
+            .z
+            .zlib_compress(data, &mut out[start..])
+            .map_err(|e| err(format!("{e:?}")))?;
+        out.truncate(start + n);
+        Ok(2..n - 4)
+    }
+
+    /// Appends the raw deflate stream of `data` (RFC 1951, its last block
+    /// final); returns its range in `out`.
+    pub fn deflate(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<Range<usize>> {
+        let start = out.len();
+        out.resize(start + self.z.deflate_compress_bound(data.len()), 0);
+        let n = self
+            .z
+            .deflate_compress(data, &mut out[start..])
+            .map_err(|e| err(format!("{e:?}")))?;
+        out.truncate(start + n);
+        Ok(start..start + n)
     }
 }
 
@@ -556,22 +566,33 @@ mod tests {
     }
 
     #[test]
-    fn a_body_is_non_final_and_ends_on_a_byte() {
+    fn a_grains_deflate_stream_is_the_inside_of_its_zlib_stream() {
         let mut d = Deflater::new();
         let mut packed = Vec::new();
-        let data = pattern(9, 5000);
+        let data = pattern(9, GRAIN as usize);
         let gr = d.grain(&data, &mut packed).unwrap();
-        let body = &packed[gr.body.clone()];
-        assert_eq!(&body[body.len() - 4..], &[0, 0, 0xff, 0xff], "sync flush");
-        // Two bodies and a final empty block make one raw deflate stream.
-        let mut raw = body.to_vec();
-        raw.extend_from_slice(body);
-        raw.extend_from_slice(&[3, 0]);
+        assert_eq!(gr.deflate, gr.zlib.start + 2..gr.zlib.end - 4);
         let mut back = Vec::new();
-        flate2::read::DeflateDecoder::new(&raw[..])
+        flate2::read::DeflateDecoder::new(&packed[gr.deflate.clone()])
             .read_to_end(&mut back)
             .unwrap();
-        assert!(back == [&data[..], &data[..]].concat());
-        assert!(d.grain(&ZEROS, &mut packed).unwrap().zero);
+        assert!(back == data);
+        // A short grain: the zlib stream holds it padded, the deflate stream alone.
+        let short = pattern(7, 5000);
+        let gr = d.grain(&short, &mut packed).unwrap();
+        assert_eq!(gr.deflate.start, gr.zlib.end);
+        let mut back = Vec::new();
+        flate2::read::DeflateDecoder::new(&packed[gr.deflate.clone()])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == short);
+        let mut padded = Vec::new();
+        flate2::read::ZlibDecoder::new(&packed[gr.zlib.clone()])
+            .read_to_end(&mut padded)
+            .unwrap();
+        assert_eq!(padded.len(), GRAIN as usize);
+        assert!(padded[..5000] == short[..] && padded[5000..].iter().all(|&b| b == 0));
+        let z = d.grain(&ZEROS, &mut packed).unwrap();
+        assert!(z.zero && z.crc32 == crc32fast::hash(&ZEROS));
     }
 }

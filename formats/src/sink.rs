@@ -9,7 +9,9 @@
 //! [`write_disks`] does the same for several disks that share most of their
 //! extents (one recipe's disks differ in their boot partitions, not in their
 //! root filesystem): an extent the disks have in common is read once and
-//! handed to the sinks of every disk that has it.
+//! handed to the sinks of every disk that has it. Sinks that store deflated
+//! grains (VMDK, GCE's gzip) are fed by a second reader of the same extents,
+//! so the fast sinks do not wait on deflate.
 
 use std::ops::Range;
 use std::sync::{mpsc, Arc};
@@ -104,8 +106,9 @@ pub fn write_images_with_progress(
 /// offset order across all disks; an extent that several disks have in
 /// common (same place, same length, same bytes: the same source range, or
 /// equal bytes in memory) is read once and handed to the sinks of all of
-/// them. Each sink sees exactly the calls [`write_images`] of its own disk
-/// would make. At most 64 disks.
+/// them (once more for the grain stage when there are sinks of both
+/// kinds). Each sink sees exactly the calls [`write_images`] of its own
+/// disk would make. At most 64 disks.
 pub fn write_disks(
     disks: &[&VirtualDisk],
     sinks: Vec<(usize, Box<dyn ImageSink>)>,
@@ -190,50 +193,30 @@ pub fn write_disks_with_progress(
             senders.push(tx);
             scope.spawn(move || grain_stage(grain_disks, grain_threads, &rx, &grain_senders))
         });
-        // Pieces go out in batches: a root filesystem is thousands of small
-        // files, and a channel message per file costs more in wake-ups than
-        // the copy. The calls each sink sees are the same as unbatched.
-        let mut batch = Batch::default();
-        let mut done = 0u64;
-        // A sink that failed hung up: stop reading, its error is reported below.
-        let read = for_each_shared_extent(disks, &mut |extent, mask| {
-            let mut at = 0u64;
-            while at < extent.len {
-                let n =
-                    usize::try_from((extent.len - at).min(CHUNK as u64)).expect("at most CHUNK");
-                if batch.data.len() + n > BATCH && !batch.pieces.is_empty() {
-                    let full = Arc::new(std::mem::take(&mut batch));
-                    if !senders.iter().all(|tx| tx.send(full.clone()).is_ok()) {
-                        return Ok(false);
-                    }
-                }
-                if batch.data.capacity() == 0 {
-                    batch.data.reserve_exact(BATCH);
-                }
-                let start = batch.data.len();
-                batch.data.resize(start + n, 0);
-                extent.read(at, &mut batch.data[start..]).map_err(|e| {
-                    Error::io(
-                        format!("reading disk data at offset {}", extent.offset + at),
-                        e,
-                    )
-                })?;
-                batch.pieces.push((extent.offset + at, start, n, mask));
-                at += n as u64;
-                done += n as u64;
-                progress(done);
+        // The grain stage (deflate) is the slowest consumer by far: it gets
+        // a reader of its own, so the other sinks (hashing a fixed VHD's
+        // zeros, copying a layer) finish while it deflates instead of
+        // waiting on its queue and working after it. Shared extents are
+        // then read twice, once per reader; memory stays bounded by each
+        // reader's queues.
+        let stage_tx = stage.as_ref().and_then(|_| senders.pop());
+        let (read, stage_read) = match stage_tx {
+            Some(stage_tx) if !senders.is_empty() => {
+                let plain = std::mem::take(&mut senders);
+                let other = scope.spawn(move || read_into(disks, &plain, &mut |_| {}));
+                let staged = read_into(disks, &[stage_tx], progress);
+                (
+                    other
+                        .join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                    staged,
+                )
             }
-            Ok(true)
-        })
-        .map(|()| {
-            if !batch.pieces.is_empty() {
-                let last = Arc::new(std::mem::take(&mut batch));
-                for tx in &senders {
-                    // A hung-up sink reports its own error below.
-                    let _ = tx.send(last.clone());
-                }
+            stage_tx => {
+                senders.extend(stage_tx);
+                (read_into(disks, &senders, progress), Ok(()))
             }
-        });
+        };
         drop(senders);
         let results: Vec<Result<ImageSummary>> = workers
             .into_iter()
@@ -243,11 +226,64 @@ pub fn write_disks_with_progress(
             s.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
         });
         read?;
+        stage_read?;
         // A sink's own error first: the stage fails too when a sink hangs up.
         let summaries = results.into_iter().collect::<Result<Vec<_>>>()?;
         staged?;
         Ok(summaries)
     })
+}
+
+/// Reads every extent of `disks` once ([`for_each_shared_extent`]) and
+/// sends it, in batches, to each of `senders`; calls `progress` with the
+/// bytes read so far. Stops early, without error, when a receiver hung up
+/// (it reports its own error).
+fn read_into(
+    disks: &[&VirtualDisk],
+    senders: &[mpsc::SyncSender<Arc<Batch>>],
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    // Pieces go out in batches: a root filesystem is thousands of small
+    // files, and a channel message per file costs more in wake-ups than
+    // the copy. The calls each sink sees are the same as unbatched.
+    let mut batch = Batch::default();
+    let mut done = 0u64;
+    for_each_shared_extent(disks, &mut |extent, mask| {
+        let mut at = 0u64;
+        while at < extent.len {
+            let n = usize::try_from((extent.len - at).min(CHUNK as u64)).expect("at most CHUNK");
+            if batch.data.len() + n > BATCH && !batch.pieces.is_empty() {
+                let full = Arc::new(std::mem::take(&mut batch));
+                if !senders.iter().all(|tx| tx.send(full.clone()).is_ok()) {
+                    return Ok(false);
+                }
+            }
+            if batch.data.capacity() == 0 {
+                batch.data.reserve_exact(BATCH);
+            }
+            let start = batch.data.len();
+            batch.data.resize(start + n, 0);
+            extent.read(at, &mut batch.data[start..]).map_err(|e| {
+                Error::io(
+                    format!("reading disk data at offset {}", extent.offset + at),
+                    e,
+                )
+            })?;
+            batch.pieces.push((extent.offset + at, start, n, mask));
+            at += n as u64;
+            done += n as u64;
+            progress(done);
+        }
+        Ok(true)
+    })?;
+    if !batch.pieces.is_empty() {
+        let last = Arc::new(batch);
+        for tx in senders {
+            // A hung-up sink reports its own error.
+            let _ = tx.send(last.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The tee's grain stage: takes the data batches of `disks` (index, size,

@@ -66,27 +66,48 @@ pub(super) fn assemble_disks(
     root: &VirtualDisk,
     epoch: i64,
 ) -> Result<Vec<Disk>> {
-    let mut disks = Vec::new();
-    for (key, targets) in disk_keys(plan) {
-        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-        let secure_boot = targets.iter().any(|t| t.secure_boot);
-        let opts = boot_options(plan, layout, &key, secure_boot, epoch);
-        let files = boot::boot_files(tree, &opts).map_err(|source| BuildError::Boot {
-            targets: names.join(", "),
-            source,
-        })?;
-        let boot = boot_record(&files, &opts, names);
-        let esp = esp(&files, plan, layout, epoch)?;
-        let core = bios_core(&files, layout)?;
-        let code = files.bios.as_ref().map(|b| &b.boot_code);
-        let disk = layout::assemble(layout, &[&core, &esp, root], code)?;
-        disks.push(Disk {
-            disk,
-            targets,
-            boot,
-        });
-    }
-    Ok(disks)
+    // Each disk's boot files and ESP are independent of the others': made
+    // side by side, kept in key order.
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = disk_keys(plan)
+            .into_iter()
+            .map(|(key, targets)| {
+                scope.spawn(move || assemble_disk(tree, plan, layout, root, epoch, &key, targets))
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// The disk of the targets that share `key`.
+fn assemble_disk(
+    tree: &Tree,
+    plan: &Plan,
+    layout: &LayoutPlan,
+    root: &VirtualDisk,
+    epoch: i64,
+    key: &DiskKey,
+    targets: Vec<TargetPlan>,
+) -> Result<Disk> {
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let secure_boot = targets.iter().any(|t| t.secure_boot);
+    let opts = boot_options(plan, layout, key, secure_boot, epoch);
+    let files = boot::boot_files(tree, &opts).map_err(|source| BuildError::Boot {
+        targets: names.join(", "),
+        source,
+    })?;
+    let boot = boot_record(&files, &opts, names);
+    let esp = esp(&files, plan, layout, epoch)?;
+    let core = bios_core(&files, layout)?;
+    let code = files.bios.as_ref().map(|b| &b.boot_code);
+    let disk = layout::assemble(layout, &[&core, &esp, root], code)?;
+    Ok(Disk {
+        disk,
+        targets,
+        boot,
+    })
 }
 
 /// The targets grouped by the disk they need.

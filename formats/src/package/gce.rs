@@ -11,24 +11,22 @@
 //! 64 KiB grains (see `grain_aligned`), so the header is known before the
 //! data and the data is a run of whole grains: each grain's deflate comes
 //! from [`crate::grain`], shared with a VMDK of the same disk (deflated
-//! once), and the gzip member is assembled from those runs
-//! ([`super::gzip`]). The file is written once, in order, and hashed as it
-//! goes.
+//! once), and becomes one gzip member ([`super::gzip`]). The file is
+//! written once, in order, and hashed as it goes.
 //!
-//! The gzip is one member (RFC 1952) whose deflate stream is made of
-//! sync-flushed runs and one final block, the shape pigz writes and the
-//! shape this writer had before grains were shared: GNU tar's `-z` (gzip)
-//! reads it as any other. Google's import asks only for a gzip-compressed
-//! GNU (oldgnu) tar holding `disk.raw` (Compute Engine docs,
-//! "import-existing-image"; shared/notes/cloud-facts.md, "Google Compute
-//! Engine"); a single member avoids depending on a reader's support for
-//! several.
+//! The gzip is a series of members (RFC 1952 2.2), as Google's own exporter
+//! writes it since GoogleCloudPlatform/compute-image-import#213 (chunks
+//! gzipped apart and concatenated; its output is what `gcloud compute
+//! images create` takes back); GNU tar's `-z` and `gzip -t` read it as any
+//! other. Google's import asks only for a gzip-compressed GNU (oldgnu) tar
+//! holding `disk.raw` (Compute Engine docs, "import-existing-image";
+//! shared/notes/cloud-facts.md, "Google Compute Engine").
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
 
-use super::gzip::GzipStream;
+use super::gzip::GzipMembers;
 use super::tar;
 use crate::grain::{Deflater, GrainBatch, GrainSink, GrainStage, GRAIN};
 use crate::hash::StreamHash;
@@ -60,7 +58,7 @@ impl Write for Out {
 
 /// Writes `disk.raw` as a sparse GNU tar, gzip compressed.
 pub struct GceWriter {
-    gzip: Option<GzipStream<Out>>,
+    gzip: Option<GzipMembers<Out>>,
     mtime: u64,
     size: u64,
     threads: usize,
@@ -107,7 +105,7 @@ impl GceWriter {
             hash: StreamHash::enabled(hash),
         };
         Ok(Self {
-            gzip: Some(GzipStream::new(out)?),
+            gzip: Some(GzipMembers::new(out)),
             mtime,
             size: 0,
             threads,
@@ -121,7 +119,7 @@ impl GceWriter {
         })
     }
 
-    fn gzip(&mut self) -> Result<&mut GzipStream<Out>> {
+    fn gzip(&mut self) -> Result<&mut GzipMembers<Out>> {
         self.gzip.as_mut().ok_or_else(|| Error::InvalidOption {
             option: "finish",
             detail: "the GCE writer was already finished".into(),
@@ -152,7 +150,7 @@ impl GceWriter {
             let len = (end - self.at).min(GRAIN) as usize;
             let mut packed = Vec::new();
             let g = self.zeros.grain(&crate::grain::ZEROS[..len], &mut packed)?;
-            self.put_grain(&packed[g.body], g.crc32, len as u64)?;
+            self.put_grain(&packed[g.deflate], g.crc32, len as u64)?;
         }
         Ok(())
     }
@@ -179,7 +177,7 @@ impl GrainSink for GceWriter {
                     ),
                 });
             }
-            self.put_grain(&batch.packed[g.body.clone()], g.crc32, u64::from(g.len))?;
+            self.put_grain(&batch.packed[g.deflate.clone()], g.crc32, u64::from(g.len))?;
         }
         Ok(())
     }
