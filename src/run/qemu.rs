@@ -203,10 +203,12 @@ impl Machine {
     }
 
     /// The command: the serial console on stdout (and stdin), no display,
-    /// no reboot (a guest that reboots ends the run), and the machine's
-    /// default NIC on QEMU's user network with `restrict=on`: the guest
-    /// reaches nothing outside the host (QEMU without network options gives
-    /// it a route off the machine). `vars` receives a
+    /// no reboot (a guest that reboots ends the run), and a virtio NIC
+    /// (every kernel imgbuild boots has `virtio_net`; Debian's cloud
+    /// kernels lack the e1000 QEMU would pick) on QEMU's user network with
+    /// `restrict=on`: the guest gets a DHCP lease and reaches nothing
+    /// outside itself, neither the host nor anything beyond it (QEMU without
+    /// network options gives it a route off the machine). `vars` receives a
     /// copy of the firmware's variable store (UEFI modes); it is the
     /// caller's to delete afterwards.
     pub fn command(&self, vars: &Path) -> Result<Command, QemuError> {
@@ -214,7 +216,7 @@ impl Machine {
         cmd.args(["-m", &self.memory_mib.to_string()]);
         cmd.args(["-smp", &self.smp.to_string()]);
         cmd.args(["-nographic", "-no-reboot"]);
-        cmd.args(["-nic", "user,restrict=on"]);
+        cmd.args(["-nic", "user,restrict=on,model=virtio-net-pci"]);
         let accel = self.accel.name();
         match self.mode.ovmf() {
             None => {
@@ -322,5 +324,67 @@ impl Slot {
             .and_then(|s| s.parse::<usize>().ok())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
             .max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::PLATFORMS;
+
+    /// Every command a boot can be given (every platform's bus in every
+    /// mode, a file or a package's member) has exactly one network option,
+    /// QEMU's user network with `restrict=on`: no route off the machine.
+    #[test]
+    fn every_machine_command_has_one_restricted_user_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let ovmf = dir.path().join("ovmf");
+        std::fs::create_dir_all(&ovmf).unwrap();
+        for (code, vars) in [Mode::Uefi, Mode::SecureBoot]
+            .iter()
+            .filter_map(|m| m.ovmf())
+        {
+            std::fs::write(ovmf.join(code), b"").unwrap();
+            std::fs::write(ovmf.join(vars), b"").unwrap();
+        }
+        let vars = dir.path().join("vars.fd");
+        let mut seen = 0;
+        for p in &PLATFORMS {
+            for mode in [Mode::Bios, Mode::Uefi, Mode::SecureBoot] {
+                for member in [None, Some((512, 4096))] {
+                    let mut m = Machine::for_format(Path::new("disk.img"), "raw", mode);
+                    m.ovmf_dir = ovmf.clone();
+                    m.bus = match mode {
+                        Mode::Bios => p.qemu_bus.bios,
+                        _ => p.qemu_bus.uefi,
+                    };
+                    m.member = member;
+                    let cmd = m.command(&vars).unwrap();
+                    let args: Vec<String> = cmd
+                        .get_args()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect();
+                    let net: Vec<(&String, &String)> = args
+                        .iter()
+                        .zip(args.iter().skip(1))
+                        .filter(|(o, _)| ["-nic", "-net", "-netdev"].contains(&o.as_str()))
+                        .collect();
+                    assert_eq!(
+                        net.len(),
+                        1,
+                        "{:?} {mode} {:?}: {args:?}",
+                        p.hypervisor,
+                        m.bus
+                    );
+                    let (_, value) = net[0];
+                    assert!(
+                        value.starts_with("user,") && value.split(',').any(|o| o == "restrict=on"),
+                        "{value}"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, PLATFORMS.len() * 6);
     }
 }

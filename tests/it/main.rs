@@ -29,6 +29,7 @@ mod fixture_cache;
 mod golden;
 mod gpt_oracle;
 mod grub_oracle;
+mod hermetic;
 mod hostile;
 mod make_fs;
 mod manifest_paths;

@@ -777,6 +777,20 @@ block_size = \"2MiB\"
     let e = errors(&text);
     assert!(e.contains("image size 3758096384 is not whole GiB"), "{e}");
     assert!(e.contains("recipe.toml:3:8"), "{e}");
+    // Azure: the VHD's virtual size must be whole MiB; an odd size is refused where it is written.
+    let text = minimal(
+        "
+[targets.azure]
+",
+    )
+    .replace("size = \"4GiB\"", "size = \"4194305KiB\"");
+    let e = errors(&text);
+    assert!(e.contains("image size 4294968320 is not whole MiB"), "{e}");
+    assert!(
+        e.contains("Azure requires the virtual size to be a whole number of MiB"),
+        "{e}"
+    );
+    assert!(e.contains("recipe.toml:3:8"), "{e}");
     let long = format!("name = \"{}\"", "n".repeat(81));
     let e = errors(&minimal("\n[targets.kubevirt]\n").replace("name = \"golden\"", &long));
     assert!(

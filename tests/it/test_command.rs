@@ -219,12 +219,7 @@ fn a_test_expecting_what_the_guest_never_prints_fails_with_the_timeout() {
     let out = d.path().join("out");
 
     let start = Instant::now();
-    let ran = run(imgbuild()
-        .arg("test")
-        .arg(&recipe)
-        .arg("-o")
-        .arg(&out)
-        .args(["--accel", "tcg"]));
+    let ran = support::test_tcg(&recipe, &out);
 
     let stdout = String::from_utf8_lossy(&ran.stdout);
     let stderr = String::from_utf8_lossy(&ran.stderr);

@@ -22,6 +22,17 @@ pub fn imgbuild() -> Command {
     Command::new(env!("CARGO_BIN_EXE_imgbuild"))
 }
 
+/// `imgbuild test RECIPE -o OUT --accel tcg` (builds, then boots every
+/// output), however it ends.
+pub fn test_tcg(recipe: &Path, out: &Path) -> std::process::Output {
+    run(imgbuild()
+        .arg("test")
+        .arg(recipe)
+        .arg("-o")
+        .arg(out)
+        .args(["--accel", "tcg"]))
+}
+
 /// `imgbuild build RECIPE -o OUT --quiet`, which must succeed.
 pub fn build_quiet(recipe: &Path, out: &Path) -> std::process::Output {
     run_ok(
