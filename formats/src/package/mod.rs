@@ -2,7 +2,7 @@
 //! [`ImageSink`] so they are sinks of the same pass as the plain images.
 //!
 //! ```text
-//!              ┌─ Ova        tar: <name>.ovf, <name>.mf (SHA-256), <name>-disk1.vmdk (streamOptimized)
+//!              ┌─ Ova        tar: <name>.ovf, <name>.mf (SHA-1), <name>-disk1.vmdk (streamOptimized)
 //! VirtualDisk ─┼─ GceTarGz   gzip (parallel, deterministic) of a GNU tar holding disk.raw (sparse)
 //!              └─ OciArchive OCI image layout in a tar: one layer with disk/<file>.qcow2, owned 107:107
 //! ```
@@ -117,9 +117,10 @@ impl crate::DiskImage for InPackage {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Package {
-    /// VMware OVA (DMTF OVF 1.0 package): a tar whose first member is the
-    /// OVF descriptor, then the manifest (`.mf`, SHA-256 lines), then the
-    /// disk as a streamOptimized VMDK.
+    /// VMware OVA (DMTF OVF 1.x package): a tar whose first member is the
+    /// OVF descriptor (the VMDK's `ovf:size` included), then the manifest
+    /// (`.mf`, SHA-1 lines as OVF 1.x specifies), then the disk as a
+    /// streamOptimized VMDK.
     Ova(OvfSettings),
     /// Google Compute Engine image: `disk.raw` in a GNU (oldgnu, sparse)
     /// tar, gzip compressed.

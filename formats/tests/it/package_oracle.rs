@@ -1,5 +1,6 @@
 //! Packages against independent readers: GNU tar and gzip for the GCE
-//! tar.gz; GNU tar, sha256, an XML parser and qemu-img for the OVA; skopeo
+//! tar.gz; GNU tar, sha1sum, an XML parser, qemu-img and `cot info` (the
+//! Common OVF Tool, from PyPI) for the OVA; skopeo
 //! and a local registry for the OCI archive. A missing tool fails the test:
 //! these packages have no other oracle.
 
@@ -261,8 +262,27 @@ fn text_of(node: roxmltree::Node, ns: &str, name: &str) -> String {
     element(node, ns, name).text().unwrap_or("").to_string()
 }
 
-/// The Envelope's required parts and the declared hardware.
-fn check_ovf(text: &str, vmdk: &str, capacity: u64) {
+/// Checks every line of the OVA's manifest, extracted in `dir`, with
+/// `sha1sum`: OVF 1.x manifests carry SHA-1 (DSP0243 1.1.0), written
+/// `SHA1(<file>)= <hex>` as VMware writes them. Returns the files listed.
+fn check_manifest_with_sha1sum(dir: &Path, mf: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join(mf)).unwrap();
+    let mut files = Vec::new();
+    for line in text.lines() {
+        let (file, hex) = line
+            .strip_prefix("SHA1(")
+            .and_then(|l| l.split_once(")= "))
+            .unwrap_or_else(|| panic!("bad manifest line {line:?}"));
+        let sum = stdout_of(Command::new("sha1sum").arg(dir.join(file)));
+        assert_eq!(sum.split_whitespace().next(), Some(hex), "{file}");
+        files.push(file.to_string());
+    }
+    files
+}
+
+/// The Envelope's required parts and the declared hardware; `vmdk_size` is
+/// the VMDK member's size, which the `File` must declare.
+fn check_ovf(text: &str, vmdk: &str, capacity: u64, vmdk_size: u64) {
     let doc = roxmltree::Document::parse(text).expect("the OVF is well-formed XML");
     let env = doc.root_element();
     assert_eq!(
@@ -273,8 +293,8 @@ fn check_ovf(text: &str, vmdk: &str, capacity: u64) {
     assert_eq!(file.attribute((OVF, "href")), Some(vmdk));
     assert_eq!(
         file.attribute((OVF, "size")),
-        None,
-        "no size: it would depend on the VMDK"
+        Some(vmdk_size.to_string().as_str()),
+        "the File's ovf:size is the VMDK member's size"
     );
     let disk = element(element(env, OVF, "DiskSection"), OVF, "Disk");
     assert_eq!(
@@ -357,6 +377,7 @@ fn check_ovf(text: &str, vmdk: &str, capacity: u64) {
 fn ova_members_hashes_descriptor_and_disk_pass_gnu_tar_and_qemu() {
     need("tar");
     need("qemu-img");
+    need("sha1sum");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let d = ends_in_data();
@@ -371,23 +392,17 @@ fn ova_members_hashes_descriptor_and_disk_pass_gnu_tar_and_qemu() {
     assert_eq!(summary.file_size, std::fs::metadata(&ova).unwrap().len());
     assert_eq!(summary.file_size % 10240, 0, "whole 10240-byte records");
     // GNU tar: the descriptor first, then the manifest, then the disk.
-    let names: Vec<String> = tar_list(&ova).into_iter().map(|m| m.3).collect();
+    let members = tar_list(&ova);
+    let names: Vec<&str> = members.iter().map(|m| m.3.as_str()).collect();
     assert_eq!(names, ["test-vm.ovf", "test-vm.mf", "test-vm-disk1.vmdk"]);
     let x = dir.join("x");
     tar_extract(&ova, &x);
-    let mf = std::fs::read_to_string(x.join("test-vm.mf")).unwrap();
-    let lines: Vec<&str> = mf.lines().collect();
-    assert_eq!(lines.len(), 2, "{mf}");
-    for line in lines {
-        let (file, hex) = line
-            .strip_prefix("SHA256(")
-            .and_then(|l| l.split_once(")= "))
-            .unwrap_or_else(|| panic!("bad manifest line {line:?}"));
-        let sum = stdout_of(Command::new("sha256sum").arg(x.join(file)));
-        assert_eq!(sum.split_whitespace().next(), Some(hex), "{file}");
-    }
+    assert_eq!(
+        check_manifest_with_sha1sum(&x, "test-vm.mf"),
+        ["test-vm.ovf", "test-vm-disk1.vmdk"]
+    );
     let ovf = std::fs::read_to_string(x.join("test-vm.ovf")).unwrap();
-    check_ovf(&ovf, "test-vm-disk1.vmdk", d.size());
+    check_ovf(&ovf, "test-vm-disk1.vmdk", d.size(), members[2].2);
     let vmdk = x.join("test-vm-disk1.vmdk");
     run_ok(
         Command::new("qemu-img")
@@ -407,6 +422,54 @@ fn ova_members_hashes_descriptor_and_disk_pass_gnu_tar_and_qemu() {
     assert_eq!(Some(&found), summary.member.as_ref());
     assert_eq!(found.format, imgbuild_formats::Format::Vmdk);
     assert!(member_bytes(&ova, &found) == std::fs::read(&vmdk).unwrap());
+}
+
+/// `cot info` output lines that flag a problem. cot (Common OVF Tool)
+/// exits 0 even when it logs ERROR lines, so its output is what counts.
+fn cot_complaints(ova: &Path) -> Vec<String> {
+    let out = run_ok(Command::new("cot").arg("info").arg(ova));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("test-vm-disk1.vmdk"),
+        "cot did not read the package:\n{text}"
+    );
+    text.lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARNING"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 21: `cot info`, an OVF reader independent of VMware's, printed an
+/// ERROR for each file of the OVA (SHA-256 digests in the manifest of an
+/// OVF 1.x envelope, which specifies SHA-1), and the disk's `File` had no
+/// `ovf:size`. Now cot reads it without an ERROR or a WARNING (cot warns
+/// when a `File`'s size differs from the file), the size is the VMDK
+/// member's, and the manifest's SHA-1 digests are sha1sum's.
+#[test]
+fn ova_reads_in_cot_without_error_with_file_sizes_and_sha1_digests() {
+    need("cot");
+    need("tar");
+    need("sha1sum");
+    let tmp = tempfile::tempdir().unwrap();
+    let ova = tmp.path().join("test-vm.ova");
+    let d = many_runs();
+    write_package(&d, Package::Ova(ovf_settings()), &threads(2), &ova);
+    let complaints = cot_complaints(&ova);
+    assert!(complaints.is_empty(), "cot info: {complaints:#?}");
+    let x = tmp.path().join("x");
+    tar_extract(&ova, &x);
+    let vmdk = tar_list(&ova)
+        .into_iter()
+        .find(|m| m.3 == "test-vm-disk1.vmdk")
+        .expect("a VMDK member");
+    assert_eq!(std::fs::metadata(x.join(&vmdk.3)).unwrap().len(), vmdk.2);
+    let ovf = std::fs::read_to_string(x.join("test-vm.ovf")).unwrap();
+    check_ovf(&ovf, &vmdk.3, d.size(), vmdk.2);
+    assert_eq!(
+        check_manifest_with_sha1sum(&x, "test-vm.mf"),
+        ["test-vm.ovf", "test-vm-disk1.vmdk"]
+    );
 }
 
 #[test]
