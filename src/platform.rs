@@ -6,9 +6,9 @@
 //! to [`PLATFORMS`].
 //!
 //! ```text
-//! Hypervisor ─► Platform { name, format, firmware, secure_boot, only_firmware,
-//!                          qemu_bus { bios, uefi }, drivers: Drivers { name, modules, agents },
-//!                          cmdline }
+//! Hypervisor ─► Platform { name, format, only_formats, firmware, secure_boot,
+//!                          only_firmware, qemu_bus { bios, uefi },
+//!                          drivers: Drivers { name, modules, agents }, cmdline }
 //! ```
 //! Read by `recipe::resolve` (defaults, what is refused), `tree::drivers`
 //! (what the kernel must have), the pipeline (the console words that make
@@ -53,6 +53,9 @@ pub enum Hypervisor {
     Gce,
     /// KubeVirt: virtio, qemu-guest-agent; a containerDisk (OCI archive).
     Kubevirt,
+    /// Amazon EC2: the boot disk on NVMe (EBS on Nitro), the ENA network,
+    /// the serial console on ttyS0; a streamOptimized VMDK by default.
+    Aws,
 }
 
 /// An output format as the recipe names it.
@@ -89,6 +92,9 @@ pub enum Bus {
     /// A disk on VMware's paravirtual SCSI controller (`pvscsi`), where
     /// the OVA puts it.
     Pvscsi,
+    /// An NVMe controller with the disk as its namespace: how EC2's Nitro
+    /// instances see EBS volumes.
+    Nvme,
 }
 
 impl Bus {
@@ -99,6 +105,7 @@ impl Bus {
             Bus::Ide => "ide",
             Bus::Scsi => "scsi",
             Bus::Pvscsi => "pvscsi",
+            Bus::Nvme => "nvme",
         }
     }
 }
@@ -112,6 +119,9 @@ pub struct Platform {
     pub name: &'static str,
     /// The format a target gets when its recipe names none.
     pub format: FormatName,
+    /// The only formats the platform imports, when it does not take every
+    /// one, and what to tell a recipe asking for another.
+    pub only_formats: Option<OnlyFormats>,
     /// The firmware its VMs boot with by default.
     pub firmware: Firmware,
     /// Whether that default includes Secure Boot (for a UEFI boot).
@@ -125,6 +135,17 @@ pub struct Platform {
     pub drivers: &'static Drivers,
     /// Kernel command-line words the platform adds (its console).
     pub cmdline: &'static [&'static str],
+}
+
+/// The formats a platform imports, and the error and help for another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnlyFormats {
+    /// What it takes; the platform's default [`Platform::format`] among them.
+    pub formats: &'static [FormatName],
+    /// The error, at the recipe's `format`.
+    pub message: &'static str,
+    /// What to write instead.
+    pub help: &'static str,
 }
 
 /// The bus QEMU puts the boot disk on, per firmware mode.
@@ -161,11 +182,12 @@ const IDE_FOR_BIOS: QemuBus = QemuBus {
 };
 
 /// Every platform, one row each, in [`Hypervisor::ALL`]'s order.
-pub const PLATFORMS: [Platform; 7] = [
+pub const PLATFORMS: [Platform; 8] = [
     Platform {
         hypervisor: Hypervisor::Kvm,
         name: "kvm",
         format: FormatName::Qcow2,
+        only_formats: None,
         // KVM hosts (QEMU, libvirt, Proxmox, OpenStack) default to SeaBIOS
         // and offer OVMF.
         firmware: Firmware::Hybrid,
@@ -179,6 +201,7 @@ pub const PLATFORMS: [Platform; 7] = [
         hypervisor: Hypervisor::Hyperv,
         name: "hyperv",
         format: FormatName::Vhdx,
+        only_formats: None,
         // Generation 2 is UEFI with Secure Boot on.
         firmware: Firmware::Uefi,
         secure_boot: true,
@@ -191,6 +214,7 @@ pub const PLATFORMS: [Platform; 7] = [
         hypervisor: Hypervisor::HypervGen1,
         name: "hyperv-gen1",
         format: FormatName::Vhdx,
+        only_formats: None,
         firmware: Firmware::Bios,
         secure_boot: false,
         only_firmware: Some((Firmware::Bios, "Hyper-V Generation 1 boots BIOS only; for UEFI use hypervisor = \"hyperv\" (Generation 2)")),
@@ -202,6 +226,11 @@ pub const PLATFORMS: [Platform; 7] = [
         hypervisor: Hypervisor::Azure,
         name: "azure",
         format: FormatName::Vhd,
+        only_formats: Some(OnlyFormats {
+            formats: &[FormatName::Vhd],
+            message: "Azure takes fixed VHD images only",
+            help: "use format = \"vhd\" or leave it out",
+        }),
         // One VHD for Generation 1 and 2, Trusted Launch (Secure Boot) being
         // the default for new Generation 2 VMs.
         firmware: Firmware::Hybrid,
@@ -221,6 +250,7 @@ pub const PLATFORMS: [Platform; 7] = [
         hypervisor: Hypervisor::Vmware,
         name: "vmware",
         format: FormatName::Ova,
+        only_formats: None,
         // vSphere creates new VMs with EFI (the OVA says so) and still
         // offers BIOS; Secure Boot is a per-VM choice, off by default.
         firmware: Firmware::Hybrid,
@@ -240,6 +270,11 @@ pub const PLATFORMS: [Platform; 7] = [
         hypervisor: Hypervisor::Gce,
         name: "gce",
         format: FormatName::TarGz,
+        only_formats: Some(OnlyFormats {
+            formats: &[FormatName::TarGz, FormatName::Raw],
+            message: "Compute Engine imports a raw disk in a tar.gz",
+            help: "use format = \"tar.gz\" or leave it out",
+        }),
         // GCE boots UEFI images (Shielded VM, Secure Boot optional and off
         // by default) and legacy BIOS ones.
         firmware: Firmware::Hybrid,
@@ -258,6 +293,7 @@ pub const PLATFORMS: [Platform; 7] = [
         hypervisor: Hypervisor::Kubevirt,
         name: "kubevirt",
         format: FormatName::OciArchive,
+        only_formats: None,
         // KubeVirt boots SeaBIOS unless the VM asks for EFI.
         firmware: Firmware::Hybrid,
         secure_boot: false,
@@ -266,11 +302,45 @@ pub const PLATFORMS: [Platform; 7] = [
         drivers: &KUBEVIRT,
         cmdline: &[],
     },
+    Platform {
+        hypervisor: Hypervisor::Aws,
+        name: "aws",
+        // `aws ec2 import-snapshot` (and `import-image`) take a disk as
+        // `Format=VMDK|VHD|RAW` (EC2 API `SnapshotDiskContainer`,
+        // `ImageDiskContainer`), the VMDK streamOptimized (VM
+        // Import/Export user guide, image formats). The streamOptimized
+        // VMDK is the one of the three that is compressed, so it is the
+        // smallest file to upload to S3 (the shipped recipe: about the
+        // OVA's 191 MiB, where a raw or fixed VHD disk is its whole 4 GiB).
+        format: FormatName::Vmdk,
+        only_formats: Some(OnlyFormats {
+            formats: &[FormatName::Vmdk, FormatName::Vhd, FormatName::Raw],
+            message: "EC2 imports (import-snapshot, import-image) streamOptimized VMDK, VHD and raw disks only",
+            help: "use format = \"vmdk\" (the default), \"vhd\" or \"raw\", or leave it out",
+        }),
+        // An AMI's boot mode is `legacy-bios`, `uefi` or `uefi-preferred`
+        // (EC2 User Guide, AMI boot modes): one disk serves all three.
+        // Secure Boot is off by default: an AMI registered without
+        // `--uefi-data` starts its instances in Setup Mode, with no keys
+        // (EC2 User Guide, UEFI Secure Boot). The chain is signed all the
+        // same, so an AMI registered with Microsoft's keys boots it.
+        firmware: Firmware::Hybrid,
+        secure_boot: false,
+        only_firmware: None,
+        qemu_bus: QemuBus {
+            bios: Bus::Nvme,
+            uefi: Bus::Nvme,
+        },
+        drivers: &AWS,
+        // EC2's serial console (`aws ec2 get-console-output`, EC2 Serial
+        // Console) is the first serial port.
+        cmdline: &["console=ttyS0,115200n8"],
+    },
 ];
 
 impl Hypervisor {
     /// Every platform, in a fixed order.
-    pub const ALL: [Hypervisor; 7] = [
+    pub const ALL: [Hypervisor; 8] = [
         Hypervisor::Kvm,
         Hypervisor::Hyperv,
         Hypervisor::HypervGen1,
@@ -278,6 +348,7 @@ impl Hypervisor {
         Hypervisor::Vmware,
         Hypervisor::Gce,
         Hypervisor::Kubevirt,
+        Hypervisor::Aws,
     ];
 
     /// Its row of [`PLATFORMS`].
@@ -456,6 +527,18 @@ const GCE_MODULES: &[ModuleNeed] = &[
     need(&["gve"], Stage::Installed, "Google Virtual NIC (gVNIC)"),
 ];
 
+/// EC2's Nitro devices: EBS volumes (the boot disk too) are NVMe
+/// namespaces, and the network is the Elastic Network Adapter, without
+/// which an AMI does not launch on current instance types ("Enhanced
+/// networking with ENA is required"). The Debian cloud kernel builds
+/// `nvme` in and ships `ena` as a module. ENA is the network, as
+/// `virtio_net` and `gve` are for the others: needed once booted, not to
+/// reach the root.
+const AWS_MODULES: &[ModuleNeed] = &[
+    need(&["nvme"], Stage::Initramfs, "NVMe disk (EBS volumes)"),
+    need(&["ena"], Stage::Installed, "Elastic Network Adapter (ENA)"),
+];
+
 /// `qemu-guest-agent.service` has no [Install] section: udev starts it when
 /// the `org.qemu.guest_agent.0` port appears, so enabling it changes nothing.
 const QEMU_GA: Agent = Agent {
@@ -517,3 +600,27 @@ const KUBEVIRT: Drivers = Drivers {
     modules: KVM_MODULES,
     agents: &[QEMU_GA],
 };
+/// No agent: EC2 needs none for a static guest (its provisioning, cloud-init
+/// with the Ec2 datasource, is a later step of issue 21).
+const AWS: Drivers = Drivers {
+    name: "aws",
+    modules: AWS_MODULES,
+    agents: &[],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A platform's default format is one it imports, or every recipe
+    /// leaving `format` out would be refused.
+    #[test]
+    fn every_default_format_is_among_the_formats_its_platform_imports() {
+        for p in &PLATFORMS {
+            if let Some(only) = p.only_formats {
+                assert!(only.formats.contains(&p.format), "{}", p.name);
+            }
+        }
+        assert!(Hypervisor::Aws.platform().only_formats.is_some());
+    }
+}

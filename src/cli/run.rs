@@ -37,6 +37,7 @@ pub enum BusArg {
     Ide,
     Scsi,
     Pvscsi,
+    Nvme,
 }
 
 impl From<BusArg> for Bus {
@@ -46,6 +47,7 @@ impl From<BusArg> for Bus {
             BusArg::Ide => Bus::Ide,
             BusArg::Scsi => Bus::Scsi,
             BusArg::Pvscsi => Bus::Pvscsi,
+            BusArg::Nvme => Bus::Nvme,
         }
     }
 }

@@ -397,11 +397,12 @@ pub struct CloudInit {
 pub struct Target {
     /// Image format (default from the hypervisor: kvm → qcow2, hyperv and
     /// hyperv-gen1 → vhdx, azure → vhd, vmware → ova, gce → tar.gz,
-    /// kubevirt → oci-archive).
+    /// kubevirt → oci-archive, aws → vmdk).
     #[schemars(with = "Option<FormatName>")]
     pub format: Option<Spanned<FormatName>>,
     /// Hypervisor whose drivers the image must carry (default: the target's
-    /// name when it is kvm, hyperv, hyperv-gen1, azure, vmware, gce or kubevirt).
+    /// name when it is kvm, hyperv, hyperv-gen1, azure, vmware, gce, kubevirt
+    /// or aws).
     #[schemars(with = "Option<Hypervisor>")]
     pub hypervisor: Option<Spanned<Hypervisor>>,
     /// Appended to `[boot] cmdline` for this target only.

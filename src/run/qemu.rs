@@ -282,6 +282,13 @@ impl Machine {
                 cmd.arg("-drive").arg(format!("{file},if=none,id=disk0"));
                 cmd.args(["-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0"]);
             }
+            // An NVMe controller whose namespace is the disk, as EC2 shows
+            // an EBS volume; NVMe needs a serial number. SeaBIOS and OVMF
+            // both boot from it.
+            Bus::Nvme => {
+                cmd.arg("-drive").arg(format!("{file},if=none,id=disk0"));
+                cmd.args(["-device", "nvme,serial=imgbuild0,drive=disk0,bootindex=0"]);
+            }
         }
         cmd.args(&self.extra);
         Ok(cmd)
@@ -359,11 +366,7 @@ mod tests {
                         _ => p.qemu_bus.uefi,
                     };
                     m.member = member;
-                    let cmd = m.command(&vars).unwrap();
-                    let args: Vec<String> = cmd
-                        .get_args()
-                        .map(|a| a.to_string_lossy().into_owned())
-                        .collect();
+                    let args = args(&m.command(&vars).unwrap());
                     let net: Vec<(&String, &String)> = args
                         .iter()
                         .zip(args.iter().skip(1))
@@ -386,5 +389,38 @@ mod tests {
             }
         }
         assert_eq!(seen, PLATFORMS.len() * 6);
+    }
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// EC2's bus: the disk is the namespace of an NVMe controller, the one
+    /// boot device, and the user network stays restricted.
+    #[test]
+    fn an_nvme_boot_attaches_the_disk_to_an_nvme_controller_on_a_restricted_network() {
+        let mut m = Machine::for_format(Path::new("/images/a,b.vmdk"), "vmdk", Mode::Bios);
+        m.bus = Bus::Nvme;
+        let args = args(
+            &m.command(Path::new("/unused"))
+                .expect("BIOS needs no firmware"),
+        );
+        let after = |flag: &str| -> Vec<&str> {
+            args.windows(2)
+                .filter(|w| w[0] == flag)
+                .map(|w| w[1].as_str())
+                .collect()
+        };
+        assert_eq!(
+            after("-drive"),
+            ["file=/images/a,,b.vmdk,format=vmdk,snapshot=on,if=none,id=disk0"]
+        );
+        assert_eq!(
+            after("-device"),
+            ["nvme,serial=imgbuild0,drive=disk0,bootindex=0"]
+        );
+        assert_eq!(after("-nic"), ["user,restrict=on,model=virtio-net-pci"]);
     }
 }

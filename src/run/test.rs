@@ -242,7 +242,8 @@ pub fn unpack_gce(archive: &Path, to: &Path) -> Result<u64, TestError> {
 /// no Hyper-V storage, Debian's OVMF no PVSCSI driver; their kernel carries
 /// virtio too); IDE for a BIOS boot of a Hyper-V or Azure image, how
 /// Generation 1 attaches its boot disk; PVSCSI for a BIOS boot of a VMware
-/// image, where its OVA puts the disk; virtio-scsi for Compute Engine.
+/// image, where its OVA puts the disk; virtio-scsi for Compute Engine;
+/// NVMe for EC2.
 pub fn bus_for(hypervisor: Option<Hypervisor>, mode: Mode) -> Bus {
     let Some(bus) = hypervisor.map(|h| h.platform().qemu_bus) else {
         return Bus::Virtio;
@@ -726,5 +727,8 @@ mod tests {
         assert_eq!(bus("vmware", Mode::Uefi), Bus::Virtio);
         assert_eq!(bus("gce", Mode::Bios), Bus::Scsi);
         assert_eq!(bus("kubevirt", Mode::Bios), Bus::Virtio);
+        assert_eq!(bus("aws", Mode::Bios), Bus::Nvme);
+        assert_eq!(bus("aws", Mode::Uefi), Bus::Nvme);
+        assert_eq!(bus("aws", Mode::SecureBoot), Bus::Nvme);
     }
 }

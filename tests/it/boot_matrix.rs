@@ -213,7 +213,7 @@ fn manifest_records_each_output_s_firmware_and_signed_binaries() {
         assert_eq!(modes("hyperv"), serde_json::json!(["uefi", "secure-boot"]));
         assert_eq!(modes("hyperv-gen1"), serde_json::json!(["bios"]));
         if release.name == "bookworm" {
-            for t in ["vmware", "gce", "kubevirt"] {
+            for t in ["vmware", "gce", "kubevirt", "aws"] {
                 assert_eq!(modes(t), all, "{t}");
             }
         }

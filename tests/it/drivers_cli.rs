@@ -1,7 +1,8 @@
 //! The driver check through `imgbuild check` / `imgbuild build`: a small
 //! synthetic rootfs (made at test time with `cpio -o -H newc`, `gzip` and
 //! `tar`) whose initramfs lacks `hv_storvsc` fails for Hyper-V before
-//! anything is written and passes for KVM; the stock Debian cloud kernel
+//! anything is written and passes for KVM; one lacking `nvme` in the
+//! initramfs or `ena` fails for aws; the stock Debian cloud kernel
 //! passes for kvm, hyperv and azure. Also: each target's loader entry on the
 //! ESP carries its hypervisor profile's command line (Azure's serial console
 //! and earlyprintk), read back from the written images with `mtype`.
@@ -14,7 +15,7 @@ use imgbuild::layout::gpt;
 use imgbuild_formats::ReadAt;
 
 use crate::support;
-use crate::support::synthetic::{synthetic_rootfs, tools, VERSION};
+use crate::support::synthetic::{synthetic_rootfs, synthetic_rootfs_with, tools, VERSION};
 use crate::support::{debian_tar, imgbuild, require_tool, run, run_ok, tempdir};
 
 /// A recipe over the synthetic tree: its loader is a stand-in
@@ -116,6 +117,67 @@ fn kvm_only_passes_check_on_the_same_kernel() {
         "{}",
         text(&out)
     );
+}
+
+const NVME: &str = "kernel/drivers/nvme/host/nvme.ko";
+const ENA: &str = "kernel/drivers/net/ethernet/amazon/ena/ena.ko";
+
+/// One case of the aws check: its name, the modules in the initramfs (and
+/// installed), those installed only, and the missing-module lines expected.
+struct Case(
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+/// `imgbuild check` of an aws target over a synthetic kernel with `nvme`
+/// and `ena` where the case puts them: the exit code and stderr.
+fn check_aws(initramfs: &[&str], installed: &[&str]) -> (Option<i32>, String) {
+    let d = tempdir();
+    let tar = synthetic_rootfs_with(d.path(), initramfs, installed);
+    let r = recipe(d.path(), &tar, "[targets.aws]\n");
+    let out = run(imgbuild().arg("check").arg(&r));
+    (out.status.code(), text(&out))
+}
+
+/// EC2 (issue 21): the root is on NVMe, so `nvme` must be built in or in
+/// the initramfs; the network is ENA, so `ena` must be installed. A kernel
+/// lacking either fails `check` naming the module, the aws target and the
+/// kernel; with both it passes.
+#[test]
+fn aws_fails_check_without_nvme_in_the_initramfs_or_without_ena() {
+    if !tools() {
+        return;
+    }
+    const NVME_LINE: &str =
+        "nvme (NVMe disk (EBS volumes)): neither built in (modules.builtin) nor in the initramfs";
+    const ENA_LINE: &str = "ena (Elastic Network Adapter (ENA)): neither built in (modules.builtin) nor installed under /lib/modules";
+    let header = format!("target aws, kernel {VERSION}: missing kernel modules:");
+    // (case, modules in the initramfs, installed only, lines expected)
+    let cases: [Case; 4] = [
+        Case("neither", &[], &[], &[NVME_LINE, ENA_LINE]),
+        // On disk but not in the initramfs: the root cannot be reached.
+        Case("nvme installed only", &[], &[NVME, ENA], &[NVME_LINE]),
+        Case("no ena", &[NVME], &[], &[ENA_LINE]),
+        Case("both", &[NVME], &[ENA], &[]),
+    ];
+    for Case(case, initramfs, installed, missing) in cases {
+        let (code, out) = check_aws(initramfs, installed);
+        if missing.is_empty() {
+            assert_eq!(code, Some(0), "{case}: {out}");
+            continue;
+        }
+        assert_eq!(code, Some(1), "{case}: {out}");
+        assert!(out.contains(&header), "{case}: {out}");
+        for line in [NVME_LINE, ENA_LINE] {
+            assert_eq!(
+                out.contains(line),
+                missing.contains(&line),
+                "{case}: {line:?}\n{out}"
+            );
+        }
+    }
 }
 
 /// The per-target findings `imgbuild check` can print say where each module

@@ -15,6 +15,7 @@
 mod support;
 
 mod api;
+mod aws;
 mod boot_matrix;
 mod cli;
 mod config_rootfs;

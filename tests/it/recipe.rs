@@ -628,6 +628,8 @@ fn shipped_mmdebstrap_recipes_resolve_with_each_platform_s_firmware() {
             want.insert(1, (name("gce.tar.gz"), "hybrid", false));
             want.insert(4, (name("kubevirt.oci.tar"), "hybrid", false));
             want.push((name("vmware.ova"), "hybrid", false));
+            // Amazon EC2 (issue 21): BIOS and UEFI, Secure Boot off by default.
+            want.insert(0, (name("aws.vmdk"), "hybrid", false));
         }
         let want: Vec<(&str, &str, bool)> =
             want.iter().map(|(n, f, s)| (n.as_str(), *f, *s)).collect();
@@ -722,6 +724,71 @@ subformat = \"monolithicSparse\"
         assert_eq!(t(name).firmware.name(), "hybrid", "{name}");
         assert!(!t(name).secure_boot, "{name}");
     }
+}
+
+/// Amazon EC2 (issue 21): a streamOptimized VMDK by default, VHD and raw
+/// on request, both firmware modes from one disk, Secure Boot off (EC2
+/// starts an AMI without `--uefi-data` in Setup Mode).
+#[test]
+fn aws_target_defaults_to_a_stream_optimized_vmdk_booting_bios_and_uefi() {
+    use imgbuild_formats::Format;
+    let text = minimal(
+        "
+[targets.aws]
+
+[targets.ec2-vhd]
+hypervisor = \"aws\"
+format = \"vhd\"
+
+[targets.ec2-raw]
+hypervisor = \"aws\"
+format = \"raw\"
+",
+    );
+    let plan = check_in(Path::new("/nonexistent"), &text, &Environment::default()).unwrap();
+    let t = |name: &str| plan.targets.iter().find(|t| t.name == name).unwrap();
+    assert_eq!(t("aws").output, "golden-aws.vmdk");
+    assert_eq!(t("aws").format, Format::Vmdk);
+    assert_eq!(t("aws").package, None);
+    assert_eq!(
+        t("aws").write_options(&plan.seed).vmdk_subformat,
+        imgbuild_formats::VmdkSubformat::StreamOptimized
+    );
+    assert_eq!(t("ec2-vhd").output, "golden-ec2-vhd.vhd");
+    assert_eq!(t("ec2-raw").output, "golden-ec2-raw.raw");
+    for name in ["aws", "ec2-vhd", "ec2-raw"] {
+        assert_eq!(t(name).hypervisor, Hypervisor::Aws, "{name}");
+        assert_eq!(t(name).firmware.name(), "hybrid", "{name}");
+        assert!(!t(name).secure_boot, "{name}");
+    }
+}
+
+/// The formats EC2 does not import, and a VMDK that is not
+/// streamOptimized, fail `check` at the recipe's key.
+#[test]
+fn aws_refuses_formats_ec2_does_not_import() {
+    for format in ["qcow2", "vhdx", "ova", "tar.gz", "oci-archive"] {
+        let e = errors(&minimal(&format!(
+            "\n[targets.aws]\nformat = \"{format}\"\n"
+        )));
+        assert!(
+            e.contains("EC2 imports (import-snapshot, import-image) streamOptimized VMDK, VHD and raw disks only"),
+            "{format}: {e}"
+        );
+        assert!(e.contains("recipe.toml:11:10"), "{format}: {e}");
+        assert!(
+            e.contains("use format = \"vmdk\" (the default), \"vhd\" or \"raw\""),
+            "{format}: {e}"
+        );
+    }
+    let e = errors(&minimal(
+        "\n[targets.aws]\nformat = \"vmdk\"\nsubformat = \"monolithicSparse\"\n",
+    ));
+    assert!(
+        e.contains("EC2 imports a VMDK only as streamOptimized"),
+        "{e}"
+    );
+    assert!(e.contains("recipe.toml:12:13"), "{e}");
 }
 
 /// What the new platforms refuse, each at its place in the recipe.

@@ -107,6 +107,7 @@ fn example_ci_files_run_as_written_and_their_junit_has_a_case_per_output_and_fir
 
     // Each distinct line once, in order: the two files run the same steps.
     let mut done = BTreeSet::new();
+    let mut test_stdout = String::new();
     for line in per_file.iter().flatten() {
         if !done.insert(line.clone()) {
             continue;
@@ -130,6 +131,9 @@ fn example_ci_files_run_as_written_and_their_junit_has_a_case_per_output_and_fir
             start.elapsed().as_secs_f64(),
             String::from_utf8_lossy(&out.stdout)
         );
+        if line.starts_with("imgbuild test ") {
+            test_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        }
     }
 
     // The JUnit summary, as a CI system reads it.
@@ -163,9 +167,24 @@ fn example_ci_files_run_as_written_and_their_junit_has_a_case_per_output_and_fir
     assert_eq!(cases.len(), want.len(), "no case twice");
     assert_eq!(
         want.len(),
-        18,
-        "kvm, azure, vmware, gce and kubevirt in 3 modes, hyperv in 2, gen1 in 1"
+        21,
+        "kvm, azure, vmware, gce, kubevirt and aws in 3 modes, hyperv in 2, gen1 in 1"
     );
+    // EC2's boot disk is NVMe in every mode (issue 21): the table's rows.
+    let aws_rows: Vec<&str> = test_stdout
+        .lines()
+        .filter(|l| l.starts_with("debian-bookworm-aws.vmdk "))
+        .collect();
+    assert_eq!(aws_rows.len(), 3, "{test_stdout}");
+    for mode in ["bios", "uefi", "secure-boot"] {
+        assert!(
+            aws_rows.iter().any(|r| {
+                let w: Vec<&str> = r.split_whitespace().collect();
+                w.get(1..4) == Some(&[mode, "nvme", "pass"][..])
+            }),
+            "aws {mode} on nvme: {test_stdout}"
+        );
+    }
     for c in &cases {
         assert!(
             c.status.is_success(),

@@ -64,13 +64,20 @@ pub fn tools() -> bool {
 /// `hv_storvsc` only when `storvsc`), its module directory, systemd-boot and
 /// the account files the configuration step reads.
 pub fn synthetic_rootfs(dir: &Path, storvsc: bool) -> PathBuf {
+    let initramfs: &[&str] = if storvsc { &[STORVSC] } else { &[] };
+    synthetic_rootfs_with(dir, initramfs, &[])
+}
+
+/// [`synthetic_rootfs`] without `hv_storvsc` in the initramfs, with the
+/// modules `initramfs` (paths under `/lib/modules/<version>/`) in the
+/// initramfs and installed, and `installed` installed only.
+pub fn synthetic_rootfs_with(dir: &Path, initramfs: &[&str], installed: &[&str]) -> PathBuf {
     let root = dir.join("root");
     let initrd = dir.join("initrd");
     let moddir = format!("lib/modules/{VERSION}");
-    let mut initramfs: Vec<&str> = IN_INITRAMFS.to_vec();
-    if storvsc {
-        initramfs.push(STORVSC);
-    }
+    let mut in_initramfs: Vec<&str> = IN_INITRAMFS.to_vec();
+    in_initramfs.extend(initramfs);
+    let initramfs = in_initramfs;
     for m in &initramfs {
         write(
             &initrd.join(&moddir).join(m),
@@ -78,7 +85,7 @@ pub fn synthetic_rootfs(dir: &Path, storvsc: bool) -> PathBuf {
         );
     }
     write(&initrd.join("init"), b"#!/bin/sh\n");
-    for m in IN_INITRAMFS.iter().chain(INSTALLED_ONLY) {
+    for m in initramfs.iter().chain(INSTALLED_ONLY).chain(installed) {
         write(
             &root.join(&moddir).join(m),
             format!("module {m}\n").as_bytes(),

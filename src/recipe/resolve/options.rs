@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use super::context::{Cx, MIB};
 use crate::plan::TargetPlan;
-use crate::recipe::{Compression, FormatName, Spanned, Subformat, Target};
+use crate::recipe::{Compression, FormatName, Hypervisor, Spanned, Subformat, Target};
 
 /// Format-specific options, each allowed only with its format.
 pub(super) fn target_options(cx: &mut Cx, t: &Target, format: FormatName, plan: &mut TargetPlan) {
@@ -93,6 +93,13 @@ fn subformat(cx: &mut Cx, s: &Spanned<Subformat>, format: FormatName, plan: &mut
         (FormatName::Vhdx, S::Fixed) => plan.subformat = Some(imgbuild_formats::Subformat::Fixed),
         (FormatName::Vmdk, S::StreamOptimized) => {
             plan.vmdk_subformat = Some(imgbuild_formats::VmdkSubformat::StreamOptimized)
+        }
+        (FormatName::Vmdk, S::MonolithicSparse) if plan.hypervisor == Hypervisor::Aws => {
+            cx.error(
+                s.span(),
+                "EC2 imports a VMDK only as streamOptimized".into(),
+                Some("leave subformat out (streamOptimized is the default)".into()),
+            );
         }
         (FormatName::Vmdk, S::MonolithicSparse) if plan.package.is_none() => {
             plan.vmdk_subformat = Some(imgbuild_formats::VmdkSubformat::MonolithicSparse)

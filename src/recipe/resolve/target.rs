@@ -49,11 +49,12 @@ fn target(
         .as_ref()
         .map_or(hypervisor.platform().format, |f| *f.get_ref());
     let (firmware, secure_boot) = firmware(cx, recipe, tname, &span, t, hypervisor);
+    check_format(cx, t, hypervisor, format);
     if hypervisor == Hypervisor::Azure {
-        check_azure(cx, recipe, t, format);
+        check_azure(cx, recipe);
     }
     if hypervisor == Hypervisor::Gce {
-        check_gce(cx, recipe, t, format);
+        check_gce(cx, recipe);
     }
     let package = match format {
         FormatName::Ova => Some(Package::Ova(ovf_settings(
@@ -211,16 +212,23 @@ fn target_cmdline(cx: &mut Cx, t: &Target, cmdline: &str, span: &Range<usize>) -
     }
 }
 
-fn check_azure(cx: &mut Cx, recipe: &Document, t: &Target, format: FormatName) {
-    if format != FormatName::Vhd {
-        if let Some(f) = &t.format {
-            cx.error(
-                f.span(),
-                "Azure takes fixed VHD images only".into(),
-                Some("use format = \"vhd\" or leave it out".into()),
-            );
-        }
+/// A format the platform does not import ([`crate::platform::OnlyFormats`]),
+/// reported at the recipe's `format`.
+fn check_format(cx: &mut Cx, t: &Target, hypervisor: Hypervisor, format: FormatName) {
+    let Some(only) = hypervisor.platform().only_formats else {
+        return;
+    };
+    if let Some(f) = t
+        .format
+        .as_ref()
+        .filter(|_| !only.formats.contains(&format))
+    {
+        cx.error(f.span(), only.message.into(), Some(only.help.into()));
     }
+}
+
+/// Azure takes a VHD whose virtual size is a whole number of MiB.
+fn check_azure(cx: &mut Cx, recipe: &Document) {
     if let Ok(n) = parse_size(recipe.image.size.get_ref()) {
         if n % MIB != 0 {
             let help = "Azure requires the virtual size to be a whole number of MiB";
@@ -293,16 +301,7 @@ fn ovf_settings(
 }
 
 /// Compute Engine imports a `disk.raw` whose size is a whole number of GiB.
-fn check_gce(cx: &mut Cx, recipe: &Document, t: &Target, format: FormatName) {
-    if !matches!(format, FormatName::TarGz | FormatName::Raw) {
-        if let Some(f) = &t.format {
-            cx.error(
-                f.span(),
-                "Compute Engine imports a raw disk in a tar.gz".into(),
-                Some("use format = \"tar.gz\" or leave it out".into()),
-            );
-        }
-    }
+fn check_gce(cx: &mut Cx, recipe: &Document) {
     if let Ok(n) = parse_size(recipe.image.size.get_ref()) {
         if n % (1 << 30) != 0 {
             let help = "Compute Engine requires the disk size to be a whole number of GiB";

@@ -301,6 +301,7 @@ fn profiles_cmdline_and_names() {
         ),
         (Hypervisor::Gce, &["virtio_scsi", "virtio_net", "gve"][..]),
         (Hypervisor::Kubevirt, &["virtio_blk", "virtio_net"][..]),
+        (Hypervisor::Aws, &["nvme", "ena"][..]),
     ] {
         for m in needs {
             assert!(names(h).contains(m), "{h} lacks {m}");
@@ -311,6 +312,21 @@ fn profiles_cmdline_and_names() {
     assert_eq!(agents(Hypervisor::Vmware), ["open-vm-tools"]);
     assert_eq!(agents(Hypervisor::Gce), ["google-guest-agent"]);
     assert_eq!(agents(Hypervisor::Kubevirt), ["qemu-guest-agent"]);
+    assert!(agents(Hypervisor::Aws).is_empty());
+    // EC2's serial console; the root on NVMe, so nvme reaches the initramfs.
+    assert!(Hypervisor::Aws
+        .platform()
+        .cmdline
+        .contains(&"console=ttyS0,115200n8"));
+    let stage = |h: Hypervisor, name: &str| {
+        h.drivers()
+            .modules
+            .iter()
+            .find(|m| m.any_of.contains(&name))
+            .map(|m| m.stage)
+    };
+    assert_eq!(stage(Hypervisor::Aws, "nvme"), Some(Stage::Initramfs));
+    assert_eq!(stage(Hypervisor::Aws, "ena"), Some(Stage::Installed));
     assert!(Hypervisor::Azure
         .platform()
         .cmdline
