@@ -428,28 +428,31 @@ impl Deflater {
     /// stream, Adler-32); returns where its deflate stream lies, relative
     /// to the stream's start.
     fn zlib(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<Range<usize>> {
-        let start = out.len();
-        out.resize(start + self.z.zlib_compress_bound(data.len()), 0);
-        let n = self
-            .z
-            .zlib_compress(data, &mut out[start..])
-            .map_err(|e| err(format!("{e:?}")))?;
-        out.truncate(start + n);
-        Ok(2..n - 4)
+        let bound = self.z.zlib_compress_bound(data.len());
+        let r = append(out, bound, |o| self.z.zlib_compress(data, o))?;
+        Ok(2..r.len() - 4)
     }
 
     /// Appends the raw deflate stream of `data` (RFC 1951, its last block
     /// final); returns its range in `out`.
     pub fn deflate(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<Range<usize>> {
-        let start = out.len();
-        out.resize(start + self.z.deflate_compress_bound(data.len()), 0);
-        let n = self
-            .z
-            .deflate_compress(data, &mut out[start..])
-            .map_err(|e| err(format!("{e:?}")))?;
-        out.truncate(start + n);
-        Ok(start..start + n)
+        let bound = self.z.deflate_compress_bound(data.len());
+        append(out, bound, |o| self.z.deflate_compress(data, o))
     }
+}
+
+/// Appends what `compress` writes into room for `bound` bytes at the end
+/// of `out`; returns its range.
+fn append(
+    out: &mut Vec<u8>,
+    bound: usize,
+    compress: impl FnOnce(&mut [u8]) -> std::result::Result<usize, libdeflater::CompressionError>,
+) -> Result<Range<usize>> {
+    let start = out.len();
+    out.resize(start + bound, 0);
+    let n = compress(&mut out[start..]).map_err(|e| err(format!("{e:?}")))?;
+    out.truncate(start + n);
+    Ok(start..start + n)
 }
 
 /// CRC-32 of a whole zero grain.
